@@ -1,0 +1,30 @@
+//! Images: references, OCI image layouts and the layer store under `--root`.
+//! Owns `<root>/layers` and `<root>/blobs`; must not touch cgroups, mounts or the network.
+
+mod reference;
+pub use reference::{ImageRef, RegistryRef};
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The parts of an image's config that decide how its process starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// `KEY=value` entries, in order.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// An image ready to be mounted: its layer dirs (bottom first) and its config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedImage {
+    /// Unpacked layer directories, lowest first. For `rootfs:` this is the dir itself.
+    pub layers: Vec<PathBuf>,
+    pub config: ImageConfig,
+    /// The manifest digest (`sha256:...`), or `None` for a plain rootfs dir.
+    pub digest: Option<String>,
+}

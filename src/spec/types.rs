@@ -1,0 +1,119 @@
+//! The validated form of a spec file: every value checked, units converted, defaults applied.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A spec file after parsing and validation. The file stem is the container's name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidatedSpec {
+    /// The container's name: the file stem.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The image reference as written (checked with `crate::image::ImageRef::parse`).
+    pub image: String,
+    /// Replaces the image's Cmd when set.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's Entrypoint when set.
+    pub entrypoint: Option<Vec<String>>,
+    /// Merged over the image's Env.
+    pub env: BTreeMap<String, String>,
+    /// Absolute path inside the container.
+    pub workdir: Option<String>,
+    /// `uid[:gid]` or `name[:group]`, resolved later against the image's /etc/passwd.
+    pub user: Option<String>,
+    /// Defaults to the container's name.
+    pub hostname: String,
+    pub readonly_rootfs: bool,
+    /// Signal number (e.g. 15 for SIGTERM).
+    pub stop_signal: i32,
+    pub stop_timeout: Duration,
+    /// Capability names (upper case, without the CAP_ prefix) added to the default set.
+    pub cap_add: Vec<String>,
+    /// Capability names (upper case, without the CAP_ prefix) removed from the default set.
+    pub cap_drop: Vec<String>,
+    pub restart: RestartSpec,
+    pub resources: Resources,
+    pub network: NetworkSpec,
+    pub mounts: Vec<MountSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestartSpec {
+    pub policy: RestartPolicy,
+    /// 0 = unlimited.
+    pub max_retries: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub backoff_reset_after: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Resources {
+    /// Hard memory limit in bytes (at least 4 MiB).
+    pub memory: Option<u64>,
+    /// CPU quota in CPUs (> 0).
+    pub cpus: Option<f64>,
+    /// 1..=10000, as cgroup v2's cpu.weight.
+    pub cpu_weight: Option<u64>,
+    /// A cpuset list such as "0-1,3".
+    pub cpuset: Option<String>,
+    /// Maximum number of tasks (> 0).
+    pub pids: Option<u64>,
+    /// 1..=10000 (cgroup v2 io.weight; scaled to blkio.weight on v1).
+    pub io_weight: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    Bridge,
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkSpec {
+    pub mode: NetworkMode,
+    pub ip: Option<Ipv4Addr>,
+    pub ports: Vec<PortMapping>,
+    /// Bits per second.
+    pub egress: Option<u64>,
+    /// Bits per second.
+    pub ingress: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MountSpec {
+    /// Absolute host path.
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub readonly: bool,
+}
