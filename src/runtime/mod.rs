@@ -1,1 +1,10 @@
-//! runtime
+//! The container runtime: turns a validated spec and a resolved image into a `ContainerPlan`
+//! (pure data), launches it through the single-threaded helper started from our own binary,
+//! and tears it down. Owns `<root>/containers`; cgroups, images and netlink belong elsewhere.
+
+pub mod container;
+pub mod launch;
+pub mod monitor;
+pub mod mounts;
+pub mod plan;
+pub mod protocol;

@@ -1,1 +1,5 @@
-//! sys
+//! The only module with `unsafe`: thin wrappers over system calls that `nix` and `std` do not
+//! offer safely. Each wrapper states the contract its callers rely on; nothing here decides
+//! policy.
+
+pub mod process;

@@ -1,0 +1,208 @@
+//! One container's life on the host: prepare its state dir, image, cgroup and plan; start it;
+//! tear it down, collecting errors and going on.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::cgroups::{self, CgroupMode, ContainerCgroup};
+use crate::image::{ImageRef, ImageStore};
+use crate::runtime::capabilities;
+use crate::runtime::launch::{self, Running, Stdin};
+use crate::runtime::plan::{self, ContainerPaths, ContainerPlan, HostFacts};
+use crate::spec::{NetworkMode, ValidatedSpec};
+
+/// Dirs and empty files the init layer provides over every image, so whatever the image has
+/// there (a symlink at /dev, say) is hidden before anything is mounted on them.
+const INIT_DIRS: &[&str] = &["dev", "proc", "sys", "etc", "dev/pts", "dev/shm", "dev/mqueue"];
+const INIT_FILES: &[&str] = &["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("state dir {path}: {source}")]
+    State { path: PathBuf, source: std::io::Error },
+    #[error("image {image}: {source}")]
+    ImageRef { image: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Plan(#[from] crate::runtime::plan::PlanError),
+    #[error("{file}: network mode \"bridge\" (the default) is not supported by this build yet: set [network] mode = \"none\" or \"host\"")]
+    BridgeUnsupported { file: PathBuf },
+    #[error("container {name}: {source}")]
+    Launch { name: String, source: launch::LaunchError },
+}
+
+/// Errors from a teardown that went on past each of them.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct TeardownErrors(pub Vec<String>);
+
+/// The runtime bound to a state dir and a cgroup parent.
+#[derive(Debug)]
+pub struct Runtime {
+    root: PathBuf,
+    cgroup_parent: String,
+    images: ImageStore,
+}
+
+/// A container ready to start: state dir made, cgroup created, plan decided.
+#[derive(Debug)]
+pub struct Prepared {
+    pub id: String,
+    pub plan: ContainerPlan,
+    pub cgroup: ContainerCgroup,
+}
+
+fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::State { path: path.to_path_buf(), source }
+}
+
+fn mkdir_private(path: &Path) -> Result<(), RuntimeError> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(state_err(path))
+}
+
+impl Runtime {
+    pub fn open(root: &Path, cgroup_parent: &str) -> Result<Runtime, RuntimeError> {
+        mkdir_private(root)?;
+        mkdir_private(&root.join("containers"))?;
+        let images = ImageStore::open(root)?;
+        let rt = Runtime { root: root.to_path_buf(), cgroup_parent: cgroup_parent.to_string(), images };
+        rt.ensure_init_layer()?;
+        Ok(rt)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn init_layer(&self) -> PathBuf {
+        self.root.join("init-layer")
+    }
+
+    /// Creates the shared init layer once (built in a temp dir, renamed into place).
+    fn ensure_init_layer(&self) -> Result<(), RuntimeError> {
+        let dest = self.init_layer();
+        if dest.is_dir() {
+            return Ok(());
+        }
+        let tmp = self.root.join(format!("init-layer.tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        for d in INIT_DIRS {
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(tmp.join(d)).map_err(state_err(&tmp))?;
+        }
+        for f in INIT_FILES {
+            fs::write(tmp.join(f), "").map_err(state_err(&tmp))?;
+        }
+        match fs::rename(&tmp, &dest) {
+            Ok(()) => Ok(()),
+            // Another process made it first.
+            Err(_) if dest.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(state_err(&dest)(e)),
+        }
+    }
+
+    /// Resolves the image, makes the state dir and the cgroup, and decides the plan. On error
+    /// nothing is left behind.
+    pub fn prepare(&self, spec: &ValidatedSpec, die_with_parent: bool) -> Result<Prepared, RuntimeError> {
+        if spec.network.mode == NetworkMode::Bridge {
+            return Err(RuntimeError::BridgeUnsupported { file: spec.file.clone() });
+        }
+        let image_ref = ImageRef::parse(&spec.image)
+            .map_err(|e| RuntimeError::ImageRef { image: spec.image.clone(), source: e.into() })?;
+        let image = self.images.resolve(&image_ref)?;
+        let caps = capabilities::effective_set(&spec.cap_add, &spec.cap_drop)
+            .map_err(|e| plan::PlanError::Capabilities { name: spec.name.clone(), message: e.to_string() })?;
+        let mut cap_names: Vec<String> =
+            caps.iter().map(|c| c.to_string().trim_start_matches("CAP_").to_string()).collect();
+        cap_names.sort();
+
+        let id = format!("{}-{}", spec.name, random_suffix());
+        let paths = ContainerPaths::new(self.root.join("containers").join(&id));
+        let result = self.prepare_dirs(spec, &paths).and_then(|()| {
+            let cgroup = ContainerCgroup::create(&self.cgroup_parent, &id, &spec.resources)?;
+            let host = HostFacts {
+                cgroup2: cgroups::cgroup_mode() == CgroupMode::V2,
+                init_layer: self.init_layer(),
+                cgroup_procs: cgroup.procs_files(),
+                capabilities: cap_names,
+                die_with_parent,
+            };
+            match plan::build(spec, &image, paths.clone(), &host) {
+                Ok(plan) => Ok(Prepared { id: id.clone(), plan, cgroup }),
+                Err(e) => {
+                    let _ = cgroup.destroy();
+                    Err(e.into())
+                }
+            }
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&paths.dir);
+        }
+        result
+    }
+
+    fn prepare_dirs(&self, spec: &ValidatedSpec, p: &ContainerPaths) -> Result<(), RuntimeError> {
+        mkdir_private(&p.dir)?;
+        for d in [&p.rootfs, &p.upper, &p.work] {
+            fs::DirBuilder::new().mode(0o755).create(d).map_err(state_err(d))?;
+        }
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            spec.hostname
+        );
+        fs::write(&p.hosts, hosts).map_err(state_err(&p.hosts))?;
+        fs::write(&p.hostname, format!("{}\n", spec.hostname)).map_err(state_err(&p.hostname))?;
+        fs::write(&p.resolv_conf, host_resolv_conf()).map_err(state_err(&p.resolv_conf))?;
+        Ok(())
+    }
+
+    /// Starts a prepared container.
+    pub fn start(&self, prepared: &Prepared, stdin: Stdin) -> Result<Running, RuntimeError> {
+        launch::launch(&prepared.plan, stdin)
+            .map_err(|source| RuntimeError::Launch { name: prepared.plan.name.clone(), source })
+    }
+
+    /// Removes what `prepare` made: the cgroup (killing anything left in it) and, unless
+    /// `keep`, the state dir with the writable layer. Goes on past each error.
+    pub fn teardown(&self, prepared: Prepared, keep: bool) -> Result<(), TeardownErrors> {
+        let mut errors = Vec::new();
+        if let Err(e) = prepared.cgroup.destroy() {
+            errors.push(e.to_string());
+        }
+        if !keep {
+            if let Err(e) = fs::remove_dir_all(&prepared.plan.paths.dir) {
+                errors.push(format!("removing {}: {e}", prepared.plan.paths.dir.display()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TeardownErrors(errors))
+        }
+    }
+}
+
+/// The host's resolv.conf (capped), or an empty one.
+fn host_resolv_conf() -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Ok(f) = fs::File::open("/etc/resolv.conf") {
+        let _ = f.take(64 * 1024).read_to_end(&mut buf);
+    }
+    buf
+}
+
+/// Eight hex digits, different for every container started on this host.
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}

@@ -1,0 +1,374 @@
+//! The helper process: started from a sealed copy of our own binary in a hidden mode (before
+//! any thread exists), it receives a `ContainerPlan`, forks the container's init into new
+//! namespaces, reports `Started`/`Failed`, then stays as the container's small monitor: it
+//! reaps the init and reports how it exited. The init side does every namespace, mount,
+//! pivot_root and credential step, in the order runc/crun/youki use.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{chdir, execve, pipe2, pivot_root, sethostname, setsid, ForkResult, Gid, Pid, Uid};
+
+use crate::runtime::mounts::{Mount, MountKind, DEVICES, DEV_SYMLINKS};
+use crate::runtime::plan::{overlay_options, ContainerPlan};
+use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
+use crate::runtime::{capabilities, seccomp, user};
+use crate::sys::process::{close_fds_from, fork_single_threaded, loopback_up};
+
+/// The argument that selects the helper mode; the channel's fd number follows it.
+pub const MONITOR_ARG: &str = "__berth-monitor";
+
+/// A failed init step, reported to the launcher as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {detail}")]
+pub struct InitError {
+    step: String,
+    detail: String,
+}
+
+fn step<E: std::fmt::Display>(step: impl Into<String>) -> impl FnOnce(E) -> InitError {
+    let step = step.into();
+    move |e| InitError { step, detail: e.to_string() }
+}
+
+/// Entry point of the helper mode. Returns the helper's exit code.
+pub fn monitor_main(channel_fd: RawFd) -> i32 {
+    // The launcher placed the channel at this fd for us; nothing else here owns it.
+    let channel = Channel::from_fd(crate::sys::process::take_fd(channel_fd));
+    let plan = match channel.recv::<Request>() {
+        Ok(Some(Request::Start(plan))) => plan,
+        Ok(None) => return 125,
+        Err(e) => {
+            let _ = channel.send(&Event::Failed { error: format!("reading the plan: {e}") });
+            return 125;
+        }
+    };
+    match start(&plan) {
+        Ok(pid) => {
+            if channel.send(&Event::Started { pid: pid.as_raw() }).is_err() && plan.die_with_parent {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            let status = wait_for(pid);
+            let _ = channel.send(&Event::Exited { status });
+            0
+        }
+        Err(error) => {
+            let _ = channel.send(&Event::Failed { error });
+            125
+        }
+    }
+}
+
+/// Forks the init into a new pid namespace and waits until it exec'd or failed.
+fn start(plan: &ContainerPlan) -> Result<Pid, String> {
+    if plan.die_with_parent {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
+    }
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
+    // The init reports a failure on this pipe; a successful exec closes it (O_CLOEXEC).
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(err_r);
+            let e = init(plan).unwrap_err();
+            let mut w = File::from(err_w);
+            let _ = w.write_all(e.to_string().as_bytes());
+            std::process::exit(125);
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = File::from(err_r).read_to_string(&mut msg);
+            if msg.is_empty() {
+                Ok(child)
+            } else {
+                let _ = waitpid(child, None);
+                Err(msg)
+            }
+        }
+    }
+}
+
+fn wait_for(pid: Pid) -> ExitStatus {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return ExitStatus::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return ExitStatus::Signal(sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return ExitStatus::Code(255),
+        }
+    }
+}
+
+/// Sets up the container around the current process and execs its command. Returns only on
+/// failure.
+fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
+    // Into the cgroup first, so everything below is accounted and limited, and the cgroup
+    // namespace is rooted at the container's own cgroup.
+    for procs in &plan.cgroup_procs {
+        fs::write(procs, "0").map_err(step(format!("joining cgroup {}", procs.display())))?;
+    }
+    setsid().map_err(step("setsid"))?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    if plan.own_netns {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(step("unshare namespaces"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(step("making / private"))?;
+
+    let p = &plan.paths;
+    let opts = overlay_options(&plan.lower_dirs, &p.upper, &p.work);
+    mount(Some("overlay"), &p.rootfs, Some("overlay"), MsFlags::MS_NODEV, Some(opts.as_str()))
+        .map_err(step(format!("mounting overlay rootfs at {}", p.rootfs.display())))?;
+
+    // Host-side sources are opened now, while the host is still visible, and mounted from
+    // their fds after pivot_root.
+    let sources = open_bind_sources(&plan.mounts)?;
+    let null = open_verified_null()?;
+
+    chdir(&p.rootfs).map_err(step("chdir to rootfs"))?;
+    pivot_root(".", ".").map_err(step("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(step("detaching the old root"))?;
+    chdir("/").map_err(step("chdir /"))?;
+
+    for (m, src) in plan.mounts.iter().zip(&sources) {
+        do_mount(m, src.as_ref())?;
+    }
+    for (link, target) in DEV_SYMLINKS {
+        std::os::unix::fs::symlink(target, link).map_err(step(format!("symlink {link}")))?;
+    }
+    sethostname(&plan.hostname).map_err(step("sethostname"))?;
+    if plan.own_netns {
+        loopback_up().map_err(step("bringing up lo"))?;
+    }
+    for path in &plan.masked_paths {
+        mask(path, &null)?;
+    }
+    for path in &plan.readonly_paths {
+        readonly(path)?;
+    }
+    if plan.readonly_rootfs {
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY, None::<&str>)
+            .map_err(step("remounting / read-only"))?;
+    }
+
+    let passwd = read_small("/etc/passwd");
+    let group = read_small("/etc/group");
+    let who = user::resolve(plan.user.as_deref(), passwd.as_deref(), group.as_deref())
+        .map_err(step("resolving the user"))?;
+    let mut env = plan.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", who.home));
+    }
+    if !Path::new(&plan.cwd).is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&plan.cwd)
+            .map_err(step(format!("creating workdir {}", plan.cwd)))?;
+    }
+    let program = find_program(&plan.args[0], &env)?;
+
+    let (soft, hard) = plan.nofile;
+    let (_, our_hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(step("getrlimit"))?;
+    let hard = hard.min(our_hard);
+    setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard).map_err(step("setrlimit(NOFILE)"))?;
+
+    let caps = capabilities::from_names(&plan.capabilities).map_err(step("capabilities"))?;
+    capabilities::drop_bounding(&caps).map_err(step("dropping bounding capabilities"))?;
+    nix::sys::prctl::set_keepcaps(true).map_err(step("prctl(PR_SET_KEEPCAPS)"))?;
+    let gids: Vec<Gid> = who.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&gids).map_err(step("setgroups"))?;
+    let gid = Gid::from_raw(who.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(step(format!("setgid {}", who.gid)))?;
+    let uid = Uid::from_raw(who.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(step(format!("setuid {}", who.uid)))?;
+    capabilities::apply(&caps, who.uid == 0).map_err(step("setting capabilities"))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(step("prctl(PR_SET_KEEPCAPS)"))?;
+    if plan.die_with_parent {
+        // Credentials changed above, which clears the parent-death signal: set it again.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
+    }
+    chdir(plan.cwd.as_str()).map_err(step(format!("chdir to workdir {}", plan.cwd)))?;
+    if plan.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(step("prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    }
+    // Every inherited fd but stdio closes at exec (the error pipe must live until then).
+    close_fds_from(3).map_err(step("closing inherited fds"))?;
+    let argv: Vec<CString> = plan.args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+    let program = cstring(&program)?;
+    if plan.seccomp {
+        let filters = seccomp::default_profile().map_err(step("building the seccomp profile"))?;
+        seccomp::install(&filters).map_err(step("installing the seccomp profile"))?;
+    }
+    let err = execve(&program, &argv, &envp).unwrap_err();
+    Err(InitError { step: format!("exec {}", plan.args[0]), detail: err.to_string() })
+}
+
+fn cstring(s: &str) -> Result<CString, InitError> {
+    CString::new(s).map_err(step(format!("argument {s:?} contains a NUL byte")))
+}
+
+/// Opens every bind source before pivot_root (O_PATH, no following of a final symlink).
+fn open_bind_sources(mounts: &[Mount]) -> Result<Vec<Option<OwnedFd>>, InitError> {
+    mounts
+        .iter()
+        .map(|m| match &m.kind {
+            MountKind::Bind { host, .. } => {
+                let fd = open(host.as_path(), OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+                    .map_err(step(format!("opening mount source {}", host.display())))?;
+                if let Some((_, major, minor)) = DEVICES.iter().find(|(n, _, _)| host == &PathBuf::from(format!("/dev/{n}"))) {
+                    verify_char_device(&fd, *major, *minor, host)?;
+                }
+                Ok(Some(fd))
+            }
+            MountKind::Fs { .. } => Ok(None),
+        })
+        .collect()
+}
+
+fn verify_char_device(fd: &OwnedFd, major: u64, minor: u64, what: &Path) -> Result<(), InitError> {
+    let st = nix::sys::stat::fstat(fd).map_err(step(format!("stat {}", what.display())))?;
+    let is_char = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR;
+    let rdev = st.st_rdev;
+    if !is_char || nix::sys::stat::major(rdev) != major || nix::sys::stat::minor(rdev) != minor {
+        return Err(InitError {
+            step: format!("checking {}", what.display()),
+            detail: format!("not the char device {major}:{minor}"),
+        });
+    }
+    Ok(())
+}
+
+/// The host's /dev/null, verified on the opened fd, for masking files.
+fn open_verified_null() -> Result<OwnedFd, InitError> {
+    let fd = open("/dev/null", OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+        .map_err(step("opening /dev/null"))?;
+    verify_char_device(&fd, 1, 3, Path::new("/dev/null"))?;
+    Ok(fd)
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Creates a mount target inside the (already pivoted) root.
+fn ensure_target(target: &str, file: bool) -> Result<(), InitError> {
+    let path = Path::new(target);
+    if file {
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(step(format!("creating {}", parent.display())))?;
+        }
+        if fs::symlink_metadata(path).is_err() {
+            OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(step(format!("creating {target}")))?;
+        }
+    } else {
+        fs::DirBuilder::new().recursive(true).mode(0o755).create(path).map_err(step(format!("creating {target}")))?;
+    }
+    Ok(())
+}
+
+fn do_mount(m: &Mount, source: Option<&OwnedFd>) -> Result<(), InitError> {
+    ensure_target(&m.target, m.file)?;
+    let flags = m.ms_flags();
+    let what = || format!("mounting {}", m.target);
+    match (&m.kind, source) {
+        (MountKind::Fs { fstype, data }, _) => {
+            mount(Some(fstype.as_str()), m.target.as_str(), Some(fstype.as_str()), flags, data.as_deref())
+                .map_err(step(what()))?;
+        }
+        (MountKind::Bind { recursive, .. }, Some(fd)) => {
+            let mut bind_flags = MsFlags::MS_BIND;
+            if *recursive {
+                bind_flags |= MsFlags::MS_REC;
+            }
+            mount(Some(fd_path(fd).as_str()), m.target.as_str(), None::<&str>, bind_flags, None::<&str>)
+                .map_err(step(what()))?;
+            // Bind flags other than MS_BIND/MS_REC only take effect on a remount.
+            let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+            if !extra.is_empty() {
+                mount(None::<&str>, m.target.as_str(), None::<&str>, extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT, None::<&str>)
+                    .map_err(step(format!("remounting {}", m.target)))?;
+            }
+        }
+        (MountKind::Bind { host, .. }, None) => {
+            return Err(InitError { step: what(), detail: format!("source {} was not opened", host.display()) })
+        }
+    }
+    Ok(())
+}
+
+/// Makes `path` read empty: a read-only tmpfs over a dir, /dev/null over a file.
+fn mask(path: &str, null: &OwnedFd) -> Result<(), InitError> {
+    let Ok(meta) = fs::symlink_metadata(path) else { return Ok(()) };
+    let what = || format!("masking {path}");
+    if meta.is_dir() {
+        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0")).map_err(step(what()))?;
+    } else {
+        mount(Some(fd_path(null).as_str()), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(step(what()))?;
+    }
+    Ok(())
+}
+
+/// Binds `path` over itself read-only.
+fn readonly(path: &str) -> Result<(), InitError> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    let what = || format!("making {path} read-only");
+    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(step(what()))?;
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(step(what()))?;
+    Ok(())
+}
+
+/// Reads a small config file of the image (capped at 1 MiB); missing files are `None`.
+fn read_small(path: &str) -> Option<String> {
+    let f = File::open(path).ok()?;
+    let mut s = String::new();
+    f.take(1 << 20).read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+/// Looks `name` up in the container's PATH as execvp would; the error names the command.
+fn find_program(name: &str, env: &[String]) -> Result<String, InitError> {
+    let executable = |p: &Path| {
+        fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    let not_found = || InitError {
+        step: format!("command {name:?}"),
+        detail: "not found in the image".into(),
+    };
+    if name.contains('/') {
+        return if executable(Path::new(name)) { Ok(name.to_string()) } else { Err(not_found()) };
+    }
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(crate::runtime::plan::DEFAULT_PATH);
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| executable(p))
+        .map(|p| p.to_string_lossy().into_owned())
+        .ok_or_else(not_found)
+}

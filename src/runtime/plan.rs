@@ -1,0 +1,322 @@
+//! `ContainerPlan`: everything the container's init needs, decided up front as pure data from
+//! the spec, the image config and the paths the caller prepared. Nothing here touches the system.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::ResolvedImage;
+use crate::runtime::mounts::{self, Mount, MountInputs};
+use crate::spec::{NetworkMode, ValidatedSpec};
+
+/// The PATH a container gets when neither image nor spec sets one (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Soft and hard RLIMIT_NOFILE inside containers (Docker's defaults, capped by our own hard
+/// limit at launch since raising it needs CAP_SYS_RESOURCE).
+pub const NOFILE_LIMIT: (u64, u64) = (1024, 524288);
+
+/// Host-side paths of one container's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerPaths {
+    /// `<root>/containers/<id>`.
+    pub dir: PathBuf,
+    /// The overlay mount point.
+    pub rootfs: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub hosts: PathBuf,
+    pub hostname: PathBuf,
+    pub resolv_conf: PathBuf,
+}
+
+impl ContainerPaths {
+    pub fn new(dir: PathBuf) -> Self {
+        ContainerPaths {
+            rootfs: dir.join("rootfs"),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            hosts: dir.join("hosts"),
+            hostname: dir.join("hostname"),
+            resolv_conf: dir.join("resolv.conf"),
+            dir,
+        }
+    }
+}
+
+/// Everything the container's init does, as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub hostname: String,
+    pub paths: ContainerPaths,
+    /// Overlay lower dirs, lowest first; the init layer is last (on top).
+    pub lower_dirs: Vec<PathBuf>,
+    pub readonly_rootfs: bool,
+    /// Whether the container gets its own network namespace (loopback only, for now).
+    pub own_netns: bool,
+    pub mounts: Vec<Mount>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    /// argv; `args[0]` is looked up in the container's PATH when it has no '/'.
+    pub args: Vec<String>,
+    /// `KEY=value`, in a stable order.
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// The user as written (spec or image); resolved inside the container's root.
+    pub user: Option<String>,
+    /// Capability names (e.g. `CHOWN`) kept in the bounding set (and effective for root).
+    pub capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    pub seccomp: bool,
+    pub nofile: (u64, u64),
+    /// `cgroup.procs` files the init writes "0" to before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Kill the container when the process that started it dies (`berth run`).
+    pub die_with_parent: bool,
+}
+
+/// Why a plan cannot be made.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("container {name}: no command: the image has no Entrypoint or Cmd and the spec sets neither `command` nor `entrypoint`")]
+    NoCommand { name: String },
+    #[error("container {name}: {message}")]
+    Capabilities { name: String, message: String },
+}
+
+/// Host facts the plan depends on.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub cgroup2: bool,
+    pub init_layer: PathBuf,
+    pub cgroup_procs: Vec<PathBuf>,
+    pub capabilities: Vec<String>,
+    pub die_with_parent: bool,
+}
+
+/// Decides the container's plan from its spec and image.
+pub fn build(
+    spec: &ValidatedSpec,
+    image: &ResolvedImage,
+    paths: ContainerPaths,
+    host: &HostFacts,
+) -> Result<ContainerPlan, PlanError> {
+    let cfg = &image.config;
+    // As Docker: an entrypoint set in the spec drops the image's Cmd too.
+    let entrypoint = spec.entrypoint.clone().or_else(|| cfg.entrypoint.clone()).unwrap_or_default();
+    let cmd = match (&spec.command, &spec.entrypoint) {
+        (Some(c), _) => c.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => cfg.cmd.clone().unwrap_or_default(),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(PlanError::NoCommand { name: spec.name.clone() });
+    }
+    let env = merge_env(&cfg.env, &spec.env, &spec.hostname);
+    let cwd = spec
+        .workdir
+        .clone()
+        .or_else(|| cfg.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    let user = spec.user.clone().or_else(|| cfg.user.clone().filter(|u| !u.is_empty()));
+    let own_netns = spec.network.mode != NetworkMode::Host;
+    let mounts = mounts::container_mounts(&MountInputs {
+        hosts: paths.hosts.clone(),
+        hostname: paths.hostname.clone(),
+        resolv_conf: paths.resolv_conf.clone(),
+        own_netns,
+        cgroup2: host.cgroup2,
+        user_mounts: &spec.mounts,
+    });
+    let mut lower_dirs = image.layers.clone();
+    lower_dirs.push(host.init_layer.clone());
+    Ok(ContainerPlan {
+        name: spec.name.clone(),
+        hostname: spec.hostname.clone(),
+        paths,
+        lower_dirs,
+        readonly_rootfs: spec.readonly_rootfs,
+        own_netns,
+        mounts,
+        masked_paths: mounts::MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
+        readonly_paths: mounts::READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+        args,
+        env,
+        cwd,
+        user,
+        capabilities: host.capabilities.clone(),
+        no_new_privileges: true,
+        seccomp: true,
+        nofile: NOFILE_LIMIT,
+        cgroup_procs: host.cgroup_procs.clone(),
+        die_with_parent: host.die_with_parent,
+    })
+}
+
+/// Image env, then the spec's env over it, then PATH and HOSTNAME when missing.
+fn merge_env(image_env: &[String], spec_env: &BTreeMap<String, String>, hostname: &str) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    let mut set = |k: &str, v: &str| {
+        if values.insert(k.to_string(), v.to_string()).is_none() {
+            order.push(k.to_string());
+        }
+    };
+    for kv in image_env {
+        match kv.split_once('=') {
+            Some((k, v)) => set(k, v),
+            None => set(kv, ""),
+        }
+    }
+    for (k, v) in spec_env {
+        set(k, v);
+    }
+    if !values.contains_key("PATH") {
+        set("PATH", DEFAULT_PATH);
+    }
+    if !values.contains_key("HOSTNAME") {
+        set("HOSTNAME", hostname);
+    }
+    order.into_iter().map(|k| format!("{k}={}", values[&k])).collect()
+}
+
+/// The overlay mount options for a plan's layers (upper-most lower dir first, as overlayfs
+/// wants).
+pub fn overlay_options(lower_dirs: &[PathBuf], upper: &Path, work: &Path) -> String {
+    let lowers: Vec<String> = lower_dirs.iter().rev().map(|p| escape_overlay(p)).collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        escape_overlay(upper),
+        escape_overlay(work)
+    )
+}
+
+/// Overlayfs splits options on ',' and lower dirs on ':'; both are escaped with '\'.
+fn escape_overlay(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::ImageConfig;
+    use crate::spec::{NetworkSpec, Resources, RestartPolicy, RestartSpec};
+    use std::time::Duration;
+
+    fn spec() -> ValidatedSpec {
+        ValidatedSpec {
+            name: "web".into(),
+            file: "/specs/web.toml".into(),
+            image: "oci:/img:v1".into(),
+            command: None,
+            entrypoint: None,
+            env: BTreeMap::new(),
+            workdir: None,
+            user: None,
+            hostname: "web".into(),
+            readonly_rootfs: false,
+            stop_signal: 15,
+            stop_timeout: Duration::from_secs(10),
+            cap_add: vec![],
+            cap_drop: vec![],
+            restart: RestartSpec {
+                policy: RestartPolicy::Always,
+                max_retries: 0,
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(30),
+                backoff_reset_after: Duration::from_secs(60),
+            },
+            resources: Resources::default(),
+            network: NetworkSpec { mode: NetworkMode::None, ip: None, ports: vec![], egress: None, ingress: None },
+            mounts: vec![],
+        }
+    }
+
+    fn image(cfg: ImageConfig) -> ResolvedImage {
+        ResolvedImage { layers: vec!["/l/1".into(), "/l/2".into()], config: cfg, digest: None }
+    }
+
+    fn host() -> HostFacts {
+        HostFacts {
+            cgroup2: false,
+            init_layer: "/root/init".into(),
+            cgroup_procs: vec![],
+            capabilities: vec!["CHOWN".into()],
+            die_with_parent: true,
+        }
+    }
+
+    fn plan(s: &ValidatedSpec, cfg: ImageConfig) -> Result<ContainerPlan, PlanError> {
+        build(s, &image(cfg), ContainerPaths::new("/root/containers/x".into()), &host())
+    }
+
+    #[test]
+    fn args_follow_docker_rules() {
+        let img = ImageConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["serve".into()]),
+            ..Default::default()
+        };
+        let mut s = spec();
+        let cases: Vec<(Option<Vec<&str>>, Option<Vec<&str>>, Vec<&str>)> = vec![
+            (None, None, vec!["/entry", "serve"]),
+            (Some(vec!["run"]), None, vec!["/entry", "run"]),
+            (None, Some(vec!["/other"]), vec!["/other"]),
+            (Some(vec!["x"]), Some(vec!["/other"]), vec!["/other", "x"]),
+        ];
+        for (command, entrypoint, want) in cases {
+            s.command = command.map(|v| v.into_iter().map(String::from).collect());
+            s.entrypoint = entrypoint.map(|v| v.into_iter().map(String::from).collect());
+            assert_eq!(plan(&s, img.clone()).unwrap().args, want);
+        }
+    }
+
+    #[test]
+    fn no_command_is_an_error() {
+        assert_eq!(plan(&spec(), ImageConfig::default()), Err(PlanError::NoCommand { name: "web".into() }));
+    }
+
+    #[test]
+    fn env_merges_and_defaults() {
+        let mut s = spec();
+        s.command = Some(vec!["sh".into()]);
+        s.env.insert("A".into(), "spec".into());
+        let img = ImageConfig { env: vec!["A=image".into(), "B=b=c".into()], ..Default::default() };
+        let p = plan(&s, img).unwrap();
+        assert_eq!(p.env, vec!["A=spec", "B=b=c", &format!("PATH={DEFAULT_PATH}"), "HOSTNAME=web"]);
+    }
+
+    #[test]
+    fn workdir_user_and_layers() {
+        let mut s = spec();
+        s.command = Some(vec!["sh".into()]);
+        let img = ImageConfig { working_dir: Some("/srv".into()), user: Some("nobody".into()), ..Default::default() };
+        let p = plan(&s, img.clone()).unwrap();
+        assert_eq!(p.cwd, "/srv");
+        assert_eq!(p.user.as_deref(), Some("nobody"));
+        assert_eq!(p.lower_dirs, vec![PathBuf::from("/l/1"), "/l/2".into(), "/root/init".into()]);
+        s.workdir = Some("/w".into());
+        s.user = Some("1000:1000".into());
+        let p = plan(&s, img).unwrap();
+        assert_eq!((p.cwd.as_str(), p.user.as_deref()), ("/w", Some("1000:1000")));
+        assert!(p.own_netns);
+    }
+
+    #[test]
+    fn overlay_options_top_first_and_escaped() {
+        let o = overlay_options(&["/a".into(), "/b:c".into()], Path::new("/u"), Path::new("/w,x"));
+        assert_eq!(o, "lowerdir=/b\\:c:/a,upperdir=/u,workdir=/w\\,x");
+    }
+}

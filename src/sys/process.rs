@@ -1,0 +1,116 @@
+//! Process-level system calls: fork, closing inherited fds, bringing up loopback, and the sealed
+//! copy of our own executable that containers can never overwrite.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::unistd::ForkResult;
+
+/// Forks the calling process.
+///
+/// Callers must be single-threaded (the hidden helper mode started from our own binary), so
+/// the child may run arbitrary Rust code: no other thread can hold a lock the child needs.
+pub fn fork_single_threaded() -> nix::Result<ForkResult> {
+    // SAFETY: only called from the single-threaded helper process (see `runtime::monitor`),
+    // where no other thread exists that could hold a lock or leave state half-written.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Closes every fd from `first` upwards (close_range(2)).
+pub fn close_fds_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range takes plain integers and touches only this process's fd table; the
+    // callers own every fd at or above `first` and use none of them afterwards.
+    let rc = unsafe { libc::close_range(first, u32::MAX, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets IFF_UP on the loopback interface of the current network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the returned fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid socket we exclusively own from here on.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads into `req`, a valid ifreq that outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union field ifru_flags was just filled in by SIOCGIFFLAGS.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq that outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A sealed in-memory copy of the running executable (the /proc/self/exe overwrite defence,
+/// CVE-2019-5736): helpers exec this copy, so a container that reaches a helper's
+/// /proc/PID/exe finds a memfd that can no longer be written, grown or shrunk.
+pub fn sealed_self_exe() -> io::Result<OwnedFd> {
+    let fd = memfd_create(
+        "berth",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut exe = File::open("/proc/self/exe")?;
+    let mut copy = File::from(fd);
+    io::copy(&mut exe, &mut copy)?;
+    let fd = OwnedFd::from(copy);
+    fcntl(
+        &fd,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SEAL
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE,
+        ),
+    )?;
+    Ok(fd)
+}
+
+/// Takes ownership of an fd number inherited from the launcher.
+///
+/// The caller must own `fd`: it was passed to this process at exec and nothing else in the
+/// process refers to it.
+pub fn take_fd(fd: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: per the contract above, `fd` is an open fd owned by nobody else in this process.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Spawns `cmd` with `fd` placed at fd 3 in the child (and nothing else inherited but stdio).
+pub fn spawn_with_fd3(cmd: &mut std::process::Command, fd: &OwnedFd) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec and calls only dup2 and
+    // fcntl, both async-signal-safe; it allocates nothing and touches no shared state.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == 3 {
+                // dup2 onto itself keeps O_CLOEXEC: clear it instead.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}

@@ -1,0 +1,175 @@
+//! Shared fixtures for the integration tests: the berth binary, a busybox OCI image built from
+//! Debian's busybox-static by `examples/busybox-image.sh`, and a per-test environment with its
+//! own `--root` and cgroup parent that checks, when dropped, that nothing leaked.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+pub fn berth_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_berth")
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skips a root-only test (returns true) when not root, saying so.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("skipping {test}: needs root");
+    true
+}
+
+/// `oci:DIR:latest` of the busybox image, built once per test binary.
+pub fn busybox_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("berth-test-busybox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/busybox-image.sh");
+        let out = Command::new("sh").arg(&script).arg(&dir).output().expect("running busybox-image.sh");
+        assert!(out.status.success(), "busybox-image.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// One test's own state dir, spec dir and cgroup parent.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub cgroup_parent: String,
+}
+
+impl TestEnv {
+    pub fn new(tag: &str) -> TestEnv {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        TestEnv {
+            dir: tempfile::Builder::new().prefix(&format!("berth-{tag}-")).tempdir().unwrap(),
+            cgroup_parent: format!("berth-test-{}-{tag}-{n}", std::process::id()),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Writes `specs/NAME.toml` with the busybox image and `body` (TOML keys after `image`).
+    pub fn spec(&self, name: &str, body: &str) -> PathBuf {
+        self.spec_with_image(name, busybox_image(), body)
+    }
+
+    pub fn spec_with_image(&self, name: &str, image: &str, body: &str) -> PathBuf {
+        let dir = self.dir.path().join("specs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, format!("image = {image:?}\n{body}")).unwrap();
+        path
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(berth_bin());
+        c.arg("--root").arg(self.root()).arg("--cgroup-parent").arg(&self.cgroup_parent);
+        c
+    }
+
+    /// `berth run SPEC` with stdin closed; returns its output.
+    pub fn run(&self, spec: &Path) -> Output {
+        self.command().arg("run").arg(spec).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Cgroup dirs of this test's parent, in every hierarchy, that still have children.
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        let mut left = Vec::new();
+        for base in cgroup_bases() {
+            let parent = base.join(&self.cgroup_parent);
+            if let Ok(entries) = std::fs::read_dir(&parent) {
+                for e in entries.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        left.push(e.path());
+                    }
+                }
+            }
+        }
+        left
+    }
+
+    /// Mounts anywhere on the host that mention this test's dir.
+    pub fn leftover_mounts(&self) -> Vec<String> {
+        let dir = self.dir.path().to_string_lossy().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&dir))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Container state dirs still present.
+    pub fn leftover_containers(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.root().join("containers"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn assert_no_leaks(&self) {
+        assert_eq!(self.leftover_cgroups(), Vec::<PathBuf>::new(), "cgroups leaked");
+        assert_eq!(self.leftover_mounts(), Vec::<String>::new(), "mounts leaked");
+        assert_eq!(self.leftover_containers(), Vec::<PathBuf>::new(), "container dirs leaked");
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for base in cgroup_bases() {
+            let parent = base.join(&self.cgroup_parent);
+            if let Ok(entries) = std::fs::read_dir(&parent) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
+/// The mount points of the cgroup hierarchies (v1 controllers, or the v2 root).
+pub fn cgroup_bases() -> Vec<PathBuf> {
+    let mut bases = Vec::new();
+    for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let fstype = fields.get(sep + 1).copied().unwrap_or("");
+        if fstype == "cgroup" || fstype == "cgroup2" {
+            bases.push(PathBuf::from(fields[4]));
+        }
+    }
+    bases
+}
+
+/// The container cgroup dir for `controller` (v1) or the v2 root, under this parent.
+pub fn controller_base(controller: &str) -> Option<PathBuf> {
+    for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let fstype = fields.get(sep + 1).copied().unwrap_or("");
+        let opts = fields.get(sep + 3).copied().unwrap_or("");
+        if fstype == "cgroup" && opts.split(',').any(|o| o == controller) {
+            return Some(PathBuf::from(fields[4]));
+        }
+    }
+    None
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,128 @@
+//! `berth run` as root: cgroup limits enforced by the kernel.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The container's cgroup dir in `controller`'s hierarchy (v1) while it runs.
+fn wait_for_cgroup(env: &TestEnv, controller: &str) -> PathBuf {
+    let base = controller_base(controller).unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
+    let parent = base.join(&env.cgroup_parent);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(dir) = std::fs::read_dir(&parent).ok().and_then(|rd| rd.flatten().find(|e| e.path().is_dir())) {
+            return dir.path();
+        }
+        assert!(Instant::now() < deadline, "no container cgroup under {}", parent.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn spawn(env: &TestEnv, spec: &std::path::Path) -> std::process::Child {
+    env.command()
+        .arg("run")
+        .arg(spec)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn memory_limit_oom_kills_with_137() {
+    if skip_unless_root("oom") {
+        return;
+    }
+    let env = TestEnv::new("oom");
+    let spec = env.spec(
+        "oom",
+        "command = [\"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=64M\", \"count=1\"]\n[resources]\nmemory = \"16M\"\n[network]\nmode = \"none\"\n",
+    );
+    let out = env.run(&spec);
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    // The host is fine: the same container without the limit completes.
+    let spec = env.spec("fine", "command = [\"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=64M\", \"count=1\"]\n[network]\nmode = \"none\"\n");
+    let out = env.run(&spec);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.assert_no_leaks();
+}
+
+#[test]
+fn half_a_cpu_is_half_a_cpu() {
+    if skip_unless_root("cpu") {
+        return;
+    }
+    let env = TestEnv::new("cpu");
+    let spec = env.spec(
+        "spin",
+        "command = [\"sh\", \"-c\", \"timeout 4 sh -c 'while :; do :; done'; true\"]\n[resources]\ncpus = 0.5\n[network]\nmode = \"none\"\n",
+    );
+    let mut child = spawn(&env, &spec);
+    let (usage_file, per_ns) = match controller_base("cpuacct") {
+        Some(_) => (wait_for_cgroup(&env, "cpuacct").join("cpuacct.usage"), 1.0),
+        None => (wait_for_cgroup(&env, "cpu").join("cpu.stat"), 1000.0),
+    };
+    let read = || -> f64 {
+        let s = std::fs::read_to_string(&usage_file).unwrap();
+        let v = if per_ns == 1.0 {
+            s.trim().parse::<f64>().unwrap()
+        } else {
+            s.lines().find_map(|l| l.strip_prefix("usage_usec ")).unwrap().trim().parse::<f64>().unwrap()
+        };
+        v * per_ns
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (t0, u0) = (Instant::now(), read());
+    std::thread::sleep(Duration::from_secs(2));
+    let (t1, u1) = (Instant::now(), read());
+    let cpus = (u1 - u0) / (t1 - t0).as_nanos() as f64;
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!((0.30..=0.60).contains(&cpus), "measured {cpus:.3} CPUs under cpus = 0.5");
+    env.assert_no_leaks();
+}
+
+#[test]
+fn fork_bomb_stops_at_pids_limit() {
+    if skip_unless_root("pids") {
+        return;
+    }
+    let env = TestEnv::new("pids");
+    let spec = env.spec(
+        "bomb",
+        "command = [\"sh\", \"-c\", \"for i in $(seq 1 60); do sleep 3 & done; sleep 1; echo done\"]\n[resources]\npids = 20\n[network]\nmode = \"none\"\n",
+    );
+    let child = spawn(&env, &spec);
+    let pids_file = wait_for_cgroup(&env, "pids").join("pids.current");
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(&pids_file) {
+            peak = peak.max(s.trim().parse::<u32>().unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(peak <= 20, "pids.current reached {peak}");
+    assert!(peak >= 15, "the bomb never got going: peak {peak}");
+    assert!(stderr(&out).contains("fork"), "no fork failure reported: {}", stderr(&out));
+    env.assert_no_leaks();
+}
+
+#[test]
+fn nothing_leaks_after_100_runs() {
+    if skip_unless_root("leaks") {
+        return;
+    }
+    let env = TestEnv::new("leaks");
+    let spec = env.spec("t", "command = [\"true\"]\n[resources]\nmemory = \"32M\"\npids = 10\n[network]\nmode = \"none\"\n");
+    for i in 0..100 {
+        let out = env.run(&spec);
+        assert!(out.status.success(), "run {i}: {}", stderr(&out));
+    }
+    env.assert_no_leaks();
+}
