@@ -8,28 +8,61 @@ use common::*;
 fn valid_and_invalid_files_and_dirs() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("web.toml");
-    std::fs::write(&good, "image = \"oci:/img:v1\"\ncommand = [\"true\"]\n[resources]\nmemory = \"64M\"\n").unwrap();
-    let out = std::process::Command::new(berth_bin()).args(["validate"]).arg(&good).output().unwrap();
+    std::fs::write(
+        &good,
+        "image = \"oci:/img:v1\"\ncommand = [\"true\"]\n[resources]\nmemory = \"64M\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(berth_bin())
+        .args(["validate"])
+        .arg(&good)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 
     let bad = dir.path().join("db.toml");
-    std::fs::write(&bad, "image = \"oci:/img:v1\"\n[resources]\ncpus = 0\nmemroy = \"1G\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "image = \"oci:/img:v1\"\n[resources]\ncpus = 0\nmemroy = \"1G\"\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join(".hidden.toml"), "garbage").unwrap();
     std::fs::write(dir.path().join("web.toml~"), "garbage").unwrap();
-    let out = std::process::Command::new(berth_bin()).args(["validate"]).arg(dir.path()).output().unwrap();
+    let out = std::process::Command::new(berth_bin())
+        .args(["validate"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
-    assert!(lines.iter().any(|l| l.starts_with(&format!("{}:3:", bad.display()))), "{err}");
-    assert!(lines.iter().any(|l| l.starts_with(&format!("{}:4:1:", bad.display())) && l.contains("memroy")), "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{}:3:", bad.display()))),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{}:4:1:", bad.display())) && l.contains("memroy")),
+        "{err}"
+    );
 
-    let out = std::process::Command::new(berth_bin()).args(["validate", "--json"]).arg(dir.path()).output().unwrap();
+    let out = std::process::Command::new(berth_bin())
+        .args(["validate", "--json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let files = report.as_array().unwrap();
     assert_eq!(files.len(), 2);
-    let db = files.iter().find(|f| f["file"].as_str().unwrap().ends_with("db.toml")).unwrap();
+    let db = files
+        .iter()
+        .find(|f| f["file"].as_str().unwrap().ends_with("db.toml"))
+        .unwrap();
     assert_eq!(db["ok"], false);
     assert_eq!(db["errors"].as_array().unwrap().len(), 2);
     assert_eq!(db["errors"][0]["line"], 3);

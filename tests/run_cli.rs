@@ -16,7 +16,10 @@ fn exit_code_is_the_containers() {
         return;
     }
     let env = TestEnv::new("exit");
-    let spec = env.spec("e", &format!("command = [\"sh\", \"-c\", \"echo out; echo err >&2; exit 3\"]\n{NONE}"));
+    let spec = env.spec(
+        "e",
+        &format!("command = [\"sh\", \"-c\", \"echo out; echo err >&2; exit 3\"]\n{NONE}"),
+    );
     let out = env.run(&spec);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out), "out\n");
@@ -36,7 +39,11 @@ fn signals_are_forwarded_and_the_third_kills() {
     );
     let send = |child: &std::process::Child, n: usize| {
         for _ in 0..n {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -45,7 +52,14 @@ fn signals_are_forwarded_and_the_third_kills() {
         std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut buf).unwrap();
         assert_eq!(&buf, b"ready\n");
     };
-    let mut child = env.command().arg("run").arg(&spec).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = env
+        .command()
+        .arg("run")
+        .arg(&spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_ready(&mut child);
     send(&child, 1);
     assert_eq!(child.wait().unwrap().code(), Some(42));
@@ -55,7 +69,14 @@ fn signals_are_forwarded_and_the_third_kills() {
         "stubborn",
         &format!("command = [\"sh\", \"-c\", \"trap '' TERM; echo ready; while :; do sleep 0.05; done\"]\n{NONE}"),
     );
-    let mut child = env.command().arg("run").arg(&spec).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = env
+        .command()
+        .arg("run")
+        .arg(&spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_ready(&mut child);
     send(&child, 3);
     assert_eq!(child.wait().unwrap().code(), Some(137));
@@ -69,13 +90,27 @@ fn stdin_only_with_interactive() {
     }
     let env = TestEnv::new("stdin");
     let spec = env.spec("cat", &format!("command = [\"cat\"]\n{NONE}"));
-    let mut child = env.command().args(["run", "-i"]).arg(&spec).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = env
+        .command()
+        .args(["run", "-i"])
+        .arg(&spec)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(stdout(&out), "hello\n");
     // Without -i the container reads an empty stdin even when ours has data.
-    let mut child = env.command().args(["run"]).arg(&spec).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = env
+        .command()
+        .args(["run"])
+        .arg(&spec)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -104,7 +139,11 @@ fn bad_input_is_one_line_and_exit_125() {
 
     let broken = env.dir.path().join("broken");
     std::fs::create_dir(&broken).unwrap();
-    std::fs::write(broken.join("oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}").unwrap();
+    std::fs::write(
+        broken.join("oci-layout"),
+        "{\"imageLayoutVersion\":\"1.0.0\"}",
+    )
+    .unwrap();
     std::fs::write(broken.join("index.json"), "{ not json").unwrap();
     let spec = env.spec_with_image("broken", &format!("oci:{}:v1", broken.display()), NONE);
     assert_berth_error(&env, &env.run(&spec), "index.json");

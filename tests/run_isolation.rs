@@ -6,7 +6,10 @@ use common::*;
 
 /// Runs `script` with busybox sh in a container of a fresh env; returns (exit, stdout, stderr).
 fn sh(env: &TestEnv, extra: &str, script: &str) -> (i32, String, String) {
-    let spec = env.spec("probe", &format!("command = [\"sh\", \"-c\", {script:?}]\n{extra}\n[network]\nmode = \"none\"\n"));
+    let spec = env.spec(
+        "probe",
+        &format!("command = [\"sh\", \"-c\", {script:?}]\n{extra}\n[network]\nmode = \"none\"\n"),
+    );
     let out = env.run(&spec);
     (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
 }
@@ -17,7 +20,11 @@ fn pid1_is_the_command_and_hostname_is_the_containers() {
         return;
     }
     let env = TestEnv::new("pid1");
-    let (code, out, err) = sh(&env, "hostname = \"box1\"", "echo pid=$$; hostname; cat /etc/hostname");
+    let (code, out, err) = sh(
+        &env,
+        "hostname = \"box1\"",
+        "echo pid=$$; hostname; cat /etc/hostname",
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "pid=1\nbox1\nbox1\n");
     // Default hostname: the container's name.
@@ -53,15 +60,29 @@ fn capabilities_seccomp_and_no_new_privs() {
         return;
     }
     let env = TestEnv::new("caps");
-    let (code, out, err) = sh(&env, "", "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status");
+    let (code, out, err) = sh(
+        &env,
+        "",
+        "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status",
+    );
     assert_eq!(code, 0, "{err}");
     let want = "CapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
     assert_eq!(out, want);
     // A non-root user keeps the bounding set but has no effective capabilities.
-    let (code, out, err) = sh(&env, "user = \"app\"", "id; grep -E '^(CapEff|CapBnd):' /proc/self/status");
+    let (code, out, err) = sh(
+        &env,
+        "user = \"app\"",
+        "id; grep -E '^(CapEff|CapBnd):' /proc/self/status",
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("uid=1000(app) gid=1000(app) groups=1000(app),10(wheel)\n"), "{out}");
-    assert!(out.contains("CapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb"), "{out}");
+    assert!(
+        out.starts_with("uid=1000(app) gid=1000(app) groups=1000(app),10(wheel)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb"),
+        "{out}"
+    );
     env.assert_no_leaks();
 }
 
@@ -73,12 +94,19 @@ fn proc_is_masked_and_read_only() {
     let env = TestEnv::new("masks");
     let mut checks = String::new();
     // Mask only what exists on this kernel (SECURITY.md note).
-    for p in ["/proc/kcore", "/proc/timer_list", "/proc/keys", "/proc/sched_debug"] {
+    for p in [
+        "/proc/kcore",
+        "/proc/timer_list",
+        "/proc/keys",
+        "/proc/sched_debug",
+    ] {
         if std::path::Path::new(p).exists() {
             checks.push_str(&format!("echo {p} $(cat {p} | wc -c); "));
         }
     }
-    checks.push_str("echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo sys-writable || echo sys-ro; ");
+    checks.push_str(
+        "echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo sys-writable || echo sys-ro; ",
+    );
     checks.push_str("touch /sys/x 2>/dev/null && echo sysfs-writable || echo sysfs-ro");
     let (code, out, err) = sh(&env, "", &checks);
     assert_eq!(code, 0, "{err}");
@@ -87,8 +115,14 @@ fn proc_is_masked_and_read_only() {
             assert!(line.ends_with(" 0"), "not masked: {line}");
         }
     }
-    assert!(out.lines().filter(|l| l.starts_with("/proc/")).count() >= 1, "{out}");
-    assert!(out.contains("sys-ro\n") && out.contains("sysfs-ro"), "{out}");
+    assert!(
+        out.lines().filter(|l| l.starts_with("/proc/")).count() >= 1,
+        "{out}"
+    );
+    assert!(
+        out.contains("sys-ro\n") && out.contains("sysfs-ro"),
+        "{out}"
+    );
     env.assert_no_leaks();
 }
 
@@ -106,9 +140,20 @@ fn mount_unshare_and_devices_are_refused() {
     let (code, out, err) = sh(&env, "", script);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(&lines[..4], &["no-mount", "no-unshare", "no-disk", "no-kmsg"], "{out}");
-    for dev in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx", "fd", "stdin"] {
-        assert!(lines[4].split(' ').any(|d| d == dev), "/dev lacks {dev}: {}", lines[4]);
+    assert_eq!(
+        &lines[..4],
+        &["no-mount", "no-unshare", "no-disk", "no-kmsg"],
+        "{out}"
+    );
+    for dev in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx", "fd",
+        "stdin",
+    ] {
+        assert!(
+            lines[4].split(' ').any(|d| d == dev),
+            "/dev lacks {dev}: {}",
+            lines[4]
+        );
     }
     assert_eq!(lines[5].trim(), "4", "allowed devices work");
     env.assert_no_leaks();
@@ -145,9 +190,17 @@ fn writes_do_not_outlive_the_container() {
         return;
     }
     let env = TestEnv::new("writes");
-    let (code, _, err) = sh(&env, "", "echo hi > /marker && rm /bin/true && test ! -e /bin/true");
+    let (code, _, err) = sh(
+        &env,
+        "",
+        "echo hi > /marker && rm /bin/true && test ! -e /bin/true",
+    );
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = sh(&env, "", "test -e /marker && echo seen || echo fresh; test -e /bin/true && echo intact");
+    let (code, out, err) = sh(
+        &env,
+        "",
+        "test -e /marker && echo seen || echo fresh; test -e /bin/true && echo intact",
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "fresh\nintact\n");
     env.assert_no_leaks();
@@ -164,10 +217,26 @@ fn symlinked_dev_in_the_image_cannot_reach_the_host() {
     // A rootfs image whose /dev, /proc and /etc/hosts point at host paths.
     let rootfs = env.dir.path().join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
-    let image_dir = busybox_image().trim_start_matches("oci:").rsplit_once(':').unwrap().0.to_string();
+    let image_dir = busybox_image()
+        .trim_start_matches("oci:")
+        .rsplit_once(':')
+        .unwrap()
+        .0
+        .to_string();
     let blobs = std::path::Path::new(&image_dir).join("blobs/sha256");
-    let layer = std::fs::read_dir(&blobs).unwrap().flatten().max_by_key(|e| e.metadata().unwrap().len()).unwrap().path();
-    let st = std::process::Command::new("tar").arg("xzf").arg(&layer).arg("-C").arg(&rootfs).status().unwrap();
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let st = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(&rootfs)
+        .status()
+        .unwrap();
     assert!(st.success());
     std::os::unix::fs::symlink(&victim, rootfs.join("dev")).unwrap();
     std::os::unix::fs::symlink(&victim, rootfs.join("proc")).unwrap();
@@ -179,7 +248,11 @@ fn symlinked_dev_in_the_image_cannot_reach_the_host() {
     let out = env.run(&spec);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "/dev/null\nsh\n");
-    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "the host dir was written to");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "the host dir was written to"
+    );
     env.assert_no_leaks();
 }
 

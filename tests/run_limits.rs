@@ -13,10 +13,17 @@ fn wait_for_cgroup(env: &TestEnv, controller: &str) -> PathBuf {
     let parent = base.join(&env.cgroup_parent);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(dir) = std::fs::read_dir(&parent).ok().and_then(|rd| rd.flatten().find(|e| e.path().is_dir())) {
+        if let Some(dir) = std::fs::read_dir(&parent)
+            .ok()
+            .and_then(|rd| rd.flatten().find(|e| e.path().is_dir()))
+        {
             return dir.path();
         }
-        assert!(Instant::now() < deadline, "no container cgroup under {}", parent.display());
+        assert!(
+            Instant::now() < deadline,
+            "no container cgroup under {}",
+            parent.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -71,7 +78,12 @@ fn half_a_cpu_is_half_a_cpu() {
         let v = if per_ns == 1.0 {
             s.trim().parse::<f64>().unwrap()
         } else {
-            s.lines().find_map(|l| l.strip_prefix("usage_usec ")).unwrap().trim().parse::<f64>().unwrap()
+            s.lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .unwrap()
+                .trim()
+                .parse::<f64>()
+                .unwrap()
         };
         v * per_ns
     };
@@ -82,7 +94,10 @@ fn half_a_cpu_is_half_a_cpu() {
     let cpus = (u1 - u0) / (t1 - t0).as_nanos() as f64;
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!((0.30..=0.60).contains(&cpus), "measured {cpus:.3} CPUs under cpus = 0.5");
+    assert!(
+        (0.30..=0.60).contains(&cpus),
+        "measured {cpus:.3} CPUs under cpus = 0.5"
+    );
     env.assert_no_leaks();
 }
 
@@ -109,7 +124,11 @@ fn fork_bomb_stops_at_pids_limit() {
     let out = child.wait_with_output().unwrap();
     assert!(peak <= 20, "pids.current reached {peak}");
     assert!(peak >= 15, "the bomb never got going: peak {peak}");
-    assert!(stderr(&out).contains("fork"), "no fork failure reported: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fork"),
+        "no fork failure reported: {}",
+        stderr(&out)
+    );
     env.assert_no_leaks();
 }
 

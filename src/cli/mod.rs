@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 pub const EXIT_BERTH_ERROR: u8 = 125;
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "Runs real containers from TOML spec files")]
+#[command(
+    name = "berth",
+    version,
+    about = "Runs real containers from TOML spec files"
+)]
 pub struct Cli {
     /// State dir (images, layers, containers).
     #[arg(long, global = true, default_value = "/var/lib/berth")]
@@ -56,11 +60,17 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match &cli.command {
         Command::Validate { json, paths } => validate::validate(paths, *json),
-        Command::Run { interactive, keep, spec } => run::run(&cli, spec, *interactive, *keep),
+        Command::Run {
+            interactive,
+            keep,
+            spec,
+        } => run::run(&cli, spec, *interactive, *keep),
     }
 }

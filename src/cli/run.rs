@@ -56,7 +56,11 @@ pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCo
                 if sig == SIGINT || sig == SIGTERM {
                     stops += 1;
                 }
-                let sig = if stops >= FORCE_AFTER { libc::SIGKILL } else { sig };
+                let sig = if stops >= FORCE_AFTER {
+                    libc::SIGKILL
+                } else {
+                    sig
+                };
                 let pid = target.load(Ordering::SeqCst);
                 if pid > 0 {
                     if let Ok(s) = Signal::try_from(sig) {
@@ -68,7 +72,14 @@ pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCo
             }
         });
     }
-    let result = rt.start(&prepared, if interactive { Stdin::Inherit } else { Stdin::Null });
+    let result = rt.start(
+        &prepared,
+        if interactive {
+            Stdin::Inherit
+        } else {
+            Stdin::Null
+        },
+    );
     let code = match result {
         Ok(running) => {
             target.store(running.pid.as_raw(), Ordering::SeqCst);

@@ -26,7 +26,11 @@ pub fn validate(paths: &[PathBuf], json: bool) -> ExitCode {
         };
         failed |= !errors.is_empty();
         if json {
-            reports.push(FileReport { file, ok: errors.is_empty(), errors });
+            reports.push(FileReport {
+                file,
+                ok: errors.is_empty(),
+                errors,
+            });
         } else {
             for d in errors {
                 eprintln!("{d}");
@@ -34,7 +38,10 @@ pub fn validate(paths: &[PathBuf], json: bool) -> ExitCode {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        );
     } else if !failed {
         println!("{} spec file(s) valid", results.len());
     }

@@ -9,11 +9,22 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// An OCI image layout directory and the tag (`org.opencontainers.image.ref.name`) in it.
-    OciLayout { dir: PathBuf, tag: Option<String> },
-    OciArchive { path: PathBuf, tag: Option<String> },
-    DockerArchive { path: PathBuf, tag: Option<String> },
+    OciLayout {
+        dir: PathBuf,
+        tag: Option<String>,
+    },
+    OciArchive {
+        path: PathBuf,
+        tag: Option<String>,
+    },
+    DockerArchive {
+        path: PathBuf,
+        tag: Option<String>,
+    },
     /// A plain directory used as the only (read-only) layer.
-    Rootfs { dir: PathBuf },
+    Rootfs {
+        dir: PathBuf,
+    },
     Registry(RegistryRef),
 }
 
@@ -65,7 +76,9 @@ impl ImageRef {
             if !rest.starts_with('/') {
                 return Err(format!("rootfs path must be absolute: {rest:?}"));
             }
-            return Ok(ImageRef::Rootfs { dir: PathBuf::from(rest) });
+            return Ok(ImageRef::Rootfs {
+                dir: PathBuf::from(rest),
+            });
         }
         parse_registry(s).map(ImageRef::Registry)
     }
@@ -96,8 +109,14 @@ fn parse_registry(s: &str) -> Result<RegistryRef, String> {
             let hex = d
                 .strip_prefix("sha256:")
                 .ok_or_else(|| format!("digest must be sha256:<hex>: {d:?}"))?;
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-                return Err(format!("digest must be sha256 followed by 64 lower-case hex digits: {d:?}"));
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                return Err(format!(
+                    "digest must be sha256 followed by 64 lower-case hex digits: {d:?}"
+                ));
             }
             (n, Some(d.to_string()))
         }
@@ -105,13 +124,17 @@ fn parse_registry(s: &str) -> Result<RegistryRef, String> {
     };
     let last_slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
     let (path, tag) = match name[last_slash..].rfind(':') {
-        Some(i) => (&name[..last_slash + i], Some(name[last_slash + i + 1..].to_string())),
+        Some(i) => (
+            &name[..last_slash + i],
+            Some(name[last_slash + i + 1..].to_string()),
+        ),
         None => (name, None),
     };
     if let Some(t) = &tag {
         let ok = !t.is_empty()
             && t.len() <= 128
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
             && !t.starts_with(['.', '-']);
         if !ok {
             return Err(format!("invalid tag {t:?}"));
@@ -130,14 +153,26 @@ fn parse_registry(s: &str) -> Result<RegistryRef, String> {
     };
     let valid_component = |c: &str| {
         !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
             && c.as_bytes()[0].is_ascii_alphanumeric()
     };
     if !repository.split('/').all(valid_component) {
-        return Err(format!("invalid repository name {repository:?} (lower-case letters, digits, '.', '_', '-')"));
+        return Err(format!(
+            "invalid repository name {repository:?} (lower-case letters, digits, '.', '_', '-')"
+        ));
     }
-    let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
-    Ok(RegistryRef { registry, repository, tag, digest })
+    let tag = if tag.is_none() && digest.is_none() {
+        Some("latest".to_string())
+    } else {
+        tag
+    };
+    Ok(RegistryRef {
+        registry,
+        repository,
+        tag,
+        digest,
+    })
 }
 
 #[cfg(test)]
@@ -147,11 +182,40 @@ mod tests {
     #[test]
     fn parses_each_kind() {
         let cases: &[(&str, ImageRef)] = &[
-            ("oci:/img:v1", ImageRef::OciLayout { dir: "/img".into(), tag: Some("v1".into()) }),
-            ("oci:/a/b", ImageRef::OciLayout { dir: "/a/b".into(), tag: None }),
-            ("oci-archive:/f.tar:x", ImageRef::OciArchive { path: "/f.tar".into(), tag: Some("x".into()) }),
-            ("docker-archive:/f.tar", ImageRef::DockerArchive { path: "/f.tar".into(), tag: None }),
-            ("rootfs:/srv/root", ImageRef::Rootfs { dir: "/srv/root".into() }),
+            (
+                "oci:/img:v1",
+                ImageRef::OciLayout {
+                    dir: "/img".into(),
+                    tag: Some("v1".into()),
+                },
+            ),
+            (
+                "oci:/a/b",
+                ImageRef::OciLayout {
+                    dir: "/a/b".into(),
+                    tag: None,
+                },
+            ),
+            (
+                "oci-archive:/f.tar:x",
+                ImageRef::OciArchive {
+                    path: "/f.tar".into(),
+                    tag: Some("x".into()),
+                },
+            ),
+            (
+                "docker-archive:/f.tar",
+                ImageRef::DockerArchive {
+                    path: "/f.tar".into(),
+                    tag: None,
+                },
+            ),
+            (
+                "rootfs:/srv/root",
+                ImageRef::Rootfs {
+                    dir: "/srv/root".into(),
+                },
+            ),
             (
                 "busybox",
                 ImageRef::Registry(RegistryRef {
@@ -193,7 +257,15 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        for bad in ["", "oci:relative", "rootfs:rel", "Upper/Case", "app@md5:12", "app:", "oci:/x:"] {
+        for bad in [
+            "",
+            "oci:relative",
+            "rootfs:rel",
+            "Upper/Case",
+            "app@md5:12",
+            "app:",
+            "oci:/x:",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
     }

@@ -14,15 +14,29 @@ use crate::spec::{NetworkMode, ValidatedSpec};
 
 /// Dirs and empty files the init layer provides over every image, so whatever the image has
 /// there (a symlink at /dev, say) is hidden before anything is mounted on them.
-const INIT_DIRS: &[&str] = &["dev", "proc", "sys", "etc", "dev/pts", "dev/shm", "dev/mqueue"];
+const INIT_DIRS: &[&str] = &[
+    "dev",
+    "proc",
+    "sys",
+    "etc",
+    "dev/pts",
+    "dev/shm",
+    "dev/mqueue",
+];
 const INIT_FILES: &[&str] = &["etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("state dir {path}: {source}")]
-    State { path: PathBuf, source: std::io::Error },
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("image {image}: {source}")]
-    ImageRef { image: String, source: Box<dyn std::error::Error + Send + Sync> },
+    ImageRef {
+        image: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
@@ -32,7 +46,10 @@ pub enum RuntimeError {
     #[error("{file}: network mode \"bridge\" (the default) is not supported by this build yet: set [network] mode = \"none\" or \"host\"")]
     BridgeUnsupported { file: PathBuf },
     #[error("container {name}: {source}")]
-    Launch { name: String, source: launch::LaunchError },
+    Launch {
+        name: String,
+        source: launch::LaunchError,
+    },
 }
 
 /// Errors from a teardown that went on past each of them.
@@ -57,11 +74,18 @@ pub struct Prepared {
 }
 
 fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
-    move |source| RuntimeError::State { path: path.to_path_buf(), source }
+    move |source| RuntimeError::State {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn mkdir_private(path: &Path) -> Result<(), RuntimeError> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(state_err(path))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(state_err(path))
 }
 
 impl Runtime {
@@ -69,7 +93,11 @@ impl Runtime {
         mkdir_private(root)?;
         mkdir_private(&root.join("containers"))?;
         let images = ImageStore::open(root)?;
-        let rt = Runtime { root: root.to_path_buf(), cgroup_parent: cgroup_parent.to_string(), images };
+        let rt = Runtime {
+            root: root.to_path_buf(),
+            cgroup_parent: cgroup_parent.to_string(),
+            images,
+        };
         rt.ensure_init_layer()?;
         Ok(rt)
     }
@@ -88,10 +116,16 @@ impl Runtime {
         if dest.is_dir() {
             return Ok(());
         }
-        let tmp = self.root.join(format!("init-layer.tmp-{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!("init-layer.tmp-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         for d in INIT_DIRS {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(tmp.join(d)).map_err(state_err(&tmp))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(tmp.join(d))
+                .map_err(state_err(&tmp))?;
         }
         for f in INIT_FILES {
             fs::write(tmp.join(f), "").map_err(state_err(&tmp))?;
@@ -109,17 +143,31 @@ impl Runtime {
 
     /// Resolves the image, makes the state dir and the cgroup, and decides the plan. On error
     /// nothing is left behind.
-    pub fn prepare(&self, spec: &ValidatedSpec, die_with_parent: bool) -> Result<Prepared, RuntimeError> {
+    pub fn prepare(
+        &self,
+        spec: &ValidatedSpec,
+        die_with_parent: bool,
+    ) -> Result<Prepared, RuntimeError> {
         if spec.network.mode == NetworkMode::Bridge {
-            return Err(RuntimeError::BridgeUnsupported { file: spec.file.clone() });
+            return Err(RuntimeError::BridgeUnsupported {
+                file: spec.file.clone(),
+            });
         }
-        let image_ref = ImageRef::parse(&spec.image)
-            .map_err(|e| RuntimeError::ImageRef { image: spec.image.clone(), source: e.into() })?;
+        let image_ref = ImageRef::parse(&spec.image).map_err(|e| RuntimeError::ImageRef {
+            image: spec.image.clone(),
+            source: e.into(),
+        })?;
         let image = self.images.resolve(&image_ref)?;
-        let caps = capabilities::effective_set(&spec.cap_add, &spec.cap_drop)
-            .map_err(|e| plan::PlanError::Capabilities { name: spec.name.clone(), message: e.to_string() })?;
-        let mut cap_names: Vec<String> =
-            caps.iter().map(|c| c.to_string().trim_start_matches("CAP_").to_string()).collect();
+        let caps = capabilities::effective_set(&spec.cap_add, &spec.cap_drop).map_err(|e| {
+            plan::PlanError::Capabilities {
+                name: spec.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let mut cap_names: Vec<String> = caps
+            .iter()
+            .map(|c| c.to_string().trim_start_matches("CAP_").to_string())
+            .collect();
         cap_names.sort();
 
         let id = format!("{}-{}", spec.name, random_suffix());
@@ -134,7 +182,11 @@ impl Runtime {
                 die_with_parent,
             };
             match plan::build(spec, &image, paths.clone(), &host) {
-                Ok(plan) => Ok(Prepared { id: id.clone(), plan, cgroup }),
+                Ok(plan) => Ok(Prepared {
+                    id: id.clone(),
+                    plan,
+                    cgroup,
+                }),
                 Err(e) => {
                     let _ = cgroup.destroy();
                     Err(e.into())
@@ -150,7 +202,10 @@ impl Runtime {
     fn prepare_dirs(&self, spec: &ValidatedSpec, p: &ContainerPaths) -> Result<(), RuntimeError> {
         mkdir_private(&p.dir)?;
         for d in [&p.rootfs, &p.upper, &p.work] {
-            fs::DirBuilder::new().mode(0o755).create(d).map_err(state_err(d))?;
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(d)
+                .map_err(state_err(d))?;
         }
         let hosts = format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
@@ -164,8 +219,10 @@ impl Runtime {
 
     /// Starts a prepared container.
     pub fn start(&self, prepared: &Prepared, stdin: Stdin) -> Result<Running, RuntimeError> {
-        launch::launch(&prepared.plan, stdin)
-            .map_err(|source| RuntimeError::Launch { name: prepared.plan.name.clone(), source })
+        launch::launch(&prepared.plan, stdin).map_err(|source| RuntimeError::Launch {
+            name: prepared.plan.name.clone(),
+            source,
+        })
     }
 
     /// Removes what `prepare` made: the cgroup (killing anything left in it) and, unless
@@ -177,7 +234,10 @@ impl Runtime {
         }
         if !keep {
             if let Err(e) = fs::remove_dir_all(&prepared.plan.paths.dir) {
-                errors.push(format!("removing {}: {e}", prepared.plan.paths.dir.display()));
+                errors.push(format!(
+                    "removing {}: {e}",
+                    prepared.plan.paths.dir.display()
+                ));
             }
         }
         if errors.is_empty() {
@@ -202,7 +262,12 @@ fn host_resolv_conf() -> Vec<u8> {
 fn random_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     format!("{:08x}", h.finish() as u32)
 }

@@ -77,9 +77,14 @@ pub fn launch(plan: &ContainerPlan, stdin: Stdin) -> Result<Running, LaunchError
     drop(theirs);
     drop::<OwnedFd>(exe);
     let guard = HelperGuard(Some(child));
-    ours.send(&Request::Start(Box::new(plan.clone()))).map_err(LaunchError::Channel)?;
+    ours.send(&Request::Start(Box::new(plan.clone())))
+        .map_err(LaunchError::Channel)?;
     match ours.recv::<Event>().map_err(LaunchError::Channel)? {
-        Some(Event::Started { pid }) => Ok(Running { pid: Pid::from_raw(pid), helper: guard.disarm(), channel: ours }),
+        Some(Event::Started { pid }) => Ok(Running {
+            pid: Pid::from_raw(pid),
+            helper: guard.disarm(),
+            channel: ours,
+        }),
         Some(Event::Failed { error }) => Err(LaunchError::Init(error)),
         Some(Event::Exited { .. }) | None => Err(LaunchError::HelperGone),
     }

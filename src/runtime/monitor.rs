@@ -18,7 +18,9 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{chdir, execve, pipe2, pivot_root, sethostname, setsid, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{
+    chdir, execve, pipe2, pivot_root, sethostname, setsid, ForkResult, Gid, Pid, Uid,
+};
 
 use crate::runtime::mounts::{Mount, MountKind, DEVICES, DEV_SYMLINKS};
 use crate::runtime::plan::{overlay_options, ContainerPlan};
@@ -39,7 +41,10 @@ pub struct InitError {
 
 fn step<E: std::fmt::Display>(step: impl Into<String>) -> impl FnOnce(E) -> InitError {
     let step = step.into();
-    move |e| InitError { step, detail: e.to_string() }
+    move |e| InitError {
+        step,
+        detail: e.to_string(),
+    }
 }
 
 /// Entry point of the helper mode. Returns the helper's exit code.
@@ -50,13 +55,16 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
         Ok(Some(Request::Start(plan))) => plan,
         Ok(None) => return 125,
         Err(e) => {
-            let _ = channel.send(&Event::Failed { error: format!("reading the plan: {e}") });
+            let _ = channel.send(&Event::Failed {
+                error: format!("reading the plan: {e}"),
+            });
             return 125;
         }
     };
     match start(&plan) {
         Ok(pid) => {
-            if channel.send(&Event::Started { pid: pid.as_raw() }).is_err() && plan.die_with_parent {
+            if channel.send(&Event::Started { pid: pid.as_raw() }).is_err() && plan.die_with_parent
+            {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
             let status = wait_for(pid);
@@ -73,7 +81,8 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
 /// Forks the init into a new pid namespace and waits until it exec'd or failed.
 fn start(plan: &ContainerPlan) -> Result<Pid, String> {
     if plan.die_with_parent {
-        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .map_err(|e| format!("prctl: {e}"))?;
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
     // The init reports a failure on this pipe; a successful exec closes it (O_CLOEXEC).
@@ -128,13 +137,28 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(step("unshare namespaces"))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(step("making / private"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(step("making / private"))?;
 
     let p = &plan.paths;
     let opts = overlay_options(&plan.lower_dirs, &p.upper, &p.work);
-    mount(Some("overlay"), &p.rootfs, Some("overlay"), MsFlags::MS_NODEV, Some(opts.as_str()))
-        .map_err(step(format!("mounting overlay rootfs at {}", p.rootfs.display())))?;
+    mount(
+        Some("overlay"),
+        &p.rootfs,
+        Some("overlay"),
+        MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(step(format!(
+        "mounting overlay rootfs at {}",
+        p.rootfs.display()
+    )))?;
 
     // Host-side sources are opened now, while the host is still visible, and mounted from
     // their fds after pivot_root.
@@ -163,8 +187,14 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
         readonly(path)?;
     }
     if plan.readonly_rootfs {
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY, None::<&str>)
-            .map_err(step("remounting / read-only"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(step("remounting / read-only"))?;
     }
 
     let passwd = read_small("/etc/passwd");
@@ -192,7 +222,11 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     let caps = capabilities::from_names(&plan.capabilities).map_err(step("capabilities"))?;
     capabilities::drop_bounding(&caps).map_err(step("dropping bounding capabilities"))?;
     nix::sys::prctl::set_keepcaps(true).map_err(step("prctl(PR_SET_KEEPCAPS)"))?;
-    let gids: Vec<Gid> = who.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    let gids: Vec<Gid> = who
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     nix::unistd::setgroups(&gids).map_err(step("setgroups"))?;
     let gid = Gid::from_raw(who.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(step(format!("setgid {}", who.gid)))?;
@@ -202,7 +236,8 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     nix::sys::prctl::set_keepcaps(false).map_err(step("prctl(PR_SET_KEEPCAPS)"))?;
     if plan.die_with_parent {
         // Credentials changed above, which clears the parent-death signal: set it again.
-        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
     }
     chdir(plan.cwd.as_str()).map_err(step(format!("chdir to workdir {}", plan.cwd)))?;
     if plan.no_new_privileges {
@@ -210,7 +245,11 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     }
     // Every inherited fd but stdio closes at exec (the error pipe must live until then).
     close_fds_from(3).map_err(step("closing inherited fds"))?;
-    let argv: Vec<CString> = plan.args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+    let argv: Vec<CString> = plan
+        .args
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<_, _>>()?;
     let envp: Vec<CString> = env.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
     let program = cstring(&program)?;
     if plan.seccomp {
@@ -218,7 +257,10 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
         seccomp::install(&filters).map_err(step("installing the seccomp profile"))?;
     }
     let err = execve(&program, &argv, &envp).unwrap_err();
-    Err(InitError { step: format!("exec {}", plan.args[0]), detail: err.to_string() })
+    Err(InitError {
+        step: format!("exec {}", plan.args[0]),
+        detail: err.to_string(),
+    })
 }
 
 fn cstring(s: &str) -> Result<CString, InitError> {
@@ -231,9 +273,16 @@ fn open_bind_sources(mounts: &[Mount]) -> Result<Vec<Option<OwnedFd>>, InitError
         .iter()
         .map(|m| match &m.kind {
             MountKind::Bind { host, .. } => {
-                let fd = open(host.as_path(), OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
-                    .map_err(step(format!("opening mount source {}", host.display())))?;
-                if let Some((_, major, minor)) = DEVICES.iter().find(|(n, _, _)| host == &PathBuf::from(format!("/dev/{n}"))) {
+                let fd = open(
+                    host.as_path(),
+                    OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )
+                .map_err(step(format!("opening mount source {}", host.display())))?;
+                if let Some((_, major, minor)) = DEVICES
+                    .iter()
+                    .find(|(n, _, _)| host == &PathBuf::from(format!("/dev/{n}")))
+                {
                     verify_char_device(&fd, *major, *minor, host)?;
                 }
                 Ok(Some(fd))
@@ -258,8 +307,12 @@ fn verify_char_device(fd: &OwnedFd, major: u64, minor: u64, what: &Path) -> Resu
 
 /// The host's /dev/null, verified on the opened fd, for masking files.
 fn open_verified_null() -> Result<OwnedFd, InitError> {
-    let fd = open("/dev/null", OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
-        .map_err(step("opening /dev/null"))?;
+    let fd = open(
+        "/dev/null",
+        OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(step("opening /dev/null"))?;
     verify_char_device(&fd, 1, 3, Path::new("/dev/null"))?;
     Ok(fd)
 }
@@ -273,13 +326,26 @@ fn ensure_target(target: &str, file: bool) -> Result<(), InitError> {
     let path = Path::new(target);
     if file {
         if let Some(parent) = path.parent() {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(step(format!("creating {}", parent.display())))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(step(format!("creating {}", parent.display())))?;
         }
         if fs::symlink_metadata(path).is_err() {
-            OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(step(format!("creating {target}")))?;
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(step(format!("creating {target}")))?;
         }
     } else {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(path).map_err(step(format!("creating {target}")))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(step(format!("creating {target}")))?;
     }
     Ok(())
 }
@@ -290,25 +356,46 @@ fn do_mount(m: &Mount, source: Option<&OwnedFd>) -> Result<(), InitError> {
     let what = || format!("mounting {}", m.target);
     match (&m.kind, source) {
         (MountKind::Fs { fstype, data }, _) => {
-            mount(Some(fstype.as_str()), m.target.as_str(), Some(fstype.as_str()), flags, data.as_deref())
-                .map_err(step(what()))?;
+            mount(
+                Some(fstype.as_str()),
+                m.target.as_str(),
+                Some(fstype.as_str()),
+                flags,
+                data.as_deref(),
+            )
+            .map_err(step(what()))?;
         }
         (MountKind::Bind { recursive, .. }, Some(fd)) => {
             let mut bind_flags = MsFlags::MS_BIND;
             if *recursive {
                 bind_flags |= MsFlags::MS_REC;
             }
-            mount(Some(fd_path(fd).as_str()), m.target.as_str(), None::<&str>, bind_flags, None::<&str>)
-                .map_err(step(what()))?;
+            mount(
+                Some(fd_path(fd).as_str()),
+                m.target.as_str(),
+                None::<&str>,
+                bind_flags,
+                None::<&str>,
+            )
+            .map_err(step(what()))?;
             // Bind flags other than MS_BIND/MS_REC only take effect on a remount.
             let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
             if !extra.is_empty() {
-                mount(None::<&str>, m.target.as_str(), None::<&str>, extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT, None::<&str>)
-                    .map_err(step(format!("remounting {}", m.target)))?;
+                mount(
+                    None::<&str>,
+                    m.target.as_str(),
+                    None::<&str>,
+                    extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                    None::<&str>,
+                )
+                .map_err(step(format!("remounting {}", m.target)))?;
             }
         }
         (MountKind::Bind { host, .. }, None) => {
-            return Err(InitError { step: what(), detail: format!("source {} was not opened", host.display()) })
+            return Err(InitError {
+                step: what(),
+                detail: format!("source {} was not opened", host.display()),
+            })
         }
     }
     Ok(())
@@ -316,12 +403,28 @@ fn do_mount(m: &Mount, source: Option<&OwnedFd>) -> Result<(), InitError> {
 
 /// Makes `path` read empty: a read-only tmpfs over a dir, /dev/null over a file.
 fn mask(path: &str, null: &OwnedFd) -> Result<(), InitError> {
-    let Ok(meta) = fs::symlink_metadata(path) else { return Ok(()) };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
     let what = || format!("masking {path}");
     if meta.is_dir() {
-        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0")).map_err(step(what()))?;
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        )
+        .map_err(step(what()))?;
     } else {
-        mount(Some(fd_path(null).as_str()), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(step(what()))?;
+        mount(
+            Some(fd_path(null).as_str()),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(step(what()))?;
     }
     Ok(())
 }
@@ -332,12 +435,24 @@ fn readonly(path: &str) -> Result<(), InitError> {
         return Ok(());
     }
     let what = || format!("making {path} read-only");
-    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(step(what()))?;
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(step(what()))?;
     mount(
         None::<&str>,
         path,
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
     .map_err(step(what()))?;
@@ -355,16 +470,25 @@ fn read_small(path: &str) -> Option<String> {
 /// Looks `name` up in the container's PATH as execvp would; the error names the command.
 fn find_program(name: &str, env: &[String]) -> Result<String, InitError> {
     let executable = |p: &Path| {
-        fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     let not_found = || InitError {
         step: format!("command {name:?}"),
         detail: "not found in the image".into(),
     };
     if name.contains('/') {
-        return if executable(Path::new(name)) { Ok(name.to_string()) } else { Err(not_found()) };
+        return if executable(Path::new(name)) {
+            Ok(name.to_string())
+        } else {
+            Err(not_found())
+        };
     }
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(crate::runtime::plan::DEFAULT_PATH);
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::runtime::plan::DEFAULT_PATH);
     path.split(':')
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(name))

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountKind {
     /// A fresh filesystem instance (proc, tmpfs, devpts, mqueue, sysfs, cgroup2).
-    Fs { fstype: String, data: Option<String> },
+    Fs {
+        fstype: String,
+        data: Option<String>,
+    },
     /// A host path, opened before pivot_root and bind-mounted from that fd afterwards, so no
     /// path inside the container can redirect it.
     Bind { host: PathBuf, recursive: bool },
@@ -99,7 +102,10 @@ fn bits(f: MsFlags) -> u64 {
 
 fn fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Mount {
     Mount {
-        kind: MountKind::Fs { fstype: fstype.into(), data: data.map(str::to_string) },
+        kind: MountKind::Fs {
+            fstype: fstype.into(),
+            data: data.map(str::to_string),
+        },
         target: target.into(),
         flags: bits(flags),
         file: false,
@@ -108,7 +114,10 @@ fn fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Mount {
 
 fn bind(host: PathBuf, target: &str, flags: MsFlags, file: bool) -> Mount {
     Mount {
-        kind: MountKind::Bind { host, recursive: false },
+        kind: MountKind::Bind {
+            host,
+            recursive: false,
+        },
         target: target.into(),
         flags: bits(flags | MsFlags::MS_BIND),
         file,
@@ -144,31 +153,62 @@ pub fn container_mounts(inp: &MountInputs<'_>) -> Vec<Mount> {
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
         ),
-        fs("tmpfs", "/dev/shm", nosuid_nodev_noexec, Some("mode=1777,size=65536k")),
+        fs(
+            "tmpfs",
+            "/dev/shm",
+            nosuid_nodev_noexec,
+            Some("mode=1777,size=65536k"),
+        ),
         fs("mqueue", "/dev/mqueue", nosuid_nodev_noexec, None),
     ]);
     if inp.own_netns {
-        m.push(fs("sysfs", "/sys", nosuid_nodev_noexec | MsFlags::MS_RDONLY, None));
+        m.push(fs(
+            "sysfs",
+            "/sys",
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            None,
+        ));
     } else {
         // A new sysfs instance is refused in the host's netns; bind the host's read-only.
-        let mut b = bind("/sys".into(), "/sys", nosuid_nodev_noexec | MsFlags::MS_RDONLY, false);
-        b.kind = MountKind::Bind { host: "/sys".into(), recursive: true };
+        let mut b = bind(
+            "/sys".into(),
+            "/sys",
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            false,
+        );
+        b.kind = MountKind::Bind {
+            host: "/sys".into(),
+            recursive: true,
+        };
         m.push(b);
     }
     if inp.cgroup2 {
-        m.push(fs("cgroup2", "/sys/fs/cgroup", nosuid_nodev_noexec | MsFlags::MS_RDONLY, None));
+        m.push(fs(
+            "cgroup2",
+            "/sys/fs/cgroup",
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            None,
+        ));
     }
     let ro_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     m.push(bind(inp.hosts.clone(), "/etc/hosts", ro_nodev, true));
     m.push(bind(inp.hostname.clone(), "/etc/hostname", ro_nodev, true));
-    m.push(bind(inp.resolv_conf.clone(), "/etc/resolv.conf", ro_nodev, true));
+    m.push(bind(
+        inp.resolv_conf.clone(),
+        "/etc/resolv.conf",
+        ro_nodev,
+        true,
+    ));
     for um in inp.user_mounts {
         let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         if um.readonly {
             flags |= MsFlags::MS_RDONLY;
         }
         m.push(Mount {
-            kind: MountKind::Bind { host: um.source.clone(), recursive: true },
+            kind: MountKind::Bind {
+                host: um.source.clone(),
+                recursive: true,
+            },
             target: um.target.clone(),
             flags: bits(flags | MsFlags::MS_BIND),
             file: !um.source.is_dir(),
@@ -199,12 +239,25 @@ mod tests {
         assert_eq!(targets[0], "/proc");
         assert_eq!(targets[1], "/dev");
         // devices come right after /dev and before anything mounted under it
-        assert_eq!(&targets[2..8], &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]);
+        assert_eq!(
+            &targets[2..8],
+            &[
+                "/dev/null",
+                "/dev/zero",
+                "/dev/full",
+                "/dev/random",
+                "/dev/urandom",
+                "/dev/tty"
+            ]
+        );
         assert!(targets.contains(&"/etc/resolv.conf"));
         let dev = &m[1];
         assert!(dev.ms_flags().contains(MsFlags::MS_NODEV));
         let null = &m[2];
-        assert!(!null.ms_flags().contains(MsFlags::MS_NODEV), "device binds must allow device access");
+        assert!(
+            !null.ms_flags().contains(MsFlags::MS_NODEV),
+            "device binds must allow device access"
+        );
         let sys = m.iter().find(|m| m.target == "/sys").unwrap();
         assert!(sys.ms_flags().contains(MsFlags::MS_RDONLY));
         assert!(matches!(sys.kind, MountKind::Fs { .. }));
@@ -214,17 +267,29 @@ mod tests {
     fn host_network_binds_sysfs() {
         let m = container_mounts(&inputs(&[], false));
         let sys = m.iter().find(|m| m.target == "/sys").unwrap();
-        assert_eq!(sys.kind, MountKind::Bind { host: "/sys".into(), recursive: true });
+        assert_eq!(
+            sys.kind,
+            MountKind::Bind {
+                host: "/sys".into(),
+                recursive: true
+            }
+        );
         assert!(sys.ms_flags().contains(MsFlags::MS_RDONLY));
     }
 
     #[test]
     fn user_mounts_last_and_nodev() {
-        let um = vec![crate::spec::MountSpec { source: "/tmp".into(), target: "/data".into(), readonly: true }];
+        let um = vec![crate::spec::MountSpec {
+            source: "/tmp".into(),
+            target: "/data".into(),
+            readonly: true,
+        }];
         let m = container_mounts(&inputs(&um, true));
         let last = m.last().unwrap();
         assert_eq!(last.target, "/data");
-        assert!(last.ms_flags().contains(MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_BIND));
+        assert!(last
+            .ms_flags()
+            .contains(MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_BIND));
         assert!(!last.file);
     }
 }

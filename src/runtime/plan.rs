@@ -105,7 +105,11 @@ pub fn build(
 ) -> Result<ContainerPlan, PlanError> {
     let cfg = &image.config;
     // As Docker: an entrypoint set in the spec drops the image's Cmd too.
-    let entrypoint = spec.entrypoint.clone().or_else(|| cfg.entrypoint.clone()).unwrap_or_default();
+    let entrypoint = spec
+        .entrypoint
+        .clone()
+        .or_else(|| cfg.entrypoint.clone())
+        .unwrap_or_default();
     let cmd = match (&spec.command, &spec.entrypoint) {
         (Some(c), _) => c.clone(),
         (None, Some(_)) => Vec::new(),
@@ -113,7 +117,9 @@ pub fn build(
     };
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
-        return Err(PlanError::NoCommand { name: spec.name.clone() });
+        return Err(PlanError::NoCommand {
+            name: spec.name.clone(),
+        });
     }
     let env = merge_env(&cfg.env, &spec.env, &spec.hostname);
     let cwd = spec
@@ -121,7 +127,10 @@ pub fn build(
         .clone()
         .or_else(|| cfg.working_dir.clone().filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
-    let user = spec.user.clone().or_else(|| cfg.user.clone().filter(|u| !u.is_empty()));
+    let user = spec
+        .user
+        .clone()
+        .or_else(|| cfg.user.clone().filter(|u| !u.is_empty()));
     let own_netns = spec.network.mode != NetworkMode::Host;
     let mounts = mounts::container_mounts(&MountInputs {
         hosts: paths.hosts.clone(),
@@ -142,7 +151,10 @@ pub fn build(
         own_netns,
         mounts,
         masked_paths: mounts::MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
-        readonly_paths: mounts::READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+        readonly_paths: mounts::READONLY_PATHS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         args,
         env,
         cwd,
@@ -157,7 +169,11 @@ pub fn build(
 }
 
 /// Image env, then the spec's env over it, then PATH and HOSTNAME when missing.
-fn merge_env(image_env: &[String], spec_env: &BTreeMap<String, String>, hostname: &str) -> Vec<String> {
+fn merge_env(
+    image_env: &[String],
+    spec_env: &BTreeMap<String, String>,
+    hostname: &str,
+) -> Vec<String> {
     let mut order: Vec<String> = Vec::new();
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     let mut set = |k: &str, v: &str| {
@@ -180,7 +196,10 @@ fn merge_env(image_env: &[String], spec_env: &BTreeMap<String, String>, hostname
     if !values.contains_key("HOSTNAME") {
         set("HOSTNAME", hostname);
     }
-    order.into_iter().map(|k| format!("{k}={}", values[&k])).collect()
+    order
+        .into_iter()
+        .map(|k| format!("{k}={}", values[&k]))
+        .collect()
 }
 
 /// The overlay mount options for a plan's layers (upper-most lower dir first, as overlayfs
@@ -239,13 +258,23 @@ mod tests {
                 backoff_reset_after: Duration::from_secs(60),
             },
             resources: Resources::default(),
-            network: NetworkSpec { mode: NetworkMode::None, ip: None, ports: vec![], egress: None, ingress: None },
+            network: NetworkSpec {
+                mode: NetworkMode::None,
+                ip: None,
+                ports: vec![],
+                egress: None,
+                ingress: None,
+            },
             mounts: vec![],
         }
     }
 
     fn image(cfg: ImageConfig) -> ResolvedImage {
-        ResolvedImage { layers: vec!["/l/1".into(), "/l/2".into()], config: cfg, digest: None }
+        ResolvedImage {
+            layers: vec!["/l/1".into(), "/l/2".into()],
+            config: cfg,
+            digest: None,
+        }
     }
 
     fn host() -> HostFacts {
@@ -259,7 +288,12 @@ mod tests {
     }
 
     fn plan(s: &ValidatedSpec, cfg: ImageConfig) -> Result<ContainerPlan, PlanError> {
-        build(s, &image(cfg), ContainerPaths::new("/root/containers/x".into()), &host())
+        build(
+            s,
+            &image(cfg),
+            ContainerPaths::new("/root/containers/x".into()),
+            &host(),
+        )
     }
 
     #[test]
@@ -285,7 +319,10 @@ mod tests {
 
     #[test]
     fn no_command_is_an_error() {
-        assert_eq!(plan(&spec(), ImageConfig::default()), Err(PlanError::NoCommand { name: "web".into() }));
+        assert_eq!(
+            plan(&spec(), ImageConfig::default()),
+            Err(PlanError::NoCommand { name: "web".into() })
+        );
     }
 
     #[test]
@@ -293,30 +330,55 @@ mod tests {
         let mut s = spec();
         s.command = Some(vec!["sh".into()]);
         s.env.insert("A".into(), "spec".into());
-        let img = ImageConfig { env: vec!["A=image".into(), "B=b=c".into()], ..Default::default() };
+        let img = ImageConfig {
+            env: vec!["A=image".into(), "B=b=c".into()],
+            ..Default::default()
+        };
         let p = plan(&s, img).unwrap();
-        assert_eq!(p.env, vec!["A=spec", "B=b=c", &format!("PATH={DEFAULT_PATH}"), "HOSTNAME=web"]);
+        assert_eq!(
+            p.env,
+            vec![
+                "A=spec",
+                "B=b=c",
+                &format!("PATH={DEFAULT_PATH}"),
+                "HOSTNAME=web"
+            ]
+        );
     }
 
     #[test]
     fn workdir_user_and_layers() {
         let mut s = spec();
         s.command = Some(vec!["sh".into()]);
-        let img = ImageConfig { working_dir: Some("/srv".into()), user: Some("nobody".into()), ..Default::default() };
+        let img = ImageConfig {
+            working_dir: Some("/srv".into()),
+            user: Some("nobody".into()),
+            ..Default::default()
+        };
         let p = plan(&s, img.clone()).unwrap();
         assert_eq!(p.cwd, "/srv");
         assert_eq!(p.user.as_deref(), Some("nobody"));
-        assert_eq!(p.lower_dirs, vec![PathBuf::from("/l/1"), "/l/2".into(), "/root/init".into()]);
+        assert_eq!(
+            p.lower_dirs,
+            vec![PathBuf::from("/l/1"), "/l/2".into(), "/root/init".into()]
+        );
         s.workdir = Some("/w".into());
         s.user = Some("1000:1000".into());
         let p = plan(&s, img).unwrap();
-        assert_eq!((p.cwd.as_str(), p.user.as_deref()), ("/w", Some("1000:1000")));
+        assert_eq!(
+            (p.cwd.as_str(), p.user.as_deref()),
+            ("/w", Some("1000:1000"))
+        );
         assert!(p.own_netns);
     }
 
     #[test]
     fn overlay_options_top_first_and_escaped() {
-        let o = overlay_options(&["/a".into(), "/b:c".into()], Path::new("/u"), Path::new("/w,x"));
+        let o = overlay_options(
+            &["/a".into(), "/b:c".into()],
+            Path::new("/u"),
+            Path::new("/w,x"),
+        );
         assert_eq!(o, "lowerdir=/b\\:c:/a,upperdir=/u,workdir=/w\\,x");
     }
 }

@@ -57,7 +57,12 @@ pub struct Channel {
 impl Channel {
     /// A connected pair, both ends close-on-exec.
     pub fn pair() -> io::Result<(Channel, Channel)> {
-        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
         Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
@@ -93,7 +98,9 @@ impl Channel {
         if n == 0 {
             return Ok(None);
         }
-        serde_json::from_slice(&buf[..n]).map(Some).map_err(io::Error::other)
+        serde_json::from_slice(&buf[..n])
+            .map(Some)
+            .map_err(io::Error::other)
     }
 }
 
@@ -105,7 +112,10 @@ mod tests {
     fn round_trip_and_eof() {
         let (a, b) = Channel::pair().unwrap();
         a.send(&Event::Started { pid: 42 }).unwrap();
-        a.send(&Event::Exited { status: ExitStatus::Signal(9) }).unwrap();
+        a.send(&Event::Exited {
+            status: ExitStatus::Signal(9),
+        })
+        .unwrap();
         match b.recv::<Event>().unwrap() {
             Some(Event::Started { pid }) => assert_eq!(pid, 42),
             other => panic!("{other:?}"),

@@ -64,10 +64,7 @@ pub fn loopback_up() -> io::Result<()> {
 /// CVE-2019-5736): helpers exec this copy, so a container that reaches a helper's
 /// /proc/PID/exe finds a memfd that can no longer be written, grown or shrunk.
 pub fn sealed_self_exe() -> io::Result<OwnedFd> {
-    let fd = memfd_create(
-        "berth",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )?;
+    let fd = memfd_create("berth", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
     let mut exe = File::open("/proc/self/exe")?;
     let mut copy = File::from(fd);
     io::copy(&mut exe, &mut copy)?;
@@ -94,7 +91,10 @@ pub fn take_fd(fd: std::os::fd::RawFd) -> OwnedFd {
 }
 
 /// Spawns `cmd` with `fd` placed at fd 3 in the child (and nothing else inherited but stdio).
-pub fn spawn_with_fd3(cmd: &mut std::process::Command, fd: &OwnedFd) -> io::Result<std::process::Child> {
+pub fn spawn_with_fd3(
+    cmd: &mut std::process::Command,
+    fd: &OwnedFd,
+) -> io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let raw = fd.as_raw_fd();
     // SAFETY: the closure runs in the child between fork and exec and calls only dup2 and

@@ -32,8 +32,16 @@ pub fn busybox_image() -> &'static str {
         let dir = std::env::temp_dir().join(format!("berth-test-busybox-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/busybox-image.sh");
-        let out = Command::new("sh").arg(&script).arg(&dir).output().expect("running busybox-image.sh");
-        assert!(out.status.success(), "busybox-image.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("running busybox-image.sh");
+        assert!(
+            out.status.success(),
+            "busybox-image.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     })
 }
@@ -50,7 +58,10 @@ impl TestEnv {
     pub fn new(tag: &str) -> TestEnv {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         TestEnv {
-            dir: tempfile::Builder::new().prefix(&format!("berth-{tag}-")).tempdir().unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix(&format!("berth-{tag}-"))
+                .tempdir()
+                .unwrap(),
             cgroup_parent: format!("berth-test-{}-{tag}-{n}", std::process::id()),
         }
     }
@@ -74,13 +85,21 @@ impl TestEnv {
 
     pub fn command(&self) -> Command {
         let mut c = Command::new(berth_bin());
-        c.arg("--root").arg(self.root()).arg("--cgroup-parent").arg(&self.cgroup_parent);
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent);
         c
     }
 
     /// `berth run SPEC` with stdin closed; returns its output.
     pub fn run(&self, spec: &Path) -> Output {
-        self.command().arg("run").arg(spec).stdin(Stdio::null()).output().unwrap()
+        self.command()
+            .arg("run")
+            .arg(spec)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// Cgroup dirs of this test's parent, in every hierarchy, that still have children.
@@ -118,9 +137,21 @@ impl TestEnv {
     }
 
     pub fn assert_no_leaks(&self) {
-        assert_eq!(self.leftover_cgroups(), Vec::<PathBuf>::new(), "cgroups leaked");
-        assert_eq!(self.leftover_mounts(), Vec::<String>::new(), "mounts leaked");
-        assert_eq!(self.leftover_containers(), Vec::<PathBuf>::new(), "container dirs leaked");
+        assert_eq!(
+            self.leftover_cgroups(),
+            Vec::<PathBuf>::new(),
+            "cgroups leaked"
+        );
+        assert_eq!(
+            self.leftover_mounts(),
+            Vec::<String>::new(),
+            "mounts leaked"
+        );
+        assert_eq!(
+            self.leftover_containers(),
+            Vec::<PathBuf>::new(),
+            "container dirs leaked"
+        );
     }
 }
 
@@ -141,9 +172,14 @@ impl Drop for TestEnv {
 /// The mount points of the cgroup hierarchies (v1 controllers, or the v2 root).
 pub fn cgroup_bases() -> Vec<PathBuf> {
     let mut bases = Vec::new();
-    for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
+    for line in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+    {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
         let fstype = fields.get(sep + 1).copied().unwrap_or("");
         if fstype == "cgroup" || fstype == "cgroup2" {
             bases.push(PathBuf::from(fields[4]));
@@ -154,9 +190,14 @@ pub fn cgroup_bases() -> Vec<PathBuf> {
 
 /// The container cgroup dir for `controller` (v1) or the v2 root, under this parent.
 pub fn controller_base(controller: &str) -> Option<PathBuf> {
-    for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
+    for line in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+    {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
         let fstype = fields.get(sep + 1).copied().unwrap_or("");
         let opts = fields.get(sep + 3).copied().unwrap_or("");
         if fstype == "cgroup" && opts.split(',').any(|o| o == controller) {
