@@ -1,0 +1,156 @@
+//! Which files of a spec directory are specs: regular `*.toml` files, or symlinks whose target
+//! stays inside the directory (the `..data` swap config management tools use). Dotfiles and
+//! editor/temp files are ignored. Also expands the paths given to `berth validate`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::diagnostic::{Diagnostic, SpecErrors};
+use super::parse::load_file;
+use super::types::ValidatedSpec;
+use super::{SpecError, ValidationContext};
+
+/// Name endings of editor backups and temp files, never taken as specs.
+const IGNORED_SUFFIXES: &[&str] = &["~", ".swp", ".bak", ".tmp"];
+
+/// A directory entry named like a spec that is not used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// What a spec directory holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirListing {
+    /// Spec files, sorted, as paths inside the directory (not resolved through symlinks).
+    pub files: Vec<PathBuf>,
+    /// `*.toml` entries that are not used: symlinks leading outside the directory or dangling,
+    /// and entries that are not regular files. Dotfiles and temp files are not listed here.
+    pub rejected: Vec<Rejected>,
+}
+
+/// True for names that look like specs: `*.toml`, not hidden, not an editor or temp file.
+pub fn is_spec_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && name.len() > ".toml".len()
+        && name.ends_with(".toml")
+        && !IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Lists the spec files of `dir`, sorted.
+pub fn spec_files_in(dir: &Path) -> Result<Vec<PathBuf>, SpecError> {
+    Ok(list_spec_dir(dir)?.files)
+}
+
+/// Lists the spec files of `dir` and the spec-named entries that were refused.
+pub fn list_spec_dir(dir: &Path) -> Result<DirListing, SpecError> {
+    let canon_dir = fs::canonicalize(dir).map_err(|source| SpecError::Canonicalize {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let entries = fs::read_dir(dir).map_err(|source| SpecError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut listing = DirListing::default();
+    for entry in entries {
+        let entry = entry.map_err(|source| SpecError::ReadDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        if !is_spec_name(name) {
+            continue;
+        }
+        let path = dir.join(name);
+        let reject = |reason: String| Rejected {
+            path: path.clone(),
+            reason,
+        };
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            // Removed since read_dir: not there any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                listing.rejected.push(reject(format!("cannot stat: {e}")));
+                continue;
+            }
+        };
+        let ft = meta.file_type();
+        if ft.is_file() {
+            listing.files.push(path);
+        } else if ft.is_symlink() {
+            match fs::canonicalize(&path) {
+                Ok(target) if !target.starts_with(&canon_dir) => {
+                    listing.rejected.push(reject(format!(
+                        "symlink leads outside the spec directory (to {})",
+                        target.display()
+                    )))
+                }
+                Ok(target) => match fs::metadata(&target) {
+                    Ok(m) if m.is_file() => listing.files.push(path),
+                    Ok(_) => listing
+                        .rejected
+                        .push(reject("symlink target is not a regular file".into())),
+                    Err(e) => listing
+                        .rejected
+                        .push(reject(format!("cannot stat symlink target: {e}"))),
+                },
+                Err(e) => listing
+                    .rejected
+                    .push(reject(format!("cannot resolve symlink: {e}"))),
+            }
+        } else {
+            listing.rejected.push(reject("not a regular file".into()));
+        }
+    }
+    listing.files.sort();
+    listing.rejected.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(listing)
+}
+
+/// Loads every path given: a directory expands to its spec files (refused entries and an
+/// unreadable directory become errors), a file is taken as is. Results are in the order given,
+/// each directory's files sorted.
+pub fn load_paths(
+    paths: &[PathBuf],
+    ctx: &ValidationContext,
+) -> Vec<(PathBuf, Result<ValidatedSpec, SpecErrors>)> {
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            out.push((path.clone(), load_file(path, ctx)));
+            continue;
+        }
+        match list_spec_dir(path) {
+            Ok(listing) => {
+                let mut results: Vec<_> = listing
+                    .files
+                    .into_iter()
+                    .map(|f| {
+                        let r = load_file(&f, ctx);
+                        (f, r)
+                    })
+                    .chain(listing.rejected.into_iter().map(|r| {
+                        let err = SpecErrors::from(Diagnostic::whole_file(
+                            &r.path,
+                            format!("ignored: {}", r.reason),
+                        ));
+                        (r.path, Err(err))
+                    }))
+                    .collect();
+                results.sort_by(|a, b| a.0.cmp(&b.0));
+                out.extend(results);
+            }
+            Err(e) => {
+                let err = SpecErrors::from(Diagnostic::whole_file(path, e.to_string()));
+                out.push((path.clone(), Err(err)));
+            }
+        }
+    }
+    out
+}
