@@ -246,6 +246,10 @@ pub fn check_hostname(s: &str) -> Result<(), String> {
 pub fn parse_capability(s: &str) -> Result<String, String> {
     let upper = s.trim().to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if bare == "ALL" {
+        // As Docker: `cap_drop = ["ALL"]` then `cap_add` what is needed.
+        return Ok(bare.to_string());
+    }
     match format!("CAP_{bare}").parse::<caps::Capability>() {
         Ok(_) => Ok(bare.to_string()),
         Err(_) => Err(format!("unknown capability {s:?}")),

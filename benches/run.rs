@@ -1,0 +1,198 @@
+//! Container start-to-exit benchmark: `berth run` of `/bin/true` on the busybox image against
+//! `runc run` (and `crun run` when installed) of the same rootfs, in the same run.
+//!
+//! Run as root: `cargo bench --bench run` (env `BENCH_RUNS`, default 200).
+//! Reports the median and p90 wall time of each and berth's peak RSS.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the run benchmark needs root");
+        return;
+    }
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let berth = release_binary();
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir()
+        .unwrap();
+    let image_dir = work.path().join("image");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/busybox-image.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg(&image_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let spec = work.path().join("true.toml");
+    std::fs::write(
+        &spec,
+        format!("image = {image:?}\ncommand = [\"/bin/true\"]\n[network]\nmode = \"none\"\n"),
+    )
+    .unwrap();
+    let root = work.path().join("root");
+    let berth_cmd = || {
+        let mut c = Command::new(&berth);
+        c.arg("--root")
+            .arg(&root)
+            .arg("--cgroup-parent")
+            .arg("berth-bench")
+            .arg("run")
+            .arg(&spec);
+        c
+    };
+    // Warm the layer store.
+    assert!(berth_cmd().status().unwrap().success(), "berth run failed");
+
+    let bundle = runtime_bundle(work.path(), &image_dir);
+    let mut results: Vec<(String, Vec<Duration>)> = Vec::new();
+    let mut berth_times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        berth_times.push(time(berth_cmd()));
+    }
+    let peak_kib = children_maxrss_kib();
+    results.push(("berth run".into(), berth_times));
+    for tool in ["runc", "crun"] {
+        let Some(bin) = which(tool) else {
+            println!("{tool}: not installed, skipped");
+            continue;
+        };
+        let mut times = Vec::with_capacity(runs);
+        let mut ok = true;
+        for i in 0..runs {
+            let mut c = Command::new(&bin);
+            c.arg("run")
+                .arg("--bundle")
+                .arg(&bundle)
+                .arg(format!("bench-{tool}-{}-{i}", std::process::id()));
+            let t0 = Instant::now();
+            let st = c
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            if !st.status.success() {
+                println!(
+                    "{tool}: failed: {}",
+                    String::from_utf8_lossy(&st.stderr).trim()
+                );
+                ok = false;
+                break;
+            }
+            times.push(t0.elapsed());
+        }
+        if ok {
+            results.push((format!("{tool} run"), times));
+        }
+    }
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup/unified/berth-bench"));
+    println!("{runs} runs of /bin/true on the busybox image (network none):");
+    let berth_median = median(&mut results[0].1.clone());
+    for (name, times) in &mut results {
+        let med = median(times);
+        let p90 = times[times.len() * 9 / 10];
+        let ratio = berth_median.as_secs_f64() / med.as_secs_f64();
+        println!(
+            "  {name:<10} median {:>7.2} ms  p90 {:>7.2} ms  berth/this {ratio:.2}x",
+            ms(med),
+            ms(p90)
+        );
+    }
+    println!(
+        "  berth peak RSS (largest child): {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time(mut c: Command) -> Duration {
+    let t0 = Instant::now();
+    let st = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    t0.elapsed()
+}
+
+fn children_maxrss_kib() -> i64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map(|u| u.max_rss())
+        .unwrap_or(0)
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var("PATH")
+        .ok()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The release binary, built if needed.
+fn release_binary() -> PathBuf {
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--bin", "berth"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/berth")
+}
+
+/// An OCI runtime bundle (config.json + rootfs) of the busybox image for runc/crun.
+fn runtime_bundle(work: &Path, image_dir: &Path) -> PathBuf {
+    let bundle = work.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let blobs = image_dir.join("blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    assert!(Command::new("tar")
+        .arg("xzf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(&rootfs)
+        .status()
+        .unwrap()
+        .success());
+    if let Some(runc) = which("runc") {
+        assert!(Command::new(runc)
+            .arg("spec")
+            .current_dir(&bundle)
+            .status()
+            .unwrap()
+            .success());
+        let cfg = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+        v["process"]["terminal"] = false.into();
+        v["process"]["args"] = serde_json::json!(["/bin/true"]);
+        std::fs::write(bundle.join("config.json"), v.to_string()).unwrap();
+    }
+    bundle
+}
