@@ -1,2 +1,3 @@
 //! runtime
 pub mod capabilities;
+pub mod user;
