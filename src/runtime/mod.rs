@@ -1,3 +1,4 @@
 //! runtime
 pub mod capabilities;
+pub mod seccomp;
 pub mod user;
