@@ -2,9 +2,12 @@
 //! (pure data), launches it through the single-threaded helper started from our own binary,
 //! and tears it down. Owns `<root>/containers`; cgroups, images and netlink belong elsewhere.
 
+pub mod capabilities;
 pub mod container;
 pub mod launch;
 pub mod monitor;
 pub mod mounts;
 pub mod plan;
 pub mod protocol;
+pub mod seccomp;
+pub mod user;
