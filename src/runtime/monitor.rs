@@ -219,21 +219,19 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     let hard = hard.min(our_hard);
     setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard).map_err(step("setrlimit(NOFILE)"))?;
 
-    let caps = capabilities::from_names(&plan.capabilities).map_err(step("capabilities"))?;
+    // Exactly the plan's set: drop ALL, add each.
+    let caps = capabilities::effective_set(&plan.capabilities, &["ALL".to_string()])
+        .map_err(step("capabilities"))?;
+    // The bounding set shrinks while we are still uid 0 (it needs CAP_SETPCAP); after the uid
+    // change `apply` sets permitted/effective: the set for root, nothing for other users.
     capabilities::drop_bounding(&caps).map_err(step("dropping bounding capabilities"))?;
-    nix::sys::prctl::set_keepcaps(true).map_err(step("prctl(PR_SET_KEEPCAPS)"))?;
-    let gids: Vec<Gid> = who
-        .additional_gids
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
+    let gids: Vec<Gid> = who.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&gids).map_err(step("setgroups"))?;
     let gid = Gid::from_raw(who.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(step(format!("setgid {}", who.gid)))?;
     let uid = Uid::from_raw(who.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(step(format!("setuid {}", who.uid)))?;
     capabilities::apply(&caps, who.uid == 0).map_err(step("setting capabilities"))?;
-    nix::sys::prctl::set_keepcaps(false).map_err(step("prctl(PR_SET_KEEPCAPS)"))?;
     if plan.die_with_parent {
         // Credentials changed above, which clears the parent-death signal: set it again.
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
@@ -253,7 +251,7 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     let envp: Vec<CString> = env.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
     let program = cstring(&program)?;
     if plan.seccomp {
-        let filters = seccomp::default_profile().map_err(step("building the seccomp profile"))?;
+        let filters = seccomp::profile_for(&caps).map_err(step("building the seccomp profile"))?;
         seccomp::install(&filters).map_err(step("installing the seccomp profile"))?;
     }
     let err = execve(&program, &argv, &envp).unwrap_err();
