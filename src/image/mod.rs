@@ -1,8 +1,16 @@
 //! Images: references, OCI image layouts and the layer store under `--root`.
-//! Owns `<root>/layers` and `<root>/blobs`; must not touch cgroups, mounts or the network.
+//! Owns `<root>/layers`, `<root>/blobs` and the `layer-*` entries of `<root>/tmp`; must not
+//! touch cgroups, mounts or the network.
 
+mod error;
+pub mod extract;
 mod reference;
+mod store;
+
+pub use error::ImageError;
+pub use extract::{unpack_layer, LayerStats, MAX_LAYER_SIZE};
 pub use reference::{ImageRef, RegistryRef};
+pub use store::{chain_ids, ImageStore, ResolveStats, MAX_JSON_SIZE};
 
 use std::path::PathBuf;
 

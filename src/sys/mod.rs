@@ -2,4 +2,5 @@
 //! offer safely. Each wrapper states the contract its callers rely on; nothing here decides
 //! policy.
 
+pub mod openat;
 pub mod process;
