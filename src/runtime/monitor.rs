@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ use crate::runtime::mounts::{Mount, MountKind, DEVICES, DEV_SYMLINKS};
 use crate::runtime::plan::{overlay_options, ContainerPlan};
 use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
 use crate::runtime::{capabilities, seccomp, user};
+use crate::sys::openat::{open_dir, open_in_root};
 use crate::sys::process::{close_fds_from, fork_single_threaded, loopback_up};
 
 /// The argument that selects the helper mode; the channel's fd number follows it.
@@ -160,19 +161,20 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
         p.rootfs.display()
     )))?;
 
-    // Host-side sources are opened now, while the host is still visible, and mounted from
-    // their fds after pivot_root.
-    let sources = open_bind_sources(&plan.mounts)?;
-    let null = open_verified_null()?;
+    // Every mount is made before pivot_root, while host sources are still reachable; each
+    // target is resolved inside the new root (openat2 RESOLVE_IN_ROOT), so no symlink in the
+    // image can redirect a mount onto the host.
+    let root = open_dir(&p.rootfs).map_err(step("opening the rootfs"))?;
+    for m in &plan.mounts {
+        do_mount(&root, m)?;
+    }
+    drop(root);
 
     chdir(&p.rootfs).map_err(step("chdir to rootfs"))?;
     pivot_root(".", ".").map_err(step("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(step("detaching the old root"))?;
     chdir("/").map_err(step("chdir /"))?;
 
-    for (m, src) in plan.mounts.iter().zip(&sources) {
-        do_mount(m, src.as_ref())?;
-    }
     for (link, target) in DEV_SYMLINKS {
         std::os::unix::fs::symlink(target, link).map_err(step(format!("symlink {link}")))?;
     }
@@ -180,6 +182,7 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     if plan.own_netns {
         loopback_up().map_err(step("bringing up lo"))?;
     }
+    let null = open_verified_null()?;
     for path in &plan.masked_paths {
         mask(path, &null)?;
     }
@@ -265,31 +268,6 @@ fn cstring(s: &str) -> Result<CString, InitError> {
     CString::new(s).map_err(step(format!("argument {s:?} contains a NUL byte")))
 }
 
-/// Opens every bind source before pivot_root (O_PATH, no following of a final symlink).
-fn open_bind_sources(mounts: &[Mount]) -> Result<Vec<Option<OwnedFd>>, InitError> {
-    mounts
-        .iter()
-        .map(|m| match &m.kind {
-            MountKind::Bind { host, .. } => {
-                let fd = open(
-                    host.as_path(),
-                    OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-                    Mode::empty(),
-                )
-                .map_err(step(format!("opening mount source {}", host.display())))?;
-                if let Some((_, major, minor)) = DEVICES
-                    .iter()
-                    .find(|(n, _, _)| host == &PathBuf::from(format!("/dev/{n}")))
-                {
-                    verify_char_device(&fd, *major, *minor, host)?;
-                }
-                Ok(Some(fd))
-            }
-            MountKind::Fs { .. } => Ok(None),
-        })
-        .collect()
-}
-
 fn verify_char_device(fd: &OwnedFd, major: u64, minor: u64, what: &Path) -> Result<(), InitError> {
     let st = nix::sys::stat::fstat(fd).map_err(step(format!("stat {}", what.display())))?;
     let is_char = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR;
@@ -303,7 +281,8 @@ fn verify_char_device(fd: &OwnedFd, major: u64, minor: u64, what: &Path) -> Resu
     Ok(())
 }
 
-/// The host's /dev/null, verified on the opened fd, for masking files.
+/// The container's /dev/null (bound from the host's), verified on the opened fd, for masking
+/// files.
 fn open_verified_null() -> Result<OwnedFd, InitError> {
     let fd = open(
         "/dev/null",
@@ -319,81 +298,100 @@ fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// Creates a mount target inside the (already pivoted) root.
-fn ensure_target(target: &str, file: bool) -> Result<(), InitError> {
-    let path = Path::new(target);
-    if file {
-        if let Some(parent) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(step(format!("creating {}", parent.display())))?;
-        }
-        if fs::symlink_metadata(path).is_err() {
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(path)
-                .map_err(step(format!("creating {target}")))?;
-        }
-    } else {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(path)
-            .map_err(step(format!("creating {target}")))?;
+/// Opens (creating when missing) a mount target inside `root`, every component resolved in
+/// the root. Returns an O_PATH fd of the target.
+fn target_in_root(root: &OwnedFd, target: &str, file: bool) -> Result<OwnedFd, InitError> {
+    let what = || format!("creating mount target {target}");
+    let rel = Path::new(target.trim_start_matches('/'));
+    let path_flags = OFlag::O_PATH | OFlag::O_NOFOLLOW;
+    if let Ok(fd) = open_in_root(root.as_fd(), rel, path_flags, 0) {
+        return Ok(fd);
     }
-    Ok(())
+    let mut prefix = PathBuf::new();
+    let components: Vec<_> = rel.components().collect();
+    for (i, c) in components.iter().enumerate() {
+        let parent = open_in_root(root.as_fd(), &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
+            .map_err(step(what()))?;
+        prefix.push(c);
+        let last = i + 1 == components.len();
+        if open_in_root(root.as_fd(), &prefix, path_flags, 0).is_ok() {
+            continue;
+        }
+        if last && file {
+            let created = nix::fcntl::openat(
+                &parent,
+                c.as_os_str(),
+                OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            );
+            created.map_err(step(what()))?;
+        } else {
+            match nix::sys::stat::mkdirat(&parent, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(step(what())(e)),
+            }
+        }
+    }
+    open_in_root(root.as_fd(), rel, path_flags, 0).map_err(step(what()))
 }
 
-fn do_mount(m: &Mount, source: Option<&OwnedFd>) -> Result<(), InitError> {
-    ensure_target(&m.target, m.file)?;
+/// Executes one mount of the plan onto its target inside `root` (before pivot_root).
+fn do_mount(root: &OwnedFd, m: &Mount) -> Result<(), InitError> {
+    let target = target_in_root(root, &m.target, m.file)?;
     let flags = m.ms_flags();
     let what = || format!("mounting {}", m.target);
-    match (&m.kind, source) {
-        (MountKind::Fs { fstype, data }, _) => {
+    match &m.kind {
+        MountKind::Fs { fstype, data } => {
             mount(
                 Some(fstype.as_str()),
-                m.target.as_str(),
+                fd_path(&target).as_str(),
                 Some(fstype.as_str()),
                 flags,
                 data.as_deref(),
             )
             .map_err(step(what()))?;
         }
-        (MountKind::Bind { recursive, .. }, Some(fd)) => {
+        MountKind::Bind { host, recursive } => {
+            let source = open(
+                host.as_path(),
+                OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(step(format!("opening mount source {}", host.display())))?;
+            if let Some((_, major, minor)) = DEVICES
+                .iter()
+                .find(|(n, _, _)| host == &PathBuf::from(format!("/dev/{n}")))
+            {
+                verify_char_device(&source, *major, *minor, host)?;
+            }
             let mut bind_flags = MsFlags::MS_BIND;
             if *recursive {
                 bind_flags |= MsFlags::MS_REC;
             }
             mount(
-                Some(fd_path(fd).as_str()),
-                m.target.as_str(),
+                Some(fd_path(&source).as_str()),
+                fd_path(&target).as_str(),
                 None::<&str>,
                 bind_flags,
                 None::<&str>,
             )
             .map_err(step(what()))?;
-            // Bind flags other than MS_BIND/MS_REC only take effect on a remount.
+            // Other flags only take effect on a remount, which must address the new mount:
+            // the old fd still names the dir underneath, so open the target again.
             let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
             if !extra.is_empty() {
+                let rel = Path::new(m.target.trim_start_matches('/'));
+                let mounted = open_in_root(root.as_fd(), rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)
+                    .map_err(step(what()))?;
                 mount(
                     None::<&str>,
-                    m.target.as_str(),
+                    fd_path(&mounted).as_str(),
                     None::<&str>,
                     extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
                     None::<&str>,
                 )
                 .map_err(step(format!("remounting {}", m.target)))?;
             }
-        }
-        (MountKind::Bind { host, .. }, None) => {
-            return Err(InitError {
-                step: what(),
-                detail: format!("source {} was not opened", host.display()),
-            })
         }
     }
     Ok(())

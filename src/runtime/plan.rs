@@ -174,32 +174,22 @@ fn merge_env(
     spec_env: &BTreeMap<String, String>,
     hostname: &str,
 ) -> Vec<String> {
-    let mut order: Vec<String> = Vec::new();
-    let mut values: BTreeMap<String, String> = BTreeMap::new();
-    let mut set = |k: &str, v: &str| {
-        if values.insert(k.to_string(), v.to_string()).is_none() {
-            order.push(k.to_string());
-        }
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str, overwrite: bool| match env.iter_mut().find(|(ek, _)| ek == k) {
+        Some(entry) if overwrite => entry.1 = v.to_string(),
+        Some(_) => {}
+        None => env.push((k.to_string(), v.to_string())),
     };
     for kv in image_env {
-        match kv.split_once('=') {
-            Some((k, v)) => set(k, v),
-            None => set(kv, ""),
-        }
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v, true);
     }
     for (k, v) in spec_env {
-        set(k, v);
+        set(k, v, true);
     }
-    if !values.contains_key("PATH") {
-        set("PATH", DEFAULT_PATH);
-    }
-    if !values.contains_key("HOSTNAME") {
-        set("HOSTNAME", hostname);
-    }
-    order
-        .into_iter()
-        .map(|k| format!("{k}={}", values[&k]))
-        .collect()
+    set("PATH", DEFAULT_PATH, false);
+    set("HOSTNAME", hostname, false);
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 /// The overlay mount options for a plan's layers (upper-most lower dir first, as overlayfs
