@@ -1,0 +1,284 @@
+//! Tests against the host's real cgroup hierarchies. They need root and skip (with a message)
+//! otherwise. Each uses its own parent `berth-test-<pid>-<n>` and removes it.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipping: cgroup root tests need root");
+    false
+}
+
+fn unique_parent() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "berth-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+fn spawn_sleep() -> Child {
+    Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep")
+}
+
+fn join(cg: &ContainerCgroup, pid: u32) {
+    for f in cg.procs_files() {
+        files::write(&f, &pid.to_string()).unwrap();
+    }
+}
+
+/// Removes the test parent whatever happens (a failed assert may leave a process inside), so
+/// that nothing is left behind.
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mode = cgroup_mode();
+        let mut names = std::collections::BTreeSet::new();
+        if let Ok(hs) = hierarchies(Path::new(CGROUP_ROOT), mode) {
+            for h in hs {
+                if let Ok(entries) = std::fs::read_dir(h.mount.join(&self.0)) {
+                    for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                        names.insert(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        for name in names {
+            if let Ok(Some(cg)) = ContainerCgroup::open(&self.0, &name) {
+                let _ = cg.destroy();
+            }
+        }
+        let _ = ContainerCgroup::remove_parent_if_empty(&self.0);
+    }
+}
+
+fn limits() -> Resources {
+    Resources {
+        memory: Some(64 << 20),
+        cpus: Some(0.5),
+        cpu_weight: Some(200),
+        cpuset: Some("0".into()),
+        pids: Some(20),
+        io_weight: Some(100),
+    }
+}
+
+#[test]
+fn lifecycle_on_this_host() {
+    if !is_root() {
+        return;
+    }
+    let mode = cgroup_mode();
+    let parent = unique_parent();
+    let _cleanup = Cleanup(parent.clone());
+
+    let t0 = Instant::now();
+    let cg = ContainerCgroup::create(&parent, "c1", &limits()).expect("create");
+    eprintln!("first create took {:?} ({mode:?})", t0.elapsed());
+    // A second one, with the parent and the mount table cache in place: the start-path cost.
+    let t0 = Instant::now();
+    let cg_b = ContainerCgroup::create(&parent, "c1b", &limits()).expect("create");
+    eprintln!("second create took {:?}", t0.elapsed());
+    cg_b.destroy().expect("destroy c1b");
+
+    let dir_of = |c: Controller| cg.dirs.iter().find(|d| d.has(c)).map(|d| d.path.clone());
+    for p in cg.paths() {
+        assert!(p.is_dir(), "{} missing", p.display());
+    }
+    if mode == CgroupMode::V2 {
+        let d = &cg.paths()[0];
+        assert_eq!(read(&d.join("memory.max")), "67108864");
+        assert_eq!(read(&d.join("cpu.max")), "50000 100000");
+        assert_eq!(read(&d.join("cpu.weight")), "200");
+        assert_eq!(read(&d.join("pids.max")), "20");
+        assert_eq!(read(&d.join("cpuset.cpus")), "0");
+    } else {
+        let mem = dir_of(Controller::Memory).expect("memory hierarchy");
+        assert_eq!(read(&mem.join("memory.limit_in_bytes")), "67108864");
+        if mem.join("memory.memsw.limit_in_bytes").exists() {
+            assert_eq!(read(&mem.join("memory.memsw.limit_in_bytes")), "67108864");
+        }
+        let cpu = dir_of(Controller::Cpu).expect("cpu hierarchy");
+        assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read(&cpu.join("cpu.shares")), "5219");
+        let cs = dir_of(Controller::Cpuset).expect("cpuset hierarchy");
+        assert_eq!(read(&cs.join("cpuset.cpus")), "0");
+        let parent_mems = read(&cs.parent().unwrap().join("cpuset.mems"));
+        assert_eq!(read(&cs.join("cpuset.mems")), parent_mems);
+        let pids = dir_of(Controller::Pids).expect("pids hierarchy");
+        assert_eq!(read(&pids.join("pids.max")), "20");
+        let dev = dir_of(Controller::Devices).expect("devices hierarchy");
+        let list = read(&dev.join("devices.list"));
+        let want: Vec<String> = ALLOWED_DEVICES.iter().map(|d| d.to_v1_line()).collect();
+        let got: Vec<&str> = list.lines().collect();
+        assert_eq!(got, want, "devices.list");
+        if mode == CgroupMode::Hybrid {
+            assert!(dir_of(Controller::Unified).is_some());
+        }
+    }
+
+    let mut child = spawn_sleep();
+    join(&cg, child.id());
+    assert_eq!(cg.pids().unwrap(), [child.id() as i32]);
+    let stats = cg.stats().unwrap();
+    eprintln!("stats: {stats:?}");
+    assert_eq!(stats.memory_limit, Some(64 << 20));
+    assert_eq!(stats.pids_current, 1);
+    // memory_bytes may be 0 on v1: charges made before joining stay with the old cgroup.
+    assert_eq!(stats.oom_kills, 0);
+
+    // update: raise the memory limit (memsw has to move first on v1), drop the cpu quota.
+    let res = Resources {
+        memory: Some(256 << 20),
+        cpus: None,
+        ..limits()
+    };
+    cg.update(&res).expect("update");
+    assert_eq!(cg.stats().unwrap().memory_limit, Some(256 << 20));
+    if let Some(cpu) = dir_of(Controller::Cpu).filter(|_| mode != CgroupMode::V2) {
+        assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "-1");
+    }
+
+    let reopened = ContainerCgroup::open(&parent, "c1").unwrap().expect("open");
+    assert_eq!(reopened.paths(), cg.paths());
+
+    let t0 = Instant::now();
+    cg.kill_all().expect("kill_all");
+    eprintln!("kill_all took {:?}", t0.elapsed());
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(cg.pids().unwrap().is_empty());
+
+    let paths = cg.paths();
+    cg.destroy().expect("destroy");
+    for p in &paths {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    assert!(ContainerCgroup::open(&parent, "c1").unwrap().is_none());
+    ContainerCgroup::remove_parent_if_empty(&parent).expect("remove parent");
+    for h in hierarchies(Path::new(CGROUP_ROOT), mode).unwrap() {
+        assert!(
+            !h.mount.join(&parent).exists(),
+            "parent left in {}",
+            h.mount.display()
+        );
+    }
+}
+
+#[test]
+fn destroy_kills_what_is_left_and_cpuset_defaults_to_parent() {
+    if !is_root() {
+        return;
+    }
+    let mode = cgroup_mode();
+    let parent = unique_parent();
+    let _cleanup = Cleanup(parent.clone());
+    let cg = ContainerCgroup::create(&parent, "c2", &Resources::default()).expect("create");
+    if mode != CgroupMode::V2 {
+        let cs = cg
+            .dirs
+            .iter()
+            .find(|d| d.has(Controller::Cpuset))
+            .expect("cpuset");
+        let parent_dir = cs.path.parent().unwrap();
+        assert_eq!(
+            read(&cs.path.join("cpuset.cpus")),
+            read(&parent_dir.join("cpuset.cpus"))
+        );
+    }
+    let mut kids: Vec<Child> = (0..3).map(|_| spawn_sleep()).collect();
+    for k in &kids {
+        join(&cg, k.id());
+    }
+    assert_eq!(cg.pids().unwrap().len(), 3);
+    let paths = cg.paths();
+    let t0 = Instant::now();
+    cg.destroy().expect("destroy");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    for k in &mut kids {
+        assert!(!k.wait().unwrap().success());
+    }
+    for p in &paths {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    ContainerCgroup::remove_parent_if_empty(&parent).expect("remove parent");
+}
+
+#[test]
+fn create_cost() {
+    if !is_root() {
+        return;
+    }
+    let parent = unique_parent();
+    let _cleanup = Cleanup(parent.clone());
+    let mut times = Vec::new();
+    let mut cgs = Vec::new();
+    for i in 0..20 {
+        let t0 = Instant::now();
+        cgs.push(ContainerCgroup::create(&parent, &format!("c{i}"), &limits()).expect("create"));
+        times.push(t0.elapsed());
+    }
+    let mut dtimes = Vec::new();
+    for cg in cgs {
+        let t0 = Instant::now();
+        cg.destroy().expect("destroy");
+        dtimes.push(t0.elapsed());
+    }
+    times.sort();
+    dtimes.sort();
+    eprintln!(
+        "create: min {:?} median {:?}; destroy: min {:?} median {:?}",
+        times[0], times[10], dtimes[0], dtimes[10]
+    );
+}
+
+/// On hybrid hosts the unified `cgroup.kill` does the killing; treating the host as plain v1
+/// exercises the freeze / SIGKILL / thaw path instead.
+#[test]
+fn v1_kill_through_freezer() {
+    if !is_root() {
+        return;
+    }
+    if cgroup_mode() == CgroupMode::V2 {
+        eprintln!("skipping: no v1 hierarchies on this host");
+        return;
+    }
+    let parent = unique_parent();
+    let _cleanup = Cleanup(parent.clone());
+    let root = Path::new(CGROUP_ROOT);
+    let cg =
+        ContainerCgroup::create_at(root, CgroupMode::V1, &parent, "c3", &limits()).expect("create");
+    assert!(cg.dirs.iter().all(|d| !d.has(Controller::Unified)));
+    let mut kids: Vec<Child> = (0..2).map(|_| spawn_sleep()).collect();
+    for k in &kids {
+        join(&cg, k.id());
+    }
+    assert_eq!(cg.pids().unwrap().len(), 2);
+    cg.kill_all().expect("kill_all");
+    for k in &mut kids {
+        assert!(!k.wait().unwrap().success());
+    }
+    let freezer = cg.dirs.iter().find(|d| d.has(Controller::Freezer)).unwrap();
+    assert_eq!(read(&freezer.path.join("freezer.state")), "THAWED");
+    cg.destroy().expect("destroy");
+    ContainerCgroup::remove_parent_if_empty_at(root, CgroupMode::V1, &parent).expect("parent");
+}
