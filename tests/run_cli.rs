@@ -152,7 +152,7 @@ fn bad_input_is_one_line_and_exit_125() {
     assert_berth_error(&env, &env.run(&spec), "no-such-command");
 
     let spec = env.spec("badspec", "[resources]\nmemory = \"1M\"\n");
-    assert_berth_error(&env, &env.run(&spec), "badspec.toml:2:");
+    assert_berth_error(&env, &env.run(&spec), "badspec.toml:3:10: resources.memory");
 
     let spec = env.spec("ok", &format!("command = [\"true\"]\n{NONE}"));
     let file_root = env.dir.path().join("a-file");

@@ -68,7 +68,7 @@ fn half_a_cpu_is_half_a_cpu() {
         "spin",
         "command = [\"sh\", \"-c\", \"timeout 4 sh -c 'while :; do :; done'; true\"]\n[resources]\ncpus = 0.5\n[network]\nmode = \"none\"\n",
     );
-    let mut child = spawn(&env, &spec);
+    let child = spawn(&env, &spec);
     let (usage_file, per_ns) = match controller_base("cpuacct") {
         Some(_) => (wait_for_cgroup(&env, "cpuacct").join("cpuacct.usage"), 1.0),
         None => (wait_for_cgroup(&env, "cpu").join("cpu.stat"), 1000.0),
@@ -107,9 +107,11 @@ fn fork_bomb_stops_at_pids_limit() {
         return;
     }
     let env = TestEnv::new("pids");
+    // busybox sh gives up at its first failed fork, so the bomb runs in a child shell and the
+    // init then execs (no fork needed) to keep the container alive while we watch.
     let spec = env.spec(
         "bomb",
-        "command = [\"sh\", \"-c\", \"for i in $(seq 1 60); do sleep 3 & done; sleep 1; echo done\"]\n[resources]\npids = 20\n[network]\nmode = \"none\"\n",
+        "command = [\"sh\", \"-c\", \"sh -c 'for i in $(seq 1 60); do sleep 3 & done'; exec sleep 2\"]\n[resources]\npids = 20\n[network]\nmode = \"none\"\n",
     );
     let child = spawn(&env, &spec);
     let pids_file = wait_for_cgroup(&env, "pids").join("pids.current");

@@ -228,7 +228,11 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     // The bounding set shrinks while we are still uid 0 (it needs CAP_SETPCAP); after the uid
     // change `apply` sets permitted/effective: the set for root, nothing for other users.
     capabilities::drop_bounding(&caps).map_err(step("dropping bounding capabilities"))?;
-    let gids: Vec<Gid> = who.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    let gids: Vec<Gid> = who
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     nix::unistd::setgroups(&gids).map_err(step("setgroups"))?;
     let gid = Gid::from_raw(who.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(step(format!("setgid {}", who.gid)))?;

@@ -294,7 +294,8 @@ mod tests {
             ..Default::default()
         };
         let mut s = spec();
-        let cases: Vec<(Option<Vec<&str>>, Option<Vec<&str>>, Vec<&str>)> = vec![
+        type Case<'a> = (Option<Vec<&'a str>>, Option<Vec<&'a str>>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             (None, None, vec!["/entry", "serve"]),
             (Some(vec!["run"]), None, vec!["/entry", "run"]),
             (None, Some(vec!["/other"]), vec!["/other"]),

@@ -121,7 +121,8 @@ fn numeric(arg: &str, kind: &'static str) -> Option<Result<u32, UserError>> {
 ///   passwd entry, the gid and home come from it; without one, gid 0 and home "/".
 /// - `:group` is a numeric gid (listed or not) or a group name that must be in the group file
 ///   (else [`UserError::UnknownGroup`]); it replaces the gid.
-/// - Supplementary groups (the groups listing the matched user name as a member) are added
+/// - Supplementary groups (the groups listing the matched user name as a member, and the group
+///   of its primary gid) are added
 ///   only when no explicit group is given, as runc does; a uid without a passwd entry has
 ///   none.
 /// - When several entries match, the first wins.
@@ -186,7 +187,9 @@ pub fn resolve(
         };
     } else if let (Some(name), Some(groups)) = (matched_name, groups) {
         for e in groups {
-            if e.members.contains(&name) && !resolved.additional_gids.contains(&e.gid) {
+            // As runc: the user's own primary group counts too.
+            let member = e.gid == resolved.gid || e.members.contains(&name);
+            if member && !resolved.additional_gids.contains(&e.gid) {
                 resolved.additional_gids.push(e.gid);
             }
         }
@@ -252,8 +255,18 @@ again:x:50:web
             (None, None, None, ok(0, 0, &[], "/")),
             (Some("root"), p, g, ok(0, 0, &[0, 1], "/root")),
             // By name and by uid.
-            (Some("web"), p, g, ok(1000, 1001, &[50, 63], "/home/web")),
-            (Some("1000"), p, g, ok(1000, 1001, &[50, 63], "/home/web")),
+            (
+                Some("web"),
+                p,
+                g,
+                ok(1000, 1001, &[1001, 50, 63], "/home/web"),
+            ),
+            (
+                Some("1000"),
+                p,
+                g,
+                ok(1000, 1001, &[1001, 50, 63], "/home/web"),
+            ),
             // Numeric uid not in passwd: gid 0, home "/", no groups.
             (Some("4242"), p, g, ok(4242, 0, &[], "/")),
             (Some("4242"), None, None, ok(4242, 0, &[], "/")),
