@@ -9,6 +9,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn main() {
+    // Peak-RSS probe mode: run the given command once and print the largest child's max RSS,
+    // so nothing else this benchmark started (cargo, runc) is counted.
+    if let Ok(cmd) = std::env::var("BERTH_BENCH_RSS_OF") {
+        let args: Vec<String> = serde_json::from_str(&cmd).unwrap();
+        let st = Command::new(&args[0])
+            .args(&args[1..])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        println!("{}", children_maxrss_kib());
+        return;
+    }
     if !nix::unistd::geteuid().is_root() {
         eprintln!("the run benchmark needs root");
         return;
@@ -62,7 +75,19 @@ fn main() {
     for _ in 0..runs {
         berth_times.push(time(berth_cmd()));
     }
-    let peak_kib = children_maxrss_kib();
+    let probe = berth_cmd();
+    let args: Vec<String> = std::iter::once(probe.get_program())
+        .chain(probe.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("BERTH_BENCH_RSS_OF", serde_json::to_string(&args).unwrap())
+        .output()
+        .unwrap();
+    let peak_kib: i64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     results.push(("berth run".into(), berth_times));
     for tool in ["runc", "crun"] {
         let Some(bin) = which(tool) else {

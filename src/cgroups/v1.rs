@@ -217,13 +217,8 @@ fn freezer_err(step: &'static str, d: &Dir, e: cgroups_rs::fs::error::Error) -> 
     }
 }
 
-/// Freeze, SIGKILL every pid, thaw, until empty. On hybrid hosts the cgroup2 `cgroup.kill`
-/// is used first when the kernel has it (atomic against forks); the v1 loop then catches
-/// anything that only joined v1 hierarchies.
+/// Freeze, SIGKILL every pid, thaw, until empty.
 pub(super) fn kill_all(cg: &ContainerCgroup) -> Result<(), CgroupError> {
-    let unified_kill = find(&cg.dirs, Controller::Unified)
-        .map(|d| d.path.join("cgroup.kill"))
-        .filter(|p| p.exists());
     let freezer = find(&cg.dirs, Controller::Freezer)
         .filter(|d| d.path.is_dir())
         .map(|d| {
@@ -236,9 +231,6 @@ pub(super) fn kill_all(cg: &ContainerCgroup) -> Result<(), CgroupError> {
     for round in 0..KILL_ROUNDS {
         if cg.pids()?.is_empty() {
             return Ok(());
-        }
-        if let Some(k) = &unified_kill {
-            files::write(k, "1")?;
         }
         let mut frozen = false;
         if let Some((d, f)) = &freezer {

@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(read(leaf.join("pids.max")), "20");
         // No io.weight in this fixture: the BFQ file takes the (scaled) weight.
         assert_eq!(read(leaf.join("io.bfq.weight")), "10");
-        assert_eq!(cg.procs_files(), vec![leaf.join("cgroup.procs")]);
+        assert_eq!(cg.join_files(), vec![leaf.join("cgroup.procs")]);
         assert_eq!(cg.pids().unwrap(), Vec::<i32>::new());
         cg.kill_all().unwrap();
     }

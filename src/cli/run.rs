@@ -12,7 +12,7 @@ use signal_hook::iterator::Signals;
 
 use super::{Cli, EXIT_BERTH_ERROR};
 use crate::runtime::container::Runtime;
-use crate::runtime::launch::Stdin;
+use crate::runtime::launch::{self, Stdin};
 use crate::spec::{self, ValidationContext};
 
 /// After this many SIGINT/SIGTERMs, the container is killed (as `docker run` does).
@@ -24,6 +24,14 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCode {
+    // The helper's start-up (a sealed copy of our binary, exec) does not depend on the
+    // container: it runs while the spec, image and cgroup are prepared.
+    let stdin = if interactive {
+        Stdin::Inherit
+    } else {
+        Stdin::Null
+    };
+    let helper = std::thread::spawn(move || launch::start_helper(stdin));
     let spec = match spec::load_file(spec_path, &ValidationContext::default()) {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -72,14 +80,11 @@ pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCo
             }
         });
     }
-    let result = rt.start(
-        &prepared,
-        if interactive {
-            Stdin::Inherit
-        } else {
-            Stdin::Null
-        },
-    );
+    let result = match helper.join() {
+        Ok(Ok(helper)) => rt.start(&prepared, helper).map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("container {}: {e}", spec.name)),
+        Err(_) => Err("starting the helper panicked".to_string()),
+    };
     let code = match result {
         Ok(running) => {
             target.store(running.pid.as_raw(), Ordering::SeqCst);
@@ -97,7 +102,7 @@ pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCo
                 Err(e) => Err(e.to_string()),
             }
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     };
     handle.close();
     let torn = rt.teardown(prepared, keep);

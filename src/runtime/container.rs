@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::cgroups::{self, CgroupMode, ContainerCgroup};
 use crate::image::{ImageRef, ImageStore};
 use crate::runtime::capabilities;
-use crate::runtime::launch::{self, Running, Stdin};
+use crate::runtime::launch::{self, Helper, Running};
 use crate::runtime::plan::{self, ContainerPaths, ContainerPlan, HostFacts};
 use crate::spec::{NetworkMode, ValidatedSpec};
 
@@ -177,7 +177,7 @@ impl Runtime {
             let host = HostFacts {
                 cgroup2: cgroups::cgroup_mode() == CgroupMode::V2,
                 init_layer: self.init_layer(),
-                cgroup_procs: cgroup.procs_files(),
+                cgroup_procs: cgroup.join_files(),
                 capabilities: cap_names,
                 die_with_parent,
             };
@@ -217,29 +217,40 @@ impl Runtime {
         Ok(())
     }
 
-    /// Starts a prepared container.
-    pub fn start(&self, prepared: &Prepared, stdin: Stdin) -> Result<Running, RuntimeError> {
-        launch::launch(&prepared.plan, stdin).map_err(|source| RuntimeError::Launch {
-            name: prepared.plan.name.clone(),
-            source,
-        })
+    /// Starts a prepared container through a helper from `launch::start_helper`.
+    pub fn start(&self, prepared: &Prepared, helper: Helper) -> Result<Running, RuntimeError> {
+        helper
+            .start(&prepared.plan)
+            .map_err(|source| RuntimeError::Launch {
+                name: prepared.plan.name.clone(),
+                source,
+            })
     }
 
     /// Removes what `prepare` made: the cgroup (killing anything left in it) and, unless
     /// `keep`, the state dir with the writable layer. Goes on past each error.
     pub fn teardown(&self, prepared: Prepared, keep: bool) -> Result<(), TeardownErrors> {
-        let mut errors = Vec::new();
-        if let Err(e) = prepared.cgroup.destroy() {
-            errors.push(e.to_string());
-        }
-        if !keep {
-            if let Err(e) = fs::remove_dir_all(&prepared.plan.paths.dir) {
-                errors.push(format!(
-                    "removing {}: {e}",
-                    prepared.plan.paths.dir.display()
-                ));
-            }
-        }
+        let Prepared { plan, cgroup, .. } = prepared;
+        // The cgroup and the state dir are independent: remove both at once.
+        let (cgroup_result, dir_result) = std::thread::scope(|s| {
+            let dir = s.spawn(|| {
+                if keep {
+                    return Ok(());
+                }
+                fs::remove_dir_all(&plan.paths.dir)
+                    .map_err(|e| format!("removing {}: {e}", plan.paths.dir.display()))
+            });
+            let cg = cgroup.destroy().map_err(|e| e.to_string());
+            (
+                cg,
+                dir.join()
+                    .unwrap_or_else(|_| Err("removing the state dir panicked".into())),
+            )
+        });
+        let errors: Vec<String> = [cgroup_result, dir_result]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
         if errors.is_empty() {
             Ok(())
         } else {

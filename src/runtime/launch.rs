@@ -61,10 +61,34 @@ pub struct Running {
     channel: Channel,
 }
 
-/// Starts the container described by `plan`.
-pub fn launch(plan: &ContainerPlan, stdin: Stdin) -> Result<Running, LaunchError> {
-    let exe = sealed_self_exe().map_err(LaunchError::SealedExe)?;
+/// A helper started and waiting for its plan. Starting it is independent of the plan, so
+/// callers overlap it with preparing the container. Dropped unused, it is killed.
+#[derive(Debug)]
+pub struct Helper {
+    guard: HelperGuard,
+    channel: Channel,
+}
+
+impl std::fmt::Debug for HelperGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HelperGuard")
+            .field(&self.0.as_ref().map(Child::id))
+            .finish()
+    }
+}
+
+/// Starts a helper from a sealed copy of our own binary (`exe`, see
+/// `sys::process::sealed_self_exe`), with its channel at fd 3.
+pub fn spawn_helper(exe: &OwnedFd, stdin: Stdin) -> Result<Helper, LaunchError> {
     let (ours, theirs) = Channel::pair().map_err(LaunchError::Channel)?;
+    // The channel goes to fd 3 in the helper, so the binary must be exec'd from another fd.
+    let moved;
+    let exe = if exe.as_raw_fd() == 3 {
+        moved = exe.try_clone().map_err(LaunchError::SealedExe)?;
+        &moved
+    } else {
+        exe
+    };
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
     cmd.arg0("berth").arg(MONITOR_ARG).arg("3");
     // Its own process group: the terminal's ^C reaches `berth run`, which forwards it.
@@ -74,19 +98,35 @@ pub fn launch(plan: &ContainerPlan, stdin: Stdin) -> Result<Running, LaunchError
         Stdin::Inherit => Stdio::inherit(),
     });
     let child = spawn_with_fd3(&mut cmd, theirs.fd()).map_err(LaunchError::Spawn)?;
-    drop(theirs);
-    drop::<OwnedFd>(exe);
-    let guard = HelperGuard(Some(child));
-    ours.send(&Request::Start(Box::new(plan.clone())))
-        .map_err(LaunchError::Channel)?;
-    match ours.recv::<Event>().map_err(LaunchError::Channel)? {
-        Some(Event::Started { pid }) => Ok(Running {
-            pid: Pid::from_raw(pid),
-            helper: guard.disarm(),
-            channel: ours,
-        }),
-        Some(Event::Failed { error }) => Err(LaunchError::Init(error)),
-        Some(Event::Exited { .. }) | None => Err(LaunchError::HelperGone),
+    Ok(Helper {
+        guard: HelperGuard(Some(child)),
+        channel: ours,
+    })
+}
+
+/// A sealed copy of our binary and a helper started from it: the whole start-up that does not
+/// depend on the container.
+pub fn start_helper(stdin: Stdin) -> Result<Helper, LaunchError> {
+    let exe = sealed_self_exe().map_err(LaunchError::SealedExe)?;
+    spawn_helper(&exe, stdin)
+}
+
+impl Helper {
+    /// Hands the helper its plan and waits until the container runs or failed to start.
+    pub fn start(self, plan: &ContainerPlan) -> Result<Running, LaunchError> {
+        let Helper { guard, channel } = self;
+        channel
+            .send(&Request::Start(Box::new(plan.clone())))
+            .map_err(LaunchError::Channel)?;
+        match channel.recv::<Event>().map_err(LaunchError::Channel)? {
+            Some(Event::Started { pid }) => Ok(Running {
+                pid: Pid::from_raw(pid),
+                helper: guard.disarm(),
+                channel,
+            }),
+            Some(Event::Failed { error }) => Err(LaunchError::Init(error)),
+            Some(Event::Exited { .. }) | None => Err(LaunchError::HelperGone),
+        }
     }
 }
 
