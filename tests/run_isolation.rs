@@ -271,3 +271,49 @@ fn image_config_and_spec_overrides() {
     assert_eq!(out, "/srv/app\nhi /bin /root probe\n");
     env.assert_no_leaks();
 }
+
+#[test]
+fn the_helper_runs_from_a_sealed_copy_of_berth() {
+    if skip_unless_root("sealed") {
+        return;
+    }
+    let env = TestEnv::new("sealed");
+    let spec = env.spec(
+        "sleeper",
+        "command = [\"sleep\", \"1\"]\n[network]\nmode = \"none\"\n",
+    );
+    let mut child = env
+        .command()
+        .arg("run")
+        .arg(&spec)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The helper is berth's child; wait until it has forked the container.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let helper = loop {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            let grand = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            if !grand.trim().is_empty() {
+                break pid.to_string();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no helper appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let exe = std::fs::read_link(format!("/proc/{helper}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:berth"),
+        "helper runs {}",
+        exe.display()
+    );
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{helper}/exe"));
+    assert!(write.is_err(), "the helper's binary is writable");
+    assert!(child.wait().unwrap().success());
+    env.assert_no_leaks();
+}

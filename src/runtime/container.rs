@@ -172,10 +172,11 @@ impl Runtime {
 
         let id = format!("{}-{}", spec.name, random_suffix());
         let paths = ContainerPaths::new(self.root.join("containers").join(&id));
-        let result = self.prepare_dirs(spec, &paths).and_then(|()| {
+        let result = self.prepare_dirs(&paths).and_then(|()| {
             let cgroup = ContainerCgroup::create(&self.cgroup_parent, &id, &spec.resources)?;
             let host = HostFacts {
                 cgroup2: cgroups::cgroup_mode() == CgroupMode::V2,
+                resolv_conf: host_resolv_conf(),
                 init_layer: self.init_layer(),
                 cgroup_procs: cgroup.join_files(),
                 capabilities: cap_names,
@@ -199,21 +200,14 @@ impl Runtime {
         result
     }
 
-    fn prepare_dirs(&self, spec: &ValidatedSpec, p: &ContainerPaths) -> Result<(), RuntimeError> {
+    fn prepare_dirs(&self, p: &ContainerPaths) -> Result<(), RuntimeError> {
         mkdir_private(&p.dir)?;
-        for d in [&p.rootfs, &p.upper, &p.work] {
+        for d in [&p.scratch, &p.upper, &p.work] {
             fs::DirBuilder::new()
                 .mode(0o755)
                 .create(d)
                 .map_err(state_err(d))?;
         }
-        let hosts = format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
-            spec.hostname
-        );
-        fs::write(&p.hosts, hosts).map_err(state_err(&p.hosts))?;
-        fs::write(&p.hostname, format!("{}\n", spec.hostname)).map_err(state_err(&p.hostname))?;
-        fs::write(&p.resolv_conf, host_resolv_conf()).map_err(state_err(&p.resolv_conf))?;
         Ok(())
     }
 
@@ -260,11 +254,11 @@ impl Runtime {
 }
 
 /// The host's resolv.conf (capped), or an empty one.
-fn host_resolv_conf() -> Vec<u8> {
+fn host_resolv_conf() -> String {
     use std::io::Read;
-    let mut buf = Vec::new();
+    let mut buf = String::new();
     if let Ok(f) = fs::File::open("/etc/resolv.conf") {
-        let _ = f.take(64 * 1024).read_to_end(&mut buf);
+        let _ = f.take(64 * 1024).read_to_string(&mut buf);
     }
     buf
 }

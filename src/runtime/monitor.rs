@@ -148,6 +148,25 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     .map_err(step("making / private"))?;
 
     let p = &plan.paths;
+    mount(
+        Some("tmpfs"),
+        &p.scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=700,size=1m"),
+    )
+    .map_err(step(format!("mounting tmpfs at {}", p.scratch.display())))?;
+    for (path, text) in [
+        (&p.hosts, &plan.etc.hosts),
+        (&p.hostname, &plan.etc.hostname),
+        (&p.resolv_conf, &plan.etc.resolv_conf),
+    ] {
+        fs::write(path, text).map_err(step(format!("writing {}", path.display())))?;
+    }
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&p.rootfs)
+        .map_err(step(format!("creating {}", p.rootfs.display())))?;
     let opts = overlay_options(&plan.lower_dirs, &p.upper, &p.work);
     mount(
         Some("overlay"),

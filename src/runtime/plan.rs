@@ -17,12 +17,17 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// limit at launch since raising it needs CAP_SYS_RESOURCE).
 pub const NOFILE_LIMIT: (u64, u64) = (1024, 524288);
 
-/// Host-side paths of one container's state.
+/// Host-side paths of one container's state. Only `upper` and `work` (the writable layer) are
+/// on disk; the init mounts a small tmpfs at `scratch`, in its own mount namespace, holding the
+/// overlay mount point and the files bound over /etc/hosts, /etc/hostname and
+/// /etc/resolv.conf, so they vanish with the container and never touch the disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerPaths {
     /// `<root>/containers/<id>`.
     pub dir: PathBuf,
-    /// The overlay mount point.
+    /// The tmpfs mount point (`<dir>/rootfs`).
+    pub scratch: PathBuf,
+    /// The overlay mount point, inside the scratch tmpfs.
     pub rootfs: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
@@ -33,16 +38,26 @@ pub struct ContainerPaths {
 
 impl ContainerPaths {
     pub fn new(dir: PathBuf) -> Self {
+        let scratch = dir.join("rootfs");
         ContainerPaths {
-            rootfs: dir.join("rootfs"),
+            rootfs: scratch.join("root"),
+            hosts: scratch.join("hosts"),
+            hostname: scratch.join("hostname"),
+            resolv_conf: scratch.join("resolv.conf"),
+            scratch,
             upper: dir.join("upper"),
             work: dir.join("work"),
-            hosts: dir.join("hosts"),
-            hostname: dir.join("hostname"),
-            resolv_conf: dir.join("resolv.conf"),
             dir,
         }
     }
+}
+
+/// The contents of the files bound over the image's /etc ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcFiles {
+    pub hosts: String,
+    pub hostname: String,
+    pub resolv_conf: String,
 }
 
 /// Everything the container's init does, as data.
@@ -51,6 +66,7 @@ pub struct ContainerPlan {
     pub name: String,
     pub hostname: String,
     pub paths: ContainerPaths,
+    pub etc: EtcFiles,
     /// Overlay lower dirs, lowest first; the init layer is last (on top).
     pub lower_dirs: Vec<PathBuf>,
     pub readonly_rootfs: bool,
@@ -90,6 +106,8 @@ pub enum PlanError {
 #[derive(Debug, Clone)]
 pub struct HostFacts {
     pub cgroup2: bool,
+    /// The host's resolv.conf, passed on to containers.
+    pub resolv_conf: String,
     pub init_layer: PathBuf,
     pub cgroup_procs: Vec<PathBuf>,
     pub capabilities: Vec<String>,
@@ -145,6 +163,14 @@ pub fn build(
     Ok(ContainerPlan {
         name: spec.name.clone(),
         hostname: spec.hostname.clone(),
+        etc: EtcFiles {
+            hosts: format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+                spec.hostname
+            ),
+            hostname: format!("{}\n", spec.hostname),
+            resolv_conf: host.resolv_conf.clone(),
+        },
         paths,
         lower_dirs,
         readonly_rootfs: spec.readonly_rootfs,
@@ -271,6 +297,7 @@ mod tests {
     fn host() -> HostFacts {
         HostFacts {
             cgroup2: false,
+            resolv_conf: "nameserver 127.0.0.53\n".into(),
             init_layer: "/root/init".into(),
             cgroup_procs: vec![],
             capabilities: vec!["CHOWN".into()],
