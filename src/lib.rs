@@ -13,4 +13,5 @@ pub mod cli;
 pub mod image;
 pub mod runtime;
 pub mod spec;
+pub mod state;
 pub mod sys;

@@ -91,6 +91,19 @@ pub struct ContainerPlan {
     pub cgroup_procs: Vec<PathBuf>,
     /// Kill the container when the process that started it dies (`berth run`).
     pub die_with_parent: bool,
+    /// Supervised containers: where the monitor records how the container exited.
+    pub exit_file: Option<PathBuf>,
+    /// Supervised containers: their stdout/stderr go to rotated log files, written by the
+    /// monitor (so a slow reader never blocks the container).
+    pub log: Option<LogTarget>,
+}
+
+/// Where and how a supervised container's output is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogTarget {
+    pub dir: PathBuf,
+    pub max_size: u64,
+    pub max_files: u32,
 }
 
 /// Why a plan cannot be made.
@@ -112,6 +125,8 @@ pub struct HostFacts {
     pub cgroup_procs: Vec<PathBuf>,
     pub capabilities: Vec<String>,
     pub die_with_parent: bool,
+    pub exit_file: Option<PathBuf>,
+    pub log: Option<LogTarget>,
 }
 
 /// Decides the container's plan from its spec and image.
@@ -191,6 +206,8 @@ pub fn build(
         nofile: NOFILE_LIMIT,
         cgroup_procs: host.cgroup_procs.clone(),
         die_with_parent: host.die_with_parent,
+        exit_file: host.exit_file.clone(),
+        log: host.log.clone(),
     })
 }
 
@@ -302,6 +319,8 @@ mod tests {
             cgroup_procs: vec![],
             capabilities: vec!["CHOWN".into()],
             die_with_parent: true,
+            exit_file: None,
+            log: None,
         }
     }
 

@@ -1,0 +1,173 @@
+//! The supervisor's durable state: one record per container name under `<root>/state`,
+//! written atomically (temp file, fsync, rename), so a daemon killed at any step finds either
+//! the old record or the new one. The only writer of `<root>/state`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ValidatedSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state dir {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("state record {path}: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+}
+
+/// A running instance of a container, proved by pid and process start time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub init_pid: i32,
+    pub init_start: u64,
+    pub monitor_pid: i32,
+    pub monitor_start: u64,
+    pub started_at: SystemTime,
+}
+
+/// What the supervisor knows of one container between its own restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    /// The spec the instance was started from.
+    pub spec: ValidatedSpec,
+    pub instance: Option<Instance>,
+    pub restarts: u32,
+    pub manual_stop: bool,
+}
+
+/// `<root>/state`.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_path_buf(), source }
+}
+
+impl StateDir {
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        let dir = root.join("state");
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        Ok(StateDir { dir })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    pub fn save(&self, record: &ContainerRecord) -> Result<(), StateError> {
+        let path = self.path(&record.name);
+        let data = serde_json::to_vec_pretty(record).map_err(|source| StateError::Parse { path: path.clone(), source })?;
+        write_atomic(&path, &data)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), StateError> {
+        let path = self.path(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every record; unreadable ones are returned as errors alongside.
+    pub fn load_all(&self) -> (Vec<ContainerRecord>, Vec<StateError>) {
+        let mut records = Vec::new();
+        let mut errors = Vec::new();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) => return (records, vec![io(&self.dir)(e)]),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                // An interrupted write: the rename never happened.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match fs::read(&path).map_err(io(&path)).and_then(|d| {
+                serde_json::from_slice(&d).map_err(|source| StateError::Parse { path: path.clone(), source })
+            }) {
+                Ok(r) => records.push(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        records.sort_by(|a: &ContainerRecord, b| a.name.cmp(&b.name));
+        (records, errors)
+    }
+}
+
+/// Writes `data` to `path` through a temp file in the same dir: fsync, rename, fsync the dir.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A process's start time (clock ticks since boot, field 22 of /proc/PID/stat), which with the
+/// pid identifies it: a recycled pid has a different start time.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `start`.
+pub fn is_same_process(pid: i32, start: u64) -> bool {
+    pid > 0 && process_start_time(pid) == Some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_parses_odd_names() {
+        let stat = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("garbage"), None);
+        let me = std::process::id() as i32;
+        assert!(is_same_process(me, process_start_time(me).unwrap()));
+        assert!(!is_same_process(me, 1));
+    }
+
+    #[test]
+    fn atomic_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let text = "image = \"oci:/x:y\"\ncommand = [\"true\"]\n";
+        let spec = crate::spec::parse_str(Path::new("/s/web.toml"), text, &Default::default()).unwrap();
+        let rec = ContainerRecord { name: "web".into(), spec, instance: None, restarts: 2, manual_stop: true };
+        state.save(&rec).unwrap();
+        std::fs::write(dir.path().join("state/.half.json.tmp"), "{").unwrap();
+        let (all, errs) = state.load_all();
+        assert!(errs.is_empty());
+        assert_eq!(all, vec![rec]);
+        assert!(!dir.path().join("state/.half.json.tmp").exists());
+        state.remove("web").unwrap();
+        assert!(state.load_all().0.is_empty());
+    }
+}
