@@ -14,6 +14,8 @@ pub mod cli;
 pub mod image;
 pub mod reconcile;
 pub mod runtime;
+pub mod source;
 pub mod spec;
 pub mod state;
+pub mod supervisor;
 pub mod sys;

@@ -11,7 +11,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::{Cli, EXIT_BERTH_ERROR};
-use crate::runtime::container::Runtime;
+use crate::runtime::container::{Mode, Runtime};
 use crate::runtime::launch::{self, Stdin};
 use crate::spec::{self, ValidationContext};
 
@@ -40,7 +40,7 @@ pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCo
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };
-    let prepared = match rt.prepare(&spec, true) {
+    let prepared = match rt.prepare(&spec, &Mode::Foreground) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };

@@ -9,7 +9,7 @@ use crate::cgroups::{self, CgroupMode, ContainerCgroup};
 use crate::image::{ImageRef, ImageStore};
 use crate::runtime::capabilities;
 use crate::runtime::launch::{self, Helper, Running};
-use crate::runtime::plan::{self, ContainerPaths, ContainerPlan, HostFacts};
+use crate::runtime::plan::{self, ContainerPaths, ContainerPlan, HostFacts, LogTarget};
 use crate::spec::{NetworkMode, ValidatedSpec};
 
 /// Dirs and empty files the init layer provides over every image, so whatever the image has
@@ -56,6 +56,39 @@ pub enum RuntimeError {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
 pub struct TeardownErrors(pub Vec<String>);
+
+/// How a container runs.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `berth run`: stdio passed through, killed with its launcher.
+    Foreground,
+    /// Under the supervisor: output to rotated log files, outlives the daemon, exit recorded.
+    Supervised(LogLimits),
+}
+
+/// Log rotation limits (from the supervisor config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits { max_size: 10 << 20, max_files: 3 }
+    }
+}
+
+/// How a supervised container's process ended, as its monitor recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExitRecord {
+    pub status: crate::runtime::protocol::ExitStatus,
+    pub at: std::time::SystemTime,
+}
+
+fn exit_file(dir: &Path) -> PathBuf {
+    dir.join("exit.json")
+}
 
 /// The runtime bound to a state dir and a cgroup parent.
 #[derive(Debug)]
@@ -106,6 +139,62 @@ impl Runtime {
         &self.root
     }
 
+    /// `<root>/logs/<name>`: a container's log files, kept across its restarts.
+    pub fn log_dir(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(name)
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// How instance `id` exited, if its monitor recorded it.
+    pub fn read_exit(&self, id: &str) -> Option<ExitRecord> {
+        let data = fs::read(exit_file(&self.container_dir(id))).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    /// The cgroup of instance `id`, if it still exists.
+    pub fn cgroup(&self, id: &str) -> Result<Option<ContainerCgroup>, RuntimeError> {
+        Ok(ContainerCgroup::open(&self.cgroup_parent, id)?)
+    }
+
+    /// Removes what is left of instance `id` (cgroup, state dir), e.g. after a restart of the
+    /// daemon found it exited. Goes on past each error.
+    pub fn teardown_id(&self, id: &str) -> Result<(), TeardownErrors> {
+        let mut errors = Vec::new();
+        match ContainerCgroup::open(&self.cgroup_parent, id) {
+            Ok(Some(cg)) => {
+                if let Err(e) = cg.destroy() {
+                    errors.push(e.to_string());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+        let dir = self.container_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                errors.push(format!("removing {}: {e}", dir.display()))
+            }
+            _ => {}
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TeardownErrors(errors))
+        }
+    }
+
+    /// Resolves (and fetches or unpacks on first use) a spec's image.
+    pub fn resolve_image(&self, spec: &ValidatedSpec) -> Result<crate::image::ResolvedImage, RuntimeError> {
+        let image_ref = ImageRef::parse(&spec.image).map_err(|e| RuntimeError::ImageRef {
+            image: spec.image.clone(),
+            source: e.into(),
+        })?;
+        Ok(self.images.resolve(&image_ref)?)
+    }
+
     fn init_layer(&self) -> PathBuf {
         self.root.join("init-layer")
     }
@@ -143,21 +232,13 @@ impl Runtime {
 
     /// Resolves the image, makes the state dir and the cgroup, and decides the plan. On error
     /// nothing is left behind.
-    pub fn prepare(
-        &self,
-        spec: &ValidatedSpec,
-        die_with_parent: bool,
-    ) -> Result<Prepared, RuntimeError> {
+    pub fn prepare(&self, spec: &ValidatedSpec, mode: &Mode) -> Result<Prepared, RuntimeError> {
         if spec.network.mode == NetworkMode::Bridge {
             return Err(RuntimeError::BridgeUnsupported {
                 file: spec.file.clone(),
             });
         }
-        let image_ref = ImageRef::parse(&spec.image).map_err(|e| RuntimeError::ImageRef {
-            image: spec.image.clone(),
-            source: e.into(),
-        })?;
-        let image = self.images.resolve(&image_ref)?;
+        let image = self.resolve_image(spec)?;
         let caps = capabilities::effective_set(&spec.cap_add, &spec.cap_drop).map_err(|e| {
             plan::PlanError::Capabilities {
                 name: spec.name.clone(),
@@ -180,7 +261,19 @@ impl Runtime {
                 init_layer: self.init_layer(),
                 cgroup_procs: cgroup.join_files(),
                 capabilities: cap_names,
-                die_with_parent,
+                die_with_parent: matches!(mode, Mode::Foreground),
+                exit_file: match mode {
+                    Mode::Foreground => None,
+                    Mode::Supervised(_) => Some(exit_file(&paths.dir)),
+                },
+                log: match mode {
+                    Mode::Foreground => None,
+                    Mode::Supervised(logs) => Some(LogTarget {
+                        dir: self.log_dir(&spec.name),
+                        max_size: logs.max_size,
+                        max_files: logs.max_files,
+                    }),
+                },
             };
             match plan::build(spec, &image, paths.clone(), &host) {
                 Ok(plan) => Ok(Prepared {

@@ -112,6 +112,11 @@ pub fn start_helper(stdin: Stdin) -> Result<Helper, LaunchError> {
 }
 
 impl Helper {
+    /// The helper's pid (it stays as the container's monitor).
+    pub fn pid(&self) -> i32 {
+        self.guard.0.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
     /// Hands the helper its plan and waits until the container runs or failed to start.
     pub fn start(self, plan: &ContainerPlan) -> Result<Running, LaunchError> {
         let Helper { guard, channel } = self;
@@ -131,6 +136,9 @@ impl Helper {
 }
 
 impl Running {
+    /// Leaves the container running on its own: the monitor outlives us and records the exit.
+    pub fn detach(self) {}
+
     /// Blocks until the container's init exits, then reaps the helper.
     pub fn wait(mut self) -> Result<ExitStatus, LaunchError> {
         let status = loop {

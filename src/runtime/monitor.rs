@@ -22,6 +22,7 @@ use nix::unistd::{
     chdir, execve, pipe2, pivot_root, sethostname, setsid, ForkResult, Gid, Pid, Uid,
 };
 
+use crate::runtime::container::ExitRecord;
 use crate::runtime::mounts::{Mount, MountKind, DEVICES, DEV_SYMLINKS};
 use crate::runtime::plan::{overlay_options, ContainerPlan};
 use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
@@ -69,6 +70,13 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
             let status = wait_for(pid);
+            if let Some(path) = &plan.exit_file {
+                let record = ExitRecord { status, at: std::time::SystemTime::now() };
+                if let Ok(data) = serde_json::to_vec(&record) {
+                    // Nobody to tell if this fails: the supervisor then sees an unknown exit.
+                    let _ = crate::state::write_atomic(path, &data);
+                }
+            }
             let _ = channel.send(&Event::Exited { status });
             0
         }

@@ -1,0 +1,156 @@
+//! The spec dir as the supervisor sees it. A full relist is the truth and inotify only a hint
+//! to relist sooner. Each file that turns invalid keeps its last good version (so a broken
+//! edit never stops a running container) and its error is reported. Static IPs used by more
+//! than one file are refused as a set. Reads only; starts nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::reconcile::{Desired, DesiredSet};
+use crate::spec::{self, ValidatedSpec, ValidationContext};
+
+/// What the dir asks for now, and what is wrong with it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub desired: DesiredSet,
+    /// Container name (or file path, for files that are not specs at all) -> its errors.
+    pub errors: BTreeMap<String, String>,
+}
+
+/// The spec dir and the last good version of each of its files.
+#[derive(Debug)]
+pub struct SpecSource {
+    dir: PathBuf,
+    ctx: ValidationContext,
+    last_good: BTreeMap<String, Arc<ValidatedSpec>>,
+}
+
+impl SpecSource {
+    pub fn new(dir: &Path, ctx: ValidationContext) -> SpecSource {
+        SpecSource { dir: dir.to_path_buf(), ctx, last_good: BTreeMap::new() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the whole dir again.
+    pub fn relist(&mut self) -> Snapshot {
+        let mut errors = BTreeMap::new();
+        let listing = match spec::list_spec_dir(&self.dir) {
+            Ok(l) => l,
+            Err(e) => {
+                // An unreadable dir changes nothing: what runs keeps running.
+                errors.insert(self.dir.display().to_string(), e.to_string());
+                return self.snapshot(errors);
+            }
+        };
+        for r in &listing.rejected {
+            errors.insert(r.path.display().to_string(), format!("{}: ignored: {}", r.path.display(), r.reason));
+        }
+        let mut fresh: BTreeMap<String, Arc<ValidatedSpec>> = BTreeMap::new();
+        let mut present: Vec<String> = Vec::new();
+        for path in &listing.files {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            present.push(name.clone());
+            match spec::load_file(path, &self.ctx) {
+                Ok(s) => {
+                    fresh.insert(name, Arc::new(s));
+                }
+                Err(e) => {
+                    errors.insert(name, e.to_string());
+                }
+            }
+        }
+        for (name, message) in static_ip_clashes(&fresh) {
+            fresh.remove(&name);
+            errors.insert(name, message);
+        }
+        self.last_good.retain(|name, _| present.contains(name));
+        self.last_good.extend(fresh);
+        self.snapshot(errors)
+    }
+
+    fn snapshot(&self, errors: BTreeMap<String, String>) -> Snapshot {
+        let desired = self
+            .last_good
+            .iter()
+            .map(|(n, s)| (n.clone(), Desired { spec: Arc::clone(s) }))
+            .collect();
+        Snapshot { desired, errors }
+    }
+}
+
+/// Every file whose static IP another file also uses, with the error to report.
+fn static_ip_clashes(specs: &BTreeMap<String, Arc<ValidatedSpec>>) -> Vec<(String, String)> {
+    let mut by_ip: BTreeMap<std::net::Ipv4Addr, Vec<&Arc<ValidatedSpec>>> = BTreeMap::new();
+    for s in specs.values() {
+        if let Some(ip) = s.network.ip {
+            by_ip.entry(ip).or_default().push(s);
+        }
+    }
+    let mut out = Vec::new();
+    for (ip, users) in by_ip.into_iter().filter(|(_, u)| u.len() > 1) {
+        let files: Vec<String> = users.iter().map(|s| s.file.display().to_string()).collect();
+        for s in &users {
+            out.push((
+                s.name.clone(),
+                format!("{}: network.ip: {ip} is used by more than one spec: {}", s.file.display(), files.join(", ")),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn invalid_edit_keeps_the_last_good_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = SpecSource::new(dir.path(), ValidationContext::default());
+        write(dir.path(), "web.toml", "image = \"oci:/i:v1\"\ncommand = [\"a\"]\n");
+        let s1 = src.relist();
+        assert_eq!(s1.desired["web"].spec.command, Some(vec!["a".to_string()]));
+        write(dir.path(), "web.toml", "image = \"oci:/i:v1\"\ncommand = 5\n");
+        let s2 = src.relist();
+        assert_eq!(s2.desired["web"].spec.command, Some(vec!["a".to_string()]));
+        assert!(s2.errors["web"].contains("web.toml:2:"), "{:?}", s2.errors);
+        std::fs::remove_file(dir.path().join("web.toml")).unwrap();
+        let s3 = src.relist();
+        assert!(s3.desired.is_empty() && s3.errors.is_empty());
+    }
+
+    #[test]
+    fn static_ip_clash_refuses_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = SpecSource::new(dir.path(), ValidationContext::default());
+        write(dir.path(), "a.toml", "image = \"oci:/i\"\n[network]\nip = \"10.89.0.5\"\n");
+        write(dir.path(), "b.toml", "image = \"oci:/i\"\n[network]\nip = \"10.89.0.5\"\n");
+        write(dir.path(), ".c.toml", "garbage");
+        let s = src.relist();
+        assert!(s.desired.is_empty());
+        assert_eq!(s.errors.len(), 2);
+        assert!(s.errors["a"].contains("used by more than one spec"));
+    }
+
+    #[test]
+    fn missing_dir_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = SpecSource::new(dir.path(), ValidationContext::default());
+        write(dir.path(), "web.toml", "image = \"oci:/i\"\n");
+        assert_eq!(src.relist().desired.len(), 1);
+        let moved = dir.path().with_extension("moved");
+        std::fs::rename(dir.path(), &moved).unwrap();
+        let s = src.relist();
+        assert_eq!(s.desired.len(), 1);
+        assert_eq!(s.errors.len(), 1);
+        std::fs::rename(&moved, dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,176 @@
+//! The supervisor config file (`configs/berth.toml`): every key optional, unknown keys refused
+//! with their line and column.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::runtime::container::LogLimits;
+use crate::spec::units;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{col}: {message}")]
+    Invalid { path: PathBuf, line: usize, col: usize, message: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    specs: Option<PathBuf>,
+    root: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    cgroup_parent: Option<String>,
+    network: Option<RawNetwork>,
+    logs: Option<RawLogs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    bridge: Option<String>,
+    subnet: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    max_size: Option<toml::Value>,
+    max_files: Option<u32>,
+}
+
+/// The supervisor's settings after defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub specs: PathBuf,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup_parent: String,
+    pub bridge: String,
+    pub subnet: (Ipv4Addr, u8),
+    pub logs: LogLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            specs: "/etc/berth/specs".into(),
+            root: "/var/lib/berth".into(),
+            socket: "/run/berth/berth.sock".into(),
+            cgroup_parent: "berth".into(),
+            bridge: "berth0".into(),
+            subnet: (Ipv4Addr::new(10, 89, 0, 0), 24),
+            logs: LogLimits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (defaults for every missing key).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, col) = units_line_col(text, span.map(|s| s.start).unwrap_or(0));
+            ConfigError::Invalid { path: path.to_path_buf(), line, col, message }
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
+        let mut c = Config::default();
+        if let Some(v) = raw.specs {
+            c.specs = v;
+        }
+        if let Some(v) = raw.root {
+            c.root = v;
+        }
+        if let Some(v) = raw.socket {
+            c.socket = v;
+        }
+        if let Some(v) = raw.cgroup_parent {
+            c.cgroup_parent = v;
+        }
+        if let Some(n) = raw.network {
+            if let Some(b) = n.bridge {
+                if b.is_empty() || b.len() > 15 {
+                    return Err(invalid(None, format!("network.bridge: {b:?} must be 1 to 15 characters")));
+                }
+                c.bridge = b;
+            }
+            if let Some(s) = n.subnet {
+                c.subnet = parse_subnet(&s).map_err(|m| invalid(None, format!("network.subnet: {m}")))?;
+            }
+        }
+        if let Some(l) = raw.logs {
+            if let Some(v) = l.max_size {
+                let size = match &v {
+                    toml::Value::String(s) => units::parse_size(s),
+                    toml::Value::Integer(i) if *i > 0 => Ok(*i as u64),
+                    other => Err(format!("expected a size such as \"10M\", got {other}")),
+                };
+                c.logs.max_size = size.map_err(|m| invalid(None, format!("logs.max_size: {m}")))?;
+            }
+            if let Some(v) = l.max_files {
+                if v == 0 {
+                    return Err(invalid(None, "logs.max_files: must be at least 1".into()));
+                }
+                c.logs.max_files = v;
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn units_line_col(text: &str, offset: usize) -> (usize, usize) {
+    crate::spec::line_col(text, offset)
+}
+
+/// `10.89.0.0/24` -> (10.89.0.0, 24), the address masked to the prefix.
+pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p)).ok_or_else(|| format!("prefix {prefix:?} must be 8..=30"))?;
+    let mask = u32::MAX << (32 - prefix as u32);
+    Ok((Ipv4Addr::from(u32::from(addr) & mask), prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let p = Path::new("/etc/berth/berth.toml");
+        assert_eq!(Config::parse(p, "").unwrap(), Config::default());
+        let c = Config::parse(
+            p,
+            "specs = \"/s\"\nroot = \"/r\"\n[network]\nsubnet = \"10.1.2.3/16\"\n[logs]\nmax_size = \"1M\"\nmax_files = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.specs, PathBuf::from("/s"));
+        assert_eq!(c.subnet, (Ipv4Addr::new(10, 1, 0, 0), 16));
+        assert_eq!(c.logs, LogLimits { max_size: 1 << 20, max_files: 5 });
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let p = Path::new("/c.toml");
+        let e = Config::parse(p, "root = \"/r\"\nrooot = 1\n").unwrap_err().to_string();
+        assert!(e.starts_with("/c.toml:2:1:") && e.contains("rooot"), "{e}");
+        let e = Config::parse(p, "[logs]\nmax_files = 0\n").unwrap_err().to_string();
+        assert!(e.contains("logs.max_files"), "{e}");
+        assert!(parse_subnet("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/berth.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.root, PathBuf::from("/var/lib/berth"));
+    }
+}

@@ -1,0 +1,97 @@
+//! The control socket's protocol: one JSON request per line, one JSON response per line, over a
+//! unix socket with mode 0600 whose peer must be root or the daemon's own user.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    Ps,
+    Inspect { name: String },
+    Stats,
+    Stop { name: String },
+    Start { name: String },
+    Restart { name: String },
+    Plan,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    Ok(serde_json::Value),
+    Error(String),
+}
+
+/// One row of `berth ps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    /// running, exited, failed, stopped, starting, stopping.
+    pub state: String,
+    pub pid: Option<i32>,
+    pub id: Option<String>,
+    pub image: String,
+    pub restarts: u32,
+    /// How it last ended: an exit code, `signal N`, plus `(OOM killed)`.
+    pub last_exit: Option<String>,
+    /// Why it is not restarted, or why starting failed.
+    pub note: Option<String>,
+    /// The spec file's current error, when its last good version is what runs.
+    pub spec_error: Option<String>,
+}
+
+/// One row of `berth stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStats {
+    pub name: String,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit: Option<u64>,
+    pub pids: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot reach the daemon at {path}: {source} (is `berth supervise` running?)")]
+    Connect { path: String, source: std::io::Error },
+    #[error("talking to the daemon: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad response from the daemon: {0}")]
+    Protocol(#[from] serde_json::Error),
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// Sends one request and returns the daemon's data.
+pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ControlError> {
+    let mut stream = UnixStream::connect(socket)
+        .map_err(|source| ControlError::Connect { path: socket.display().to_string(), source })?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reader = BufReader::new(stream);
+    let mut resp = String::new();
+    reader.read_line(&mut resp)?;
+    match serde_json::from_str::<Response>(&resp)? {
+        Response::Ok(v) => Ok(v),
+        Response::Error(e) => Err(ControlError::Daemon(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        let r = Request::Stop { name: "web".into() };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"cmd":"stop","name":"web"}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"ps"}"#).unwrap(), Request::Ps);
+        let ok = Response::Ok(serde_json::json!([1]));
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":[1]}"#);
+    }
+}

@@ -1,0 +1,41 @@
+//! Running as PID 1 (an init system, or a container's init): mount the API filesystems that
+//! are missing and reap every orphan.
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// (target, fstype, flags, data) mounted when `target` is not a mount point yet.
+const API_FILESYSTEMS: &[(&str, &str, u64, Option<&str>)] = &[
+    ("/proc", "proc", 0x2 | 0x4 | 0x8, None),
+    ("/sys", "sysfs", 0x2 | 0x4 | 0x8, None),
+    ("/dev", "devtmpfs", 0x2, Some("mode=755")),
+    ("/run", "tmpfs", 0x2 | 0x4, Some("mode=755")),
+    ("/tmp", "tmpfs", 0x2 | 0x4, Some("mode=1777")),
+];
+
+/// Mounts what an init needs and is missing (errors are logged: a half-equipped host is
+/// better than no supervisor).
+pub fn prepare() {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for (target, fstype, flags, data) in API_FILESYSTEMS {
+        let is_mounted = mounted.lines().any(|l| l.split(' ').nth(4) == Some(target));
+        if is_mounted {
+            continue;
+        }
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = mount(Some(*fstype), *target, Some(*fstype), MsFlags::from_bits_truncate(*flags), *data) {
+            tracing::warn!("mounting {fstype} at {target}: {e}");
+        }
+    }
+}
+
+/// Reaps every exited child without blocking.
+pub fn reap_all() {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+}
