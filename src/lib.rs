@@ -11,6 +11,7 @@
 pub mod cgroups;
 pub mod cli;
 pub mod image;
+pub mod logs;
 pub mod runtime;
 pub mod spec;
 pub mod sys;
