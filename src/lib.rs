@@ -6,12 +6,17 @@
 //! - `cgroups`: the only writer under /sys/fs/cgroup.
 //! - `reconcile`: the pure planner and restart policy (what to do, never doing it).
 //! - `runtime`: turns a spec and an image into a `ContainerPlan` and launches it.
+//! - `logs`: containers' log files (CRI format, size-based rotation) and reading them.
+//! - `source`: the spec dir (relist as truth, inotify as hint, last good version per file).
+//! - `state`: the supervisor's durable records under `<root>/state`.
+//! - `supervisor`: the daemon, its config and its control socket.
 //! - `sys`: the only place with `unsafe`.
 //! - `cli`: the command line.
 
 pub mod cgroups;
 pub mod cli;
 pub mod image;
+pub mod logs;
 pub mod reconcile;
 pub mod runtime;
 pub mod source;
