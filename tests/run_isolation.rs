@@ -166,7 +166,10 @@ fn only_stdio_fds_reach_the_container() {
     }
     let env = TestEnv::new("fds");
     // pid 1 stays the shell (`; true`) and holds no pipe of its own while ls looks at it.
-    let spec = env.spec("fds", "command = [\"sh\", \"-c\", \"ls /proc/1/fd; true\"]\n[network]\nmode = \"none\"\n");
+    let spec = env.spec(
+        "fds",
+        "command = [\"sh\", \"-c\", \"ls /proc/1/fd; true\"]\n[network]\nmode = \"none\"\n",
+    );
     // fd 7 is opened without close-on-exec by the shell, so berth inherits it.
     let out = std::process::Command::new("sh")
         .arg("-c")

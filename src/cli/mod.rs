@@ -1,7 +1,9 @@
 //! The command line: parses arguments and calls into the library. Prints; decides nothing
 //! the library could decide.
 
+mod control;
 mod run;
+mod supervise;
 mod validate;
 
 use std::path::PathBuf;
@@ -19,18 +21,18 @@ pub const EXIT_BERTH_ERROR: u8 = 125;
     about = "Runs real containers from TOML spec files"
 )]
 pub struct Cli {
-    /// State dir (images, layers, containers).
-    #[arg(long, global = true, default_value = "/var/lib/berth")]
-    pub root: PathBuf,
-    /// The daemon's control socket.
-    #[arg(long, global = true, default_value = "/run/berth/berth.sock")]
-    pub socket: PathBuf,
-    /// The cgroup under which containers' cgroups are made.
-    #[arg(long, global = true, default_value = "berth")]
-    pub cgroup_parent: String,
-    /// Log filter (RUST_LOG syntax), e.g. `debug`.
-    #[arg(long, global = true, default_value = "warn")]
-    pub log: String,
+    /// State dir (images, layers, containers) [default: /var/lib/berth, or the config's].
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
+    /// The daemon's control socket [default: /run/berth/berth.sock, or the config's].
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// The cgroup under which containers' cgroups are made [default: berth, or the config's].
+    #[arg(long, global = true)]
+    pub cgroup_parent: Option<String>,
+    /// Log filter (RUST_LOG syntax), e.g. `debug` [default: warn; info for supervise].
+    #[arg(long, global = true)]
+    pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,17 +57,107 @@ pub enum Command {
         keep: bool,
         spec: PathBuf,
     },
+    /// The daemon: keep containers matching the spec dir, restart them, answer the socket.
+    Supervise {
+        /// Supervisor config file (see configs/berth.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The spec dir [default: /etc/berth/specs, or the config's].
+        #[arg(long)]
+        specs: Option<PathBuf>,
+    },
+    /// List containers (from the daemon).
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one container's state, instance and spec (JSON).
+    Inspect { name: String },
+    /// CPU, memory and pids of running containers, from their cgroups.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a container; it stays stopped until `berth start` or a change of its spec.
+    Stop { name: String },
+    /// Start a stopped container.
+    Start { name: String },
+    /// Stop and start a container.
+    Restart { name: String },
+    /// What the daemon would do now for the spec dir, changing nothing.
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A container's output (kept across its restarts, rotated by size).
+    Logs {
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Prefix each line with its time (RFC 3339).
+        #[arg(short, long)]
+        timestamps: bool,
+        name: String,
+    },
+}
+
+impl Cli {
+    pub fn root(&self) -> PathBuf {
+        self.root.clone().unwrap_or_else(|| "/var/lib/berth".into())
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| "/run/berth/berth.sock".into())
+    }
+
+    pub fn cgroup_parent(&self) -> String {
+        self.cgroup_parent.clone().unwrap_or_else(|| "berth".into())
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Supervise { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = cli.log.as_deref().unwrap_or(default_log);
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match &cli.command {
+        Command::Supervise { config, specs } => {
+            supervise::supervise(&cli, config.as_deref(), specs.as_deref())
+        }
+        Command::Ps { json } => control::ps(&cli, *json),
+        Command::Inspect { name } => control::inspect(&cli, name),
+        Command::Stats { json } => control::stats(&cli, *json),
+        Command::Stop { name } => {
+            control::simple(&cli, control::Request::Stop { name: name.clone() })
+        }
+        Command::Start { name } => {
+            control::simple(&cli, control::Request::Start { name: name.clone() })
+        }
+        Command::Restart { name } => {
+            control::simple(&cli, control::Request::Restart { name: name.clone() })
+        }
+        Command::Plan { json } => control::plan(&cli, *json),
+        Command::Logs {
+            follow,
+            tail,
+            timestamps,
+            name,
+        } => control::logs(&cli, name, *follow, *tail, *timestamps),
         Command::Validate { json, paths } => validate::validate(paths, *json),
         Command::Run {
             interactive,

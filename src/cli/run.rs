@@ -36,7 +36,7 @@ pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCo
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let rt = match Runtime::open(&cli.root, &cli.cgroup_parent) {
+    let rt = match Runtime::open(&cli.root(), &cli.cgroup_parent()) {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };

@@ -75,7 +75,10 @@ pub struct LogLimits {
 
 impl Default for LogLimits {
     fn default() -> Self {
-        LogLimits { max_size: 10 << 20, max_files: 3 }
+        LogLimits {
+            max_size: 10 << 20,
+            max_files: 3,
+        }
     }
 }
 
@@ -187,7 +190,10 @@ impl Runtime {
     }
 
     /// Resolves (and fetches or unpacks on first use) a spec's image.
-    pub fn resolve_image(&self, spec: &ValidatedSpec) -> Result<crate::image::ResolvedImage, RuntimeError> {
+    pub fn resolve_image(
+        &self,
+        spec: &ValidatedSpec,
+    ) -> Result<crate::image::ResolvedImage, RuntimeError> {
         let image_ref = ImageRef::parse(&spec.image).map_err(|e| RuntimeError::ImageRef {
             image: spec.image.clone(),
             source: e.into(),

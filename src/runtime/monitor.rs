@@ -24,7 +24,7 @@ use nix::unistd::{
 
 use crate::runtime::container::ExitRecord;
 use crate::runtime::mounts::{Mount, MountKind, DEVICES, DEV_SYMLINKS};
-use crate::runtime::plan::{overlay_options, ContainerPlan};
+use crate::runtime::plan::{overlay_options, ContainerPlan, LogTarget};
 use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
 use crate::runtime::{capabilities, seccomp, user};
 use crate::sys::openat::{open_dir, open_in_root};
@@ -64,14 +64,20 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
         }
     };
     match start(&plan) {
-        Ok(pid) => {
+        Ok((pid, output)) => {
             if channel.send(&Event::Started { pid: pid.as_raw() }).is_err() && plan.die_with_parent
             {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
+            if let (Some(output), Some(target)) = (output, &plan.log) {
+                pump_logs(output, target);
+            }
             let status = wait_for(pid);
             if let Some(path) = &plan.exit_file {
-                let record = ExitRecord { status, at: std::time::SystemTime::now() };
+                let record = ExitRecord {
+                    status,
+                    at: std::time::SystemTime::now(),
+                };
                 if let Ok(data) = serde_json::to_vec(&record) {
                     // Nobody to tell if this fails: the supervisor then sees an unknown exit.
                     let _ = crate::state::write_atomic(path, &data);
@@ -87,8 +93,14 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
     }
 }
 
+/// The read ends of a supervised container's stdout and stderr.
+struct Output {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
 /// Forks the init into a new pid namespace and waits until it exec'd or failed.
-fn start(plan: &ContainerPlan) -> Result<Pid, String> {
+fn start(plan: &ContainerPlan) -> Result<(Pid, Option<Output>), String> {
     if plan.die_with_parent {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
             .map_err(|e| format!("prctl: {e}"))?;
@@ -96,23 +108,107 @@ fn start(plan: &ContainerPlan) -> Result<Pid, String> {
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
     // The init reports a failure on this pipe; a successful exec closes it (O_CLOEXEC).
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let pipes = match plan.log {
+        Some(_) => {
+            let out = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+            let err = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+            Some((out, err))
+        }
+        None => None,
+    };
     match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(err_r);
-            let e = init(plan).unwrap_err();
+            let e = match pipes {
+                Some(((_, out_w), (_, err_w))) => {
+                    // dup2 onto stdio clears close-on-exec on the copies.
+                    match nix::unistd::dup2_stdout(&out_w)
+                        .and_then(|()| nix::unistd::dup2_stderr(&err_w))
+                    {
+                        Ok(()) => init(plan).unwrap_err(),
+                        Err(e) => InitError {
+                            step: "redirecting output".into(),
+                            detail: e.to_string(),
+                        },
+                    }
+                }
+                None => init(plan).unwrap_err(),
+            };
             let mut w = File::from(err_w);
             let _ = w.write_all(e.to_string().as_bytes());
             std::process::exit(125);
         }
         ForkResult::Parent { child } => {
             drop(err_w);
+            let output = pipes.map(|((out_r, _), (err_r, _))| Output {
+                stdout: out_r,
+                stderr: err_r,
+            });
             let mut msg = String::new();
             let _ = File::from(err_r).read_to_string(&mut msg);
             if msg.is_empty() {
-                Ok(child)
+                Ok((child, output))
             } else {
                 let _ = waitpid(child, None);
                 Err(msg)
+            }
+        }
+    }
+}
+
+/// Copies the container's output into its log files until both pipes close (when the
+/// container's last process is gone). If the log files cannot be written, output is still
+/// drained, so the container never blocks on a full pipe.
+fn pump_logs(output: Output, target: &LogTarget) {
+    use crate::logs::{LogConfig, LogWriter, Stream};
+    let mut writer = LogWriter::open(
+        &target.dir,
+        LogConfig {
+            max_size: target.max_size,
+            max_files: target.max_files,
+        },
+    )
+    .ok();
+    let mut open: Vec<(Stream, File)> = vec![
+        (Stream::Stdout, File::from(output.stdout)),
+        (Stream::Stderr, File::from(output.stderr)),
+    ];
+    let mut buf = vec![0u8; 64 * 1024];
+    while !open.is_empty() {
+        let mut fds: Vec<nix::poll::PollFd> = open
+            .iter()
+            .map(|(_, f)| nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN))
+            .collect();
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut closed = Vec::new();
+        for (i, (stream, file)) in open.iter_mut().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            match file.read(&mut buf) {
+                Ok(0) => closed.push(i),
+                Ok(n) => {
+                    if let Some(w) = writer.as_mut() {
+                        let _ = w.write(*stream, &buf[..n], std::time::SystemTime::now());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => closed.push(i),
+            }
+        }
+        for i in closed.into_iter().rev() {
+            let (stream, _) = open.remove(i);
+            if let Some(w) = writer.as_mut() {
+                let _ = w.flush_partial(stream, std::time::SystemTime::now());
             }
         }
     }

@@ -28,11 +28,21 @@ pub struct SpecSource {
 
 impl SpecSource {
     pub fn new(dir: &Path, ctx: ValidationContext) -> SpecSource {
-        SpecSource { dir: dir.to_path_buf(), ctx, last_good: BTreeMap::new() }
+        SpecSource {
+            dir: dir.to_path_buf(),
+            ctx,
+            last_good: BTreeMap::new(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Seeds the last good version of `name` (from the state a previous daemon left), so a
+    /// file that is invalid when the daemon starts keeps what was running.
+    pub fn seed(&mut self, name: &str, spec: Arc<ValidatedSpec>) {
+        self.last_good.insert(name.to_string(), spec);
     }
 
     /// Reads the whole dir again.
@@ -47,12 +57,18 @@ impl SpecSource {
             }
         };
         for r in &listing.rejected {
-            errors.insert(r.path.display().to_string(), format!("{}: ignored: {}", r.path.display(), r.reason));
+            errors.insert(
+                r.path.display().to_string(),
+                format!("{}: ignored: {}", r.path.display(), r.reason),
+            );
         }
         let mut fresh: BTreeMap<String, Arc<ValidatedSpec>> = BTreeMap::new();
         let mut present: Vec<String> = Vec::new();
         for path in &listing.files {
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             present.push(name.clone());
             match spec::load_file(path, &self.ctx) {
                 Ok(s) => {
@@ -76,7 +92,14 @@ impl SpecSource {
         let desired = self
             .last_good
             .iter()
-            .map(|(n, s)| (n.clone(), Desired { spec: Arc::clone(s) }))
+            .map(|(n, s)| {
+                (
+                    n.clone(),
+                    Desired {
+                        spec: Arc::clone(s),
+                    },
+                )
+            })
             .collect();
         Snapshot { desired, errors }
     }
@@ -96,7 +119,11 @@ fn static_ip_clashes(specs: &BTreeMap<String, Arc<ValidatedSpec>>) -> Vec<(Strin
         for s in &users {
             out.push((
                 s.name.clone(),
-                format!("{}: network.ip: {ip} is used by more than one spec: {}", s.file.display(), files.join(", ")),
+                format!(
+                    "{}: network.ip: {ip} is used by more than one spec: {}",
+                    s.file.display(),
+                    files.join(", ")
+                ),
             ));
         }
     }
@@ -115,10 +142,18 @@ mod tests {
     fn invalid_edit_keeps_the_last_good_version() {
         let dir = tempfile::tempdir().unwrap();
         let mut src = SpecSource::new(dir.path(), ValidationContext::default());
-        write(dir.path(), "web.toml", "image = \"oci:/i:v1\"\ncommand = [\"a\"]\n");
+        write(
+            dir.path(),
+            "web.toml",
+            "image = \"oci:/i:v1\"\ncommand = [\"a\"]\n",
+        );
         let s1 = src.relist();
         assert_eq!(s1.desired["web"].spec.command, Some(vec!["a".to_string()]));
-        write(dir.path(), "web.toml", "image = \"oci:/i:v1\"\ncommand = 5\n");
+        write(
+            dir.path(),
+            "web.toml",
+            "image = \"oci:/i:v1\"\ncommand = 5\n",
+        );
         let s2 = src.relist();
         assert_eq!(s2.desired["web"].spec.command, Some(vec!["a".to_string()]));
         assert!(s2.errors["web"].contains("web.toml:2:"), "{:?}", s2.errors);
@@ -131,8 +166,16 @@ mod tests {
     fn static_ip_clash_refuses_both() {
         let dir = tempfile::tempdir().unwrap();
         let mut src = SpecSource::new(dir.path(), ValidationContext::default());
-        write(dir.path(), "a.toml", "image = \"oci:/i\"\n[network]\nip = \"10.89.0.5\"\n");
-        write(dir.path(), "b.toml", "image = \"oci:/i\"\n[network]\nip = \"10.89.0.5\"\n");
+        write(
+            dir.path(),
+            "a.toml",
+            "image = \"oci:/i\"\n[network]\nip = \"10.89.0.5\"\n",
+        );
+        write(
+            dir.path(),
+            "b.toml",
+            "image = \"oci:/i\"\n[network]\nip = \"10.89.0.5\"\n",
+        );
         write(dir.path(), ".c.toml", "garbage");
         let s = src.relist();
         assert!(s.desired.is_empty());

@@ -15,9 +15,15 @@ use crate::spec::ValidatedSpec;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state dir {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state record {path}: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// A running instance of a container, proved by pid and process start time.
@@ -40,6 +46,9 @@ pub struct ContainerRecord {
     pub instance: Option<Instance>,
     pub restarts: u32,
     pub manual_stop: bool,
+    /// How the last instance ended, while no new one runs: (status, OOM killed).
+    #[serde(default)]
+    pub last_exit: Option<(crate::runtime::protocol::ExitStatus, bool)>,
 }
 
 /// `<root>/state`.
@@ -49,13 +58,20 @@ pub struct StateDir {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl StateDir {
     pub fn open(root: &Path) -> Result<StateDir, StateError> {
         let dir = root.join("state");
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io(&dir))?;
         Ok(StateDir { dir })
     }
 
@@ -65,7 +81,10 @@ impl StateDir {
 
     pub fn save(&self, record: &ContainerRecord) -> Result<(), StateError> {
         let path = self.path(&record.name);
-        let data = serde_json::to_vec_pretty(record).map_err(|source| StateError::Parse { path: path.clone(), source })?;
+        let data = serde_json::to_vec_pretty(record).map_err(|source| StateError::Parse {
+            path: path.clone(),
+            source,
+        })?;
         write_atomic(&path, &data)
     }
 
@@ -97,7 +116,10 @@ impl StateDir {
                 continue;
             }
             match fs::read(&path).map_err(io(&path)).and_then(|d| {
-                serde_json::from_slice(&d).map_err(|source| StateError::Parse { path: path.clone(), source })
+                serde_json::from_slice(&d).map_err(|source| StateError::Parse {
+                    path: path.clone(),
+                    source,
+                })
             }) {
                 Ok(r) => records.push(r),
                 Err(e) => errors.push(e),
@@ -111,7 +133,10 @@ impl StateDir {
 /// Writes `data` to `path` through a temp file in the same dir: fsync, rename, fsync the dir.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(data).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
@@ -146,7 +171,8 @@ mod tests {
 
     #[test]
     fn start_time_parses_odd_names() {
-        let stat = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let stat =
+            "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert_eq!(parse_start_time("garbage"), None);
         let me = std::process::id() as i32;
@@ -159,8 +185,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         let text = "image = \"oci:/x:y\"\ncommand = [\"true\"]\n";
-        let spec = crate::spec::parse_str(Path::new("/s/web.toml"), text, &Default::default()).unwrap();
-        let rec = ContainerRecord { name: "web".into(), spec, instance: None, restarts: 2, manual_stop: true };
+        let spec =
+            crate::spec::parse_str(Path::new("/s/web.toml"), text, &Default::default()).unwrap();
+        let rec = ContainerRecord {
+            name: "web".into(),
+            spec,
+            instance: None,
+            restarts: 2,
+            manual_stop: true,
+            last_exit: None,
+        };
         state.save(&rec).unwrap();
         std::fs::write(dir.path().join("state/.half.json.tmp"), "{").unwrap();
         let (all, errs) = state.load_all();

@@ -12,9 +12,17 @@ use crate::spec::units;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{col}: {message}")]
-    Invalid { path: PathBuf, line: usize, col: usize, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,17 +79,25 @@ impl Default for Config {
 impl Config {
     /// Reads `path` (defaults for every missing key).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
             let (line, col) = units_line_col(text, span.map(|s| s.start).unwrap_or(0));
-            ConfigError::Invalid { path: path.to_path_buf(), line, col, message }
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message,
+            }
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
         let mut c = Config::default();
         if let Some(v) = raw.specs {
             c.specs = v;
@@ -98,12 +114,16 @@ impl Config {
         if let Some(n) = raw.network {
             if let Some(b) = n.bridge {
                 if b.is_empty() || b.len() > 15 {
-                    return Err(invalid(None, format!("network.bridge: {b:?} must be 1 to 15 characters")));
+                    return Err(invalid(
+                        None,
+                        format!("network.bridge: {b:?} must be 1 to 15 characters"),
+                    ));
                 }
                 c.bridge = b;
             }
             if let Some(s) = n.subnet {
-                c.subnet = parse_subnet(&s).map_err(|m| invalid(None, format!("network.subnet: {m}")))?;
+                c.subnet =
+                    parse_subnet(&s).map_err(|m| invalid(None, format!("network.subnet: {m}")))?;
             }
         }
         if let Some(l) = raw.logs {
@@ -132,9 +152,17 @@ fn units_line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// `10.89.0.0/24` -> (10.89.0.0, 24), the address masked to the prefix.
 pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-    let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p)).ok_or_else(|| format!("prefix {prefix:?} must be 8..=30"))?;
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (8..=30).contains(p))
+        .ok_or_else(|| format!("prefix {prefix:?} must be 8..=30"))?;
     let mask = u32::MAX << (32 - prefix as u32);
     Ok((Ipv4Addr::from(u32::from(addr) & mask), prefix))
 }
@@ -154,15 +182,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.specs, PathBuf::from("/s"));
         assert_eq!(c.subnet, (Ipv4Addr::new(10, 1, 0, 0), 16));
-        assert_eq!(c.logs, LogLimits { max_size: 1 << 20, max_files: 5 });
+        assert_eq!(
+            c.logs,
+            LogLimits {
+                max_size: 1 << 20,
+                max_files: 5
+            }
+        );
     }
 
     #[test]
     fn errors_name_line_and_key() {
         let p = Path::new("/c.toml");
-        let e = Config::parse(p, "root = \"/r\"\nrooot = 1\n").unwrap_err().to_string();
+        let e = Config::parse(p, "root = \"/r\"\nrooot = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/c.toml:2:1:") && e.contains("rooot"), "{e}");
-        let e = Config::parse(p, "[logs]\nmax_files = 0\n").unwrap_err().to_string();
+        let e = Config::parse(p, "[logs]\nmax_files = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("logs.max_files"), "{e}");
         assert!(parse_subnet("10.0.0.0/33").is_err());
     }

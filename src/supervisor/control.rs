@@ -57,7 +57,10 @@ pub struct ContainerStats {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot reach the daemon at {path}: {source} (is `berth supervise` running?)")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("talking to the daemon: {0}")]
     Io(#[from] std::io::Error),
     #[error("bad response from the daemon: {0}")]
@@ -68,8 +71,10 @@ pub enum ControlError {
 
 /// Sends one request and returns the daemon's data.
 pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ControlError> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|source| ControlError::Connect { path: socket.display().to_string(), source })?;
+    let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;
@@ -89,8 +94,14 @@ mod tests {
     #[test]
     fn wire_format() {
         let r = Request::Stop { name: "web".into() };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"cmd":"stop","name":"web"}"#);
-        assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"ps"}"#).unwrap(), Request::Ps);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"cmd":"stop","name":"web"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"ps"}"#).unwrap(),
+            Request::Ps
+        );
         let ok = Response::Ok(serde_json::json!([1]));
         assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":[1]}"#);
     }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,7 +21,7 @@ use super::config::Config;
 use super::control::{ContainerStats, ContainerStatus, Request, Response};
 use super::notify;
 use crate::reconcile::policy;
-use crate::reconcile::{plan, Action, DesiredSet, Observed, ObservedSet, Phase};
+use crate::reconcile::{plan, Action, Observed, ObservedSet, Phase};
 use crate::runtime::container::{Mode, Runtime, RuntimeError};
 use crate::runtime::launch::{self, Stdin};
 use crate::runtime::protocol::ExitStatus;
@@ -44,9 +43,15 @@ pub enum DaemonError {
     #[error(transparent)]
     State(#[from] state::StateError),
     #[error("control socket {path}: {source}")]
-    Socket { path: PathBuf, source: std::io::Error },
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("watching {path}: {source}")]
-    Watch { path: PathBuf, source: notify_crate::Error },
+    Watch {
+        path: PathBuf,
+        source: notify_crate::Error,
+    },
     #[error("starting the event loop: {0}")]
     Tokio(std::io::Error),
 }
@@ -55,20 +60,44 @@ use ::notify as notify_crate;
 
 enum Event {
     Hint,
-    Exited { name: String, id: String },
-    Done { name: String, outcome: Outcome },
-    RestartDue { name: String },
-    Control { req: Request, reply: oneshot::Sender<Response> },
+    Exited {
+        name: String,
+        id: String,
+    },
+    Done {
+        name: String,
+        outcome: Outcome,
+    },
+    RestartDue {
+        name: String,
+    },
+    Control {
+        req: Request,
+        reply: oneshot::Sender<Response>,
+    },
     Shutdown,
 }
 
 enum Outcome {
-    Started { instance: Instance, spec: Arc<ValidatedSpec> },
-    StartFailed { error: String, spec: Arc<ValidatedSpec> },
+    Started {
+        instance: Instance,
+        spec: Arc<ValidatedSpec>,
+    },
+    StartFailed {
+        error: String,
+        spec: Arc<ValidatedSpec>,
+    },
     /// The instance is gone (stopped by us, or exited on its own) and torn down.
-    Ended { exit: Option<(ExitStatus, bool)>, at: Instant, ran_for: Duration },
+    Ended {
+        exit: Option<(ExitStatus, bool)>,
+        at: Instant,
+        ran_for: Duration,
+    },
     Removed,
-    Updated { spec: Arc<ValidatedSpec>, error: Option<String> },
+    Updated {
+        spec: Arc<ValidatedSpec>,
+        error: Option<String>,
+    },
 }
 
 /// What the daemon keeps per container beyond the planner's view.
@@ -110,12 +139,17 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 async fn serve(config: Config) -> Result<(), DaemonError> {
     let runtime = Arc::new(Runtime::open(&config.root, &config.cgroup_parent)?);
     let state = StateDir::open(&config.root)?;
-    let exe = Arc::new(
-        crate::sys::process::sealed_self_exe()
-            .map_err(|e| RuntimeError::Launch { name: "supervisor".into(), source: launch::LaunchError::SealedExe(e) })?,
-    );
+    let exe =
+        Arc::new(
+            crate::sys::process::sealed_self_exe().map_err(|e| RuntimeError::Launch {
+                name: "supervisor".into(),
+                source: launch::LaunchError::SealedExe(e),
+            })?,
+        );
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let ctx = ValidationContext { subnet: config.subnet };
+    let ctx = ValidationContext {
+        subnet: config.subnet,
+    };
     let mut d = Daemon {
         rt: runtime,
         state,
@@ -129,7 +163,8 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         logs: config.logs,
         shutting_down: false,
     };
-    let _watcher = watch_specs(&config.specs, tx.clone());
+    let hint = Arc::new(tokio::sync::Notify::new());
+    let _watcher = watch_specs(&config.specs, Arc::clone(&hint));
     let listener = bind_socket(&config.socket)?;
     tokio::spawn(accept_loop(listener, tx.clone()));
     spawn_signal_handlers(tx.clone());
@@ -153,6 +188,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     loop {
         let event = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+            _ = hint.notified() => Event::Hint,
             _ = relist.tick() => Event::Hint,
         };
         match event {
@@ -211,6 +247,7 @@ impl Daemon {
         let mut known_ids = BTreeSet::new();
         for rec in records {
             let spec = Arc::new(rec.spec.clone());
+            self.source.seed(&rec.name, Arc::clone(&spec));
             let mut obs = Observed {
                 spec,
                 phase: Phase::Stopped,
@@ -220,10 +257,19 @@ impl Daemon {
                 restart_at: None,
             };
             let mut extra = Extra::default();
+            if let (None, Some((status, oom_killed))) = (&rec.instance, rec.last_exit) {
+                obs.phase = Phase::Exited {
+                    status,
+                    oom_killed,
+                    at: Instant::now(),
+                };
+            }
             if let Some(inst) = rec.instance.clone() {
                 known_ids.insert(inst.id.clone());
                 if state::is_same_process(inst.monitor_pid, inst.monitor_start) {
-                    let ran = SystemTime::now().duration_since(inst.started_at).unwrap_or_default();
+                    let ran = SystemTime::now()
+                        .duration_since(inst.started_at)
+                        .unwrap_or_default();
                     obs.phase = Phase::Running {
                         pid: inst.init_pid,
                         since: Instant::now().checked_sub(ran).unwrap_or_else(Instant::now),
@@ -264,13 +310,21 @@ impl Daemon {
     }
 
     fn save(&self, name: &str) {
-        let (Some(o), Some(x)) = (self.observed.get(name), self.extra.get(name)) else { return };
+        let (Some(o), Some(x)) = (self.observed.get(name), self.extra.get(name)) else {
+            return;
+        };
         let rec = ContainerRecord {
             name: name.to_string(),
             spec: (*o.spec).clone(),
             instance: x.instance.clone(),
             restarts: o.restarts,
             manual_stop: o.manual_stop,
+            last_exit: match &o.phase {
+                Phase::Exited {
+                    status, oom_killed, ..
+                } => Some((*status, *oom_killed)),
+                _ => None,
+            },
         };
         if let Err(e) = self.state.save(&rec) {
             tracing::error!(%name, "{e}");
@@ -279,7 +333,12 @@ impl Daemon {
 
     fn reconcile(&mut self) {
         let jitter = jitter();
-        let actions = plan(&self.snapshot.desired, &self.observed, Instant::now(), jitter);
+        let actions = plan(
+            &self.snapshot.desired,
+            &self.observed,
+            Instant::now(),
+            jitter,
+        );
         for action in actions {
             self.execute(action);
         }
@@ -292,15 +351,20 @@ impl Daemon {
     fn execute(&mut self, action: Action) {
         match action {
             Action::Start { name } => {
-                let Some(spec) = self.desired_spec(&name) else { return };
-                let obs = self.observed.entry(name.clone()).or_insert_with(|| Observed {
-                    spec: Arc::clone(&spec),
-                    phase: Phase::Stopped,
-                    busy: false,
-                    manual_stop: false,
-                    restarts: 0,
-                    restart_at: None,
-                });
+                let Some(spec) = self.desired_spec(&name) else {
+                    return;
+                };
+                let obs = self
+                    .observed
+                    .entry(name.clone())
+                    .or_insert_with(|| Observed {
+                        spec: Arc::clone(&spec),
+                        phase: Phase::Stopped,
+                        busy: false,
+                        manual_stop: false,
+                        restarts: 0,
+                        restart_at: None,
+                    });
                 if obs.restart_at.take().is_some() {
                     obs.restarts += 1;
                 }
@@ -311,7 +375,9 @@ impl Daemon {
                 self.spawn_start(name, spec, None);
             }
             Action::Recreate { name } => {
-                let Some(spec) = self.desired_spec(&name) else { return };
+                let Some(spec) = self.desired_spec(&name) else {
+                    return;
+                };
                 let old = self.extra.get(&name).and_then(|x| x.instance.clone());
                 if let Some(o) = self.observed.get_mut(&name) {
                     o.busy = true;
@@ -330,14 +396,26 @@ impl Daemon {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     if let (Some(inst), Some(spec)) = (inst, old_spec) {
-                        let _ = tokio::task::spawn_blocking(move || stop_instance(&rt, &inst, &spec)).await;
+                        let _ =
+                            tokio::task::spawn_blocking(move || stop_instance(&rt, &inst, &spec))
+                                .await;
                     }
-                    let _ = tx.send(Event::Done { name, outcome: Outcome::Removed });
+                    let _ = tx.send(Event::Done {
+                        name,
+                        outcome: Outcome::Removed,
+                    });
                 });
             }
             Action::UpdateResources { name, resources } => {
-                let Some(spec) = self.desired_spec(&name) else { return };
-                let Some(id) = self.extra.get(&name).and_then(|x| x.instance.as_ref()).map(|i| i.id.clone()) else {
+                let Some(spec) = self.desired_spec(&name) else {
+                    return;
+                };
+                let Some(id) = self
+                    .extra
+                    .get(&name)
+                    .and_then(|x| x.instance.as_ref())
+                    .map(|i| i.id.clone())
+                else {
                     return;
                 };
                 if let Some(o) = self.observed.get_mut(&name) {
@@ -354,11 +432,19 @@ impl Daemon {
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
-                    let _ = tx.send(Event::Done { name, outcome: Outcome::Updated { spec, error: result.err() } });
+                    let _ = tx.send(Event::Done {
+                        name,
+                        outcome: Outcome::Updated {
+                            spec,
+                            error: result.err(),
+                        },
+                    });
                 });
             }
             Action::Adopt { name } => {
-                if let (Some(spec), Some(o)) = (self.desired_spec(&name), self.observed.get_mut(&name)) {
+                if let (Some(spec), Some(o)) =
+                    (self.desired_spec(&name), self.observed.get_mut(&name))
+                {
                     o.spec = spec;
                 }
                 self.save(&name);
@@ -413,10 +499,8 @@ impl Daemon {
         let tx = self.tx.clone();
         let (name, id, pid) = (name.to_string(), inst.id.clone(), inst.monitor_pid);
         tokio::spawn(async move {
-            if let Ok(fd) = crate::sys::process::pidfd_open(pid) {
-                if let Ok(afd) = AsyncFd::new(fd) {
-                    let _ = afd.readable().await;
-                }
+            if let Ok(afd) = crate::sys::process::async_pidfd(pid) {
+                let _ = afd.readable().await;
             }
             // Reap it if it is our child (it is not after an adoption).
             let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
@@ -432,17 +516,30 @@ impl Daemon {
             let (exit, ran_for) = tokio::task::spawn_blocking(move || cleanup_instance(&rt, &inst))
                 .await
                 .unwrap_or((None, Duration::ZERO));
-            let _ = tx.send(Event::Done { name, outcome: Outcome::Ended { exit, at: Instant::now(), ran_for } });
+            let _ = tx.send(Event::Done {
+                name,
+                outcome: Outcome::Ended {
+                    exit,
+                    at: Instant::now(),
+                    ran_for,
+                },
+            });
         });
     }
 
     fn on_exited(&mut self, name: String, id: String) {
-        let Some(x) = self.extra.get(&name) else { return };
-        let Some(inst) = x.instance.clone() else { return };
+        let Some(x) = self.extra.get(&name) else {
+            return;
+        };
+        let Some(inst) = x.instance.clone() else {
+            return;
+        };
         if inst.id != id || x.stopping {
             return;
         }
-        let Some(o) = self.observed.get_mut(&name) else { return };
+        let Some(o) = self.observed.get_mut(&name) else {
+            return;
+        };
         if o.busy {
             return;
         }
@@ -471,7 +568,10 @@ impl Daemon {
                 x.stopping = false;
                 if let Some(o) = self.observed.get_mut(&name) {
                     o.spec = spec;
-                    o.phase = Phase::Running { pid: instance.init_pid, since: Instant::now() };
+                    o.phase = Phase::Running {
+                        pid: instance.init_pid,
+                        since: Instant::now(),
+                    };
                     o.busy = false;
                 }
             }
@@ -483,7 +583,10 @@ impl Daemon {
                 x.stopping = false;
                 if let Some(o) = self.observed.get_mut(&name) {
                     o.spec = spec;
-                    o.phase = Phase::StartFailed { error, at: Instant::now() };
+                    o.phase = Phase::StartFailed {
+                        error,
+                        at: Instant::now(),
+                    };
                     o.busy = false;
                 }
             }
@@ -493,12 +596,21 @@ impl Daemon {
                 x.instance = None;
                 if let Some(o) = self.observed.get_mut(&name) {
                     o.busy = false;
-                    o.restarts = policy::consecutive_after_run(&o.spec.restart, o.restarts, ran_for);
+                    o.restarts =
+                        policy::consecutive_after_run(&o.spec.restart, o.restarts, ran_for);
                     o.phase = match exit {
                         _ if stopped => Phase::Stopped,
-                        Some((status, oom_killed)) => Phase::Exited { status, oom_killed, at },
+                        Some((status, oom_killed)) => Phase::Exited {
+                            status,
+                            oom_killed,
+                            at,
+                        },
                         // The monitor left no record (killed itself): count it as a kill.
-                        None => Phase::Exited { status: ExitStatus::Signal(9), oom_killed: false, at },
+                        None => Phase::Exited {
+                            status: ExitStatus::Signal(9),
+                            oom_killed: false,
+                            at,
+                        },
                     };
                     if let Some((status, oom)) = exit {
                         let oom = if oom { " (OOM killed)" } else { "" };
@@ -506,7 +618,11 @@ impl Daemon {
                     }
                 }
                 if let (Some(x), Some((status, oom))) = (self.extra.get_mut(&name), exit) {
-                    x.note = Some(format!("{}{}", describe(status), if oom { " (OOM killed)" } else { "" }));
+                    x.note = Some(format!(
+                        "{}{}",
+                        describe(status),
+                        if oom { " (OOM killed)" } else { "" }
+                    ));
                 }
             }
             Outcome::Updated { spec, error } => {
@@ -528,7 +644,9 @@ impl Daemon {
     fn status_of(&self, name: &str) -> ContainerStatus {
         let o = self.observed.get(name);
         let x = self.extra.get(name);
-        let spec = o.map(|o| Arc::clone(&o.spec)).or_else(|| self.desired_spec(name));
+        let spec = o
+            .map(|o| Arc::clone(&o.spec))
+            .or_else(|| self.desired_spec(name));
         let state = match o {
             None => "pending",
             Some(o) if o.busy && x.is_some_and(|x| x.stopping) => "stopping",
@@ -542,9 +660,13 @@ impl Daemon {
             },
         };
         let last_exit = o.and_then(|o| match &o.phase {
-            Phase::Exited { status, oom_killed, .. } => {
-                Some(format!("{}{}", describe(*status), if *oom_killed { " (OOM killed)" } else { "" }))
-            }
+            Phase::Exited {
+                status, oom_killed, ..
+            } => Some(format!(
+                "{}{}",
+                describe(*status),
+                if *oom_killed { " (OOM killed)" } else { "" }
+            )),
             _ => None,
         });
         ContainerStatus {
@@ -575,14 +697,21 @@ impl Daemon {
     fn on_control(&mut self, req: Request, reply: oneshot::Sender<Response>) {
         let resp = match req {
             Request::Ps => {
-                let rows: Vec<ContainerStatus> = self.names().iter().map(|n| self.status_of(n)).collect();
+                let rows: Vec<ContainerStatus> =
+                    self.names().iter().map(|n| self.status_of(n)).collect();
                 Response::Ok(serde_json::to_value(rows).unwrap_or_default())
             }
             Request::Inspect { name } => match self.observed.get(&name) {
-                None if !self.snapshot.desired.contains_key(&name) => Response::Error(format!("no container {name:?}")),
+                None if !self.snapshot.desired.contains_key(&name) => {
+                    Response::Error(format!("no container {name:?}"))
+                }
                 _ => {
                     let x = self.extra.get(&name);
-                    let spec = self.observed.get(&name).map(|o| Arc::clone(&o.spec)).or_else(|| self.desired_spec(&name));
+                    let spec = self
+                        .observed
+                        .get(&name)
+                        .map(|o| Arc::clone(&o.spec))
+                        .or_else(|| self.desired_spec(&name));
                     Response::Ok(serde_json::json!({
                         "status": self.status_of(&name),
                         "instance": x.and_then(|x| x.instance.clone()),
@@ -599,8 +728,11 @@ impl Daemon {
                     .collect();
                 let rt = Arc::clone(&self.rt);
                 tokio::spawn(async move {
-                    let rows = tokio::task::spawn_blocking(move || sample_stats(&rt, &running)).await.unwrap_or_default();
-                    let _ = reply.send(Response::Ok(serde_json::to_value(rows).unwrap_or_default()));
+                    let rows = tokio::task::spawn_blocking(move || sample_stats(&rt, &running))
+                        .await
+                        .unwrap_or_default();
+                    let _ =
+                        reply.send(Response::Ok(serde_json::to_value(rows).unwrap_or_default()));
                 });
                 return;
             }
@@ -610,7 +742,9 @@ impl Daemon {
                 None => Response::Error(format!("no container {name:?}")),
                 Some(o) => {
                     o.manual_stop = false;
-                    if matches!(o.phase, Phase::Exited { .. } | Phase::StartFailed { .. }) && !o.busy {
+                    if matches!(o.phase, Phase::Exited { .. } | Phase::StartFailed { .. })
+                        && !o.busy
+                    {
                         o.phase = Phase::Stopped;
                         o.restart_at = None;
                     }
@@ -622,7 +756,9 @@ impl Daemon {
             Request::Plan => {
                 let actions = plan(&self.snapshot.desired, &self.observed, Instant::now(), 0.0);
                 let lines: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
-                Response::Ok(serde_json::json!({ "actions": lines, "spec_errors": self.snapshot.errors }))
+                Response::Ok(
+                    serde_json::json!({ "actions": lines, "spec_errors": self.snapshot.errors }),
+                )
             }
         };
         let _ = reply.send(resp);
@@ -655,7 +791,11 @@ impl Daemon {
             }
         }
         self.save(name);
-        Response::Ok(serde_json::json!(if sticky { "stopping" } else { "restarting" }))
+        Response::Ok(serde_json::json!(if sticky {
+            "stopping"
+        } else {
+            "restarting"
+        }))
     }
 
     fn spawn_stop(&self, name: &str, inst: Instance, spec: Arc<ValidatedSpec>) {
@@ -663,10 +803,18 @@ impl Daemon {
         let tx = self.tx.clone();
         let name = name.to_string();
         tokio::spawn(async move {
-            let (exit, ran_for) = tokio::task::spawn_blocking(move || stop_instance(&rt, &inst, &spec))
-                .await
-                .unwrap_or((None, Duration::ZERO));
-            let _ = tx.send(Event::Done { name, outcome: Outcome::Ended { exit, at: Instant::now(), ran_for } });
+            let (exit, ran_for) =
+                tokio::task::spawn_blocking(move || stop_instance(&rt, &inst, &spec))
+                    .await
+                    .unwrap_or((None, Duration::ZERO));
+            let _ = tx.send(Event::Done {
+                name,
+                outcome: Outcome::Ended {
+                    exit,
+                    at: Instant::now(),
+                    ran_for,
+                },
+            });
         });
     }
 
@@ -677,7 +825,10 @@ impl Daemon {
         for name in names {
             let (busy, inst) = {
                 let o = &self.observed[&name];
-                (o.busy, self.extra.get(&name).and_then(|x| x.instance.clone()))
+                (
+                    o.busy,
+                    self.extra.get(&name).and_then(|x| x.instance.clone()),
+                )
             };
             if busy {
                 pending = true;
@@ -701,7 +852,12 @@ impl Daemon {
 fn jitter() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -721,7 +877,9 @@ fn start_instance(
 ) -> Result<Instance, String> {
     let helper = launch::spawn_helper(exe, Stdin::Null).map_err(|e| e.to_string())?;
     let monitor_pid = helper.pid();
-    let prepared = rt.prepare(spec, &Mode::Supervised(logs)).map_err(|e| e.to_string())?;
+    let prepared = rt
+        .prepare(spec, &Mode::Supervised(logs))
+        .map_err(|e| e.to_string())?;
     let id = prepared.id.clone();
     match rt.start(&prepared, helper) {
         Ok(running) => {
@@ -745,20 +903,32 @@ fn start_instance(
 
 /// Waits for the monitor of `inst` to exit, up to `timeout`; true when it did.
 fn wait_monitor(inst: &Instance, timeout: Duration) -> bool {
-    let Ok(fd) = crate::sys::process::pidfd_open(inst.monitor_pid) else { return true };
+    let Ok(fd) = crate::sys::process::pidfd_open(inst.monitor_pid) else {
+        return true;
+    };
     if !state::is_same_process(inst.monitor_pid, inst.monitor_start) {
         return true;
     }
-    let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&fd), nix::poll::PollFlags::POLLIN)];
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&fd),
+        nix::poll::PollFlags::POLLIN,
+    )];
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX));
+    let ready = nix::poll::poll(
+        &mut fds,
+        nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+    );
     let _ = waitpid(Pid::from_raw(inst.monitor_pid), Some(WaitPidFlag::WNOHANG));
     matches!(ready, Ok(n) if n > 0)
 }
 
 /// Stops an instance: its stop signal, then SIGKILL to the whole cgroup after its timeout;
 /// then tears it down. Returns how it ended and how long it ran.
-fn stop_instance(rt: &Runtime, inst: &Instance, spec: &ValidatedSpec) -> (Option<(ExitStatus, bool)>, Duration) {
+fn stop_instance(
+    rt: &Runtime,
+    inst: &Instance,
+    spec: &ValidatedSpec,
+) -> (Option<(ExitStatus, bool)>, Duration) {
     if state::is_same_process(inst.init_pid, inst.init_start) {
         if let Ok(sig) = Signal::try_from(spec.stop_signal) {
             let _ = kill(Pid::from_raw(inst.init_pid), sig);
@@ -778,11 +948,20 @@ fn stop_instance(rt: &Runtime, inst: &Instance, spec: &ValidatedSpec) -> (Option
 /// Records how an ended instance exited (and whether the OOM killer did it), then removes its
 /// cgroup and state dir.
 fn cleanup_instance(rt: &Runtime, inst: &Instance) -> (Option<(ExitStatus, bool)>, Duration) {
-    let oom = rt.cgroup(&inst.id).ok().flatten().and_then(|cg| cg.stats().ok()).is_some_and(|s| s.oom_kills > 0);
+    let oom = rt
+        .cgroup(&inst.id)
+        .ok()
+        .flatten()
+        .and_then(|cg| cg.stats().ok())
+        .is_some_and(|s| s.oom_kills > 0);
     let exit = rt.read_exit(&inst.id);
     let ran_for = exit
         .and_then(|e| e.at.duration_since(inst.started_at).ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(inst.started_at).unwrap_or_default());
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(inst.started_at)
+                .unwrap_or_default()
+        });
     if let Err(e) = rt.teardown_id(&inst.id) {
         tracing::warn!(id = %inst.id, "cleaning up: {e}");
     }
@@ -800,7 +979,9 @@ fn sample_stats(rt: &Runtime, running: &[(String, String)]) -> Vec<ContainerStat
         .zip(first)
         .filter_map(|((name, id), before)| {
             let after = read(id)?;
-            let used = after.cpu_usage_ns.saturating_sub(before.map(|b| b.cpu_usage_ns).unwrap_or(after.cpu_usage_ns));
+            let used = after
+                .cpu_usage_ns
+                .saturating_sub(before.map(|b| b.cpu_usage_ns).unwrap_or(after.cpu_usage_ns));
             Some(ContainerStats {
                 name: name.clone(),
                 cpu_percent: (used as f64 / elapsed * 1000.0).round() / 10.0,
@@ -812,12 +993,33 @@ fn sample_stats(rt: &Runtime, running: &[(String, String)]) -> Vec<ContainerStat
         .collect()
 }
 
-fn watch_specs(dir: &Path, tx: mpsc::UnboundedSender<Event>) -> Option<notify_crate::RecommendedWatcher> {
+/// Watches the spec dir; changes (not reads: relisting reads every file) wake `hint`, which
+/// coalesces any number of them into one relist.
+fn watch_specs(
+    dir: &Path,
+    hint: Arc<tokio::sync::Notify>,
+) -> Option<notify_crate::RecommendedWatcher> {
     use notify_crate::Watcher;
-    let result = notify_crate::recommended_watcher(move |_: notify_crate::Result<notify_crate::Event>| {
-        let _ = tx.send(Event::Hint);
-    })
-    .and_then(|mut w| w.watch(dir, notify_crate::RecursiveMode::NonRecursive).map(|()| w));
+    let result =
+        notify_crate::recommended_watcher(move |ev: notify_crate::Result<notify_crate::Event>| {
+            let is_change = match ev {
+                Ok(ev) => match ev.kind {
+                    notify_crate::EventKind::Access(notify_crate::event::AccessKind::Close(
+                        notify_crate::event::AccessMode::Write,
+                    )) => true,
+                    notify_crate::EventKind::Access(_) => false,
+                    _ => true,
+                },
+                Err(_) => true,
+            };
+            if is_change {
+                hint.notify_one();
+            }
+        })
+        .and_then(|mut w| {
+            w.watch(dir, notify_crate::RecursiveMode::NonRecursive)
+                .map(|()| w)
+        });
     match result {
         Ok(w) => Some(w),
         Err(e) => {
@@ -830,9 +1032,16 @@ fn watch_specs(dir: &Path, tx: mpsc::UnboundedSender<Event>) -> Option<notify_cr
 
 fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let err = |source| DaemonError::Socket { path: path.to_path_buf(), source };
+    let err = |source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(err(std::io::Error::new(
@@ -849,8 +1058,13 @@ fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
 async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == me).unwrap_or(false);
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let allowed = stream
+            .peer_cred()
+            .map(|c| c.uid() == 0 || c.uid() == me)
+            .unwrap_or(false);
         let tx = tx.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
@@ -867,7 +1081,9 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
                     Ok(req) => {
                         let (reply, rx) = oneshot::channel();
                         let _ = tx.send(Event::Control { req, reply });
-                        rx.await.unwrap_or_else(|_| Response::Error("the daemon is shutting down".into()))
+                        rx.await.unwrap_or_else(|_| {
+                            Response::Error("the daemon is shutting down".into())
+                        })
                     }
                 }
             };
@@ -888,7 +1104,11 @@ fn spawn_signal_handlers(tx: mpsc::UnboundedSender<Event>) {
         if let Ok(mut s) = signal(kind) {
             tokio::spawn(async move {
                 while s.recv().await.is_some() {
-                    let _ = tx.send(if shutdown { Event::Shutdown } else { Event::Hint });
+                    let _ = tx.send(if shutdown {
+                        Event::Shutdown
+                    } else {
+                        Event::Hint
+                    });
                 }
             });
         }

@@ -24,7 +24,13 @@ pub fn prepare() {
             continue;
         }
         let _ = std::fs::create_dir_all(target);
-        if let Err(e) = mount(Some(*fstype), *target, Some(*fstype), MsFlags::from_bits_truncate(*flags), *data) {
+        if let Err(e) = mount(
+            Some(*fstype),
+            *target,
+            Some(*fstype),
+            MsFlags::from_bits_truncate(*flags),
+            *data,
+        ) {
             tracing::warn!("mounting {fstype} at {target}: {e}");
         }
     }

@@ -126,3 +126,11 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
+
+/// A pidfd registered with the tokio reactor: `readable().await` completes when `pid` exits.
+pub fn async_pidfd(pid: i32) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    let fd = pidfd_open(pid)?;
+    // SAFETY: `register` requires that the fd stays open and is not registered elsewhere while
+    // the AsyncFd lives; the AsyncFd takes ownership of this freshly opened fd, so both hold.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
+}

@@ -1,0 +1,153 @@
+//! Commands that ask the daemon (`ps`, `inspect`, `stats`, `stop`, `start`, `restart`,
+//! `plan`) and `logs`, which reads the log files directly so it never slows the daemon.
+
+use std::process::ExitCode;
+
+use super::{Cli, EXIT_BERTH_ERROR};
+pub use crate::supervisor::control::Request;
+use crate::supervisor::control::{call, ContainerStats, ContainerStatus};
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("berth: {e}");
+    ExitCode::from(EXIT_BERTH_ERROR)
+}
+
+fn ask(cli: &Cli, req: &Request) -> Result<serde_json::Value, ExitCode> {
+    call(&cli.socket(), req).map_err(fail)
+}
+
+fn print_json(v: &serde_json::Value) -> ExitCode {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    ExitCode::SUCCESS
+}
+
+pub fn ps(cli: &Cli, json: bool) -> ExitCode {
+    let v = match ask(cli, &Request::Ps) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    if json {
+        return print_json(&v);
+    }
+    let rows: Vec<ContainerStatus> = serde_json::from_value(v).unwrap_or_default();
+    println!(
+        "{:<20} {:<11} {:>8} {:>8}  {:<32} NOTE",
+        "NAME", "STATE", "PID", "RESTARTS", "IMAGE"
+    );
+    for r in rows {
+        let pid = r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let note = r.note.or(r.last_exit).unwrap_or_default();
+        println!(
+            "{:<20} {:<11} {:>8} {:>8}  {:<32} {note}",
+            r.name, r.state, pid, r.restarts, r.image
+        );
+        if let Some(e) = r.spec_error {
+            for line in e.lines() {
+                println!("  ! {line}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn inspect(cli: &Cli, name: &str) -> ExitCode {
+    match ask(
+        cli,
+        &Request::Inspect {
+            name: name.to_string(),
+        },
+    ) {
+        Ok(v) => print_json(&v),
+        Err(c) => c,
+    }
+}
+
+pub fn stats(cli: &Cli, json: bool) -> ExitCode {
+    let v = match ask(cli, &Request::Stats) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    if json {
+        return print_json(&v);
+    }
+    let rows: Vec<ContainerStats> = serde_json::from_value(v).unwrap_or_default();
+    println!(
+        "{:<20} {:>7} {:>12} {:>12} {:>6}",
+        "NAME", "CPU %", "MEM", "LIMIT", "PIDS"
+    );
+    let mib = |b: u64| format!("{:.1}MiB", b as f64 / (1 << 20) as f64);
+    for r in rows {
+        let limit = r.memory_limit.map(mib).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:>7.1} {:>12} {:>12} {:>6}",
+            r.name,
+            r.cpu_percent,
+            mib(r.memory_bytes),
+            limit,
+            r.pids
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn simple(cli: &Cli, req: Request) -> ExitCode {
+    match ask(cli, &req) {
+        Ok(v) => {
+            if let Some(s) = v.as_str() {
+                println!("{s}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(c) => c,
+    }
+}
+
+pub fn plan(cli: &Cli, json: bool) -> ExitCode {
+    let v = match ask(cli, &Request::Plan) {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    if json {
+        return print_json(&v);
+    }
+    let actions = v["actions"].as_array().cloned().unwrap_or_default();
+    if actions.is_empty() {
+        println!("nothing to do");
+    }
+    for a in actions {
+        println!("{}", a.as_str().unwrap_or_default());
+    }
+    if let Some(errors) = v["spec_errors"].as_object() {
+        for e in errors.values() {
+            println!("! {}", e.as_str().unwrap_or_default());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn logs(
+    cli: &Cli,
+    name: &str,
+    follow: bool,
+    tail: Option<usize>,
+    timestamps: bool,
+) -> ExitCode {
+    if crate::spec::units::check_name(name).is_err() {
+        return fail(format!("invalid container name {name:?}"));
+    }
+    let dir = cli.root().join("logs").join(name);
+    if !dir.is_dir() && !follow {
+        return fail(format!("no logs for {name:?} under {}", dir.display()));
+    }
+    let opts = crate::logs::PrintOptions {
+        follow,
+        tail,
+        timestamps,
+    };
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    match crate::logs::print(&dir, opts, &mut out, &mut err, &|| false) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(crate::logs::LogError::Output { .. }) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
