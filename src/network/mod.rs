@@ -27,6 +27,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,9 @@ use addr::Subnet;
 use leases::Leases;
 use netlink::Netlink;
 use tc::TbfParams;
+
+/// How long attach waits for the new links to come up.
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The container-side interface name.
 pub const CONTAINER_IFNAME: &str = "eth0";
@@ -390,7 +394,7 @@ impl Network {
         let veth = att.host_veth.as_str();
         host.add_veth(
             veth,
-            bridge,
+            Some(bridge),
             CONTAINER_IFNAME,
             ns_file.as_raw_fd(),
             addr::mac_for(att.ip),
@@ -438,6 +442,13 @@ impl Network {
         if !att.ports.is_empty() {
             nft::publish(self.host_ns(), &att.id, att.ip, &att.ports)?;
         }
+        // A new link passes no packets until the kernel's link watcher (run up to a second
+        // later) has seen its carrier; return only once the path is usable.
+        let deadline = Instant::now() + LINK_UP_TIMEOUT;
+        wait_up(host, host_index, veth, deadline)?;
+        wait_up(host, bridge, &self.config.bridge, deadline)?;
+        let eth_name = format!("{CONTAINER_IFNAME} in {}", att.netns.display());
+        wait_up(&mut ctr, eth, &eth_name, deadline)?;
         Ok(())
     }
 
@@ -462,6 +473,29 @@ impl Network {
         }
         errors.extend(netns::remove_pinned(&att.netns).err());
         errors
+    }
+}
+
+/// Waits until link `index` is operationally up, at most until `deadline`.
+fn wait_up(
+    nl: &mut Netlink,
+    index: u32,
+    what: &str,
+    deadline: Instant,
+) -> Result<(), NetworkError> {
+    loop {
+        match nl.oper_up(index) {
+            Ok(true) => return Ok(()),
+            Ok(false) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(false) => {
+                return Err(NetworkError::netlink(
+                    "waiting for carrier on",
+                    what,
+                    io::ErrorKind::TimedOut.into(),
+                ))
+            }
+            Err(e) => return Err(NetworkError::netlink("reading the state of", what, e)),
+        }
     }
 }
 

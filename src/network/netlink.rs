@@ -16,7 +16,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -129,6 +129,21 @@ impl Netlink {
         }
     }
 
+    /// Whether link `index` is operationally up (carrier on and processed by the kernel's link
+    /// watcher, which is when its queue starts passing packets).
+    pub fn oper_up(&mut self, index: u32) -> io::Result<bool> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
+        Ok(replies.iter().any(|r| match r {
+            RouteNetlinkMessage::NewLink(l) => l
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::OperState(State::Up))),
+            _ => false,
+        }))
+    }
+
     /// Every link's index and name.
     pub fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
         let replies = self.request(
@@ -162,12 +177,12 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
-    /// Creates a veth pair: `host` here (enslaved to `controller`, up) and its peer named
+    /// Creates a veth pair: `host` here (enslaved to `controller` when given) and its peer named
     /// `peer` directly in the namespace `peer_netns` (an open nsfs fd) with `peer_mac`.
     pub fn add_veth(
         &mut self,
         host: &str,
-        controller: u32,
+        controller: Option<u32>,
         peer: &str,
         peer_netns: RawFd,
         peer_mac: [u8; 6],
@@ -184,12 +199,14 @@ impl Netlink {
         msg.attributes = vec![
             LinkAttribute::IfName(host.to_string()),
             LinkAttribute::Mtu(mtu),
-            LinkAttribute::Controller(controller),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Veth),
                 LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
             ]),
         ];
+        if let Some(c) = controller {
+            msg.attributes.push(LinkAttribute::Controller(c));
+        }
         self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 

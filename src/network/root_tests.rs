@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::JoinHandle;
@@ -90,6 +91,17 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        // Namespaces pinned by the test itself (hostns, outside) and by any `Network` of it
+        // (root/netns/*, root2/netns/*).
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_type().is_ok_and(|t| t.is_file()) && e.path() != self.host_ns {
+                let _ = netns::remove_pinned(&e.path());
+            }
+        }
         // Namespaces pinned by any `Network` of this test (root, root2, ...).
         for root in std::fs::read_dir(self.dir.path())
             .into_iter()
@@ -517,4 +529,78 @@ fn bad_input_gets_clear_errors() {
         "{err}"
     );
     assert!(!fx.links().contains(&"bt6x".to_string()));
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_and_the_switch_turns_it_off() {
+    if !can_run() {
+        return;
+    }
+    let fx = Fixture::new(7);
+    // An "outside" namespace behind the test host, on 10.202.7.0/24, with no route back to
+    // the bridge subnet: only masqueraded traffic can get answers.
+    let outside = fx.dir.path().join("outside");
+    netns::create_pinned(&outside).unwrap();
+    let out_file = File::open(&outside).unwrap();
+    let mut host = Netlink::open_in(fx.ns()).unwrap();
+    host.add_veth(
+        "up7",
+        None,
+        "down7",
+        out_file.as_raw_fd(),
+        [2, 0, 0, 0, 7, 2],
+        1500,
+    )
+    .unwrap();
+    let up = host.link_index("up7").unwrap().unwrap();
+    host.add_address(up, Ipv4Addr::new(10, 202, 7, 1), 24)
+        .unwrap();
+    host.set_up(up).unwrap();
+    let mut out_nl = Netlink::open_in(Some(&outside)).unwrap();
+    let down = out_nl.link_index("down7").unwrap().unwrap();
+    out_nl
+        .add_address(down, Ipv4Addr::new(10, 202, 7, 2), 24)
+        .unwrap();
+    out_nl.set_up(down).unwrap();
+
+    let a = fx.net.attach("a", "a-7", &spec(None, &[])).unwrap();
+    let target = SocketAddrV4::new(Ipv4Addr::new(10, 202, 7, 2), 7100);
+    let listener =
+        netns::run_in(Some(&outside), move || TcpListener::bind(target).unwrap()).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut hi = [0u8; 2];
+        s.read_exact(&mut hi).unwrap();
+        s.write_all(peer.ip().to_string().as_bytes()).unwrap();
+    });
+    // The outside sees the host's address, not the container's.
+    assert_eq!(talk(&a.netns, target).unwrap(), "10.202.7.1");
+    server.join().unwrap();
+
+    // With the switch off the rule goes, and the same connection gets no answer.
+    let net2 = Network::new(
+        &fx.dir.path().join("root"),
+        NetworkConfig {
+            masquerade: false,
+            ..fx.net.config().clone()
+        },
+        Some(fx.host_ns.clone()),
+    )
+    .unwrap();
+    let b = net2.attach("b", "b-7", &spec(None, &[])).unwrap();
+    assert!(!fx
+        .rules()
+        .iter()
+        .any(|(_, c)| c == "berth bridge=bt7 masquerade"));
+    let _listener =
+        netns::run_in(Some(&outside), move || TcpListener::bind(target).unwrap()).unwrap();
+    let err = netns::run_in(Some(&b.netns), move || {
+        TcpStream::connect_timeout(&target.into(), Duration::from_secs(1))
+    })
+    .unwrap();
+    assert!(err.is_err(), "connected without masquerade");
+    net2.detach(&b, true).unwrap();
+    fx.net.detach(&a, true).unwrap();
+    drop(out_file);
+    netns::remove_pinned(&outside).unwrap();
 }
