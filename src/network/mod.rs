@@ -36,7 +36,7 @@ pub use error::{NetworkError, NetworkErrors};
 
 use addr::Subnet;
 use leases::Leases;
-use netlink::Netlink;
+use netlink::{Netlink, Veth};
 use tc::TbfParams;
 
 /// How long attach waits for the new links to come up.
@@ -392,14 +392,15 @@ impl Network {
             source,
         })?;
         let veth = att.host_veth.as_str();
-        host.add_veth(
-            veth,
-            Some(bridge),
-            CONTAINER_IFNAME,
-            ns_file.as_raw_fd(),
-            addr::mac_for(att.ip),
+        host.add_veth(&Veth {
+            host: veth,
+            alias: &veth_alias(&att.id),
+            controller: Some(bridge),
+            peer: CONTAINER_IFNAME,
+            peer_netns: ns_file.as_raw_fd(),
+            peer_mac: addr::mac_for(att.ip),
             mtu,
-        )
+        })
         .map_err(|e| NetworkError::netlink("creating veth pair", veth, e))?;
         drop(ns_file);
         let host_index = host
@@ -457,7 +458,14 @@ impl Network {
         let mut errors = Vec::new();
         errors.extend(nft::unpublish(self.host_ns(), &att.id).err());
         let veth = att.host_veth.as_str();
+        let ours = |host: &mut Netlink, index| {
+            // Only a link labelled with this id (or unlabelled) is ours: another id could hash
+            // to the same name.
+            host.alias(index)
+                .map(|a| a.map_or(true, |a| a == veth_alias(&att.id)))
+        };
         match host.link_index(veth) {
+            Ok(Some(index)) if !ours(host, index).unwrap_or(true) => {}
             Ok(Some(index)) => {
                 if let Err(e) = host.del_root_qdisc(index) {
                     errors.push(NetworkError::netlink("deleting the qdisc of", veth, e));
@@ -474,6 +482,11 @@ impl Network {
         errors.extend(netns::remove_pinned(&att.netns).err());
         errors
     }
+}
+
+/// The alias on a host veth naming the container it belongs to.
+fn veth_alias(id: &str) -> String {
+    format!("berth:{id}")
 }
 
 /// Waits until link `index` is operationally up, at most until `deadline`.

@@ -37,6 +37,20 @@ pub(crate) struct Route4 {
     pub oif: Option<u32>,
 }
 
+/// A veth pair to create: `host` in the socket's namespace (labelled with `alias`, enslaved to
+/// `controller` when given), its peer named `peer` directly in the namespace `peer_netns` (an
+/// open nsfs fd) with the MAC `peer_mac`; both with `mtu`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Veth<'a> {
+    pub host: &'a str,
+    pub alias: &'a str,
+    pub controller: Option<u32>,
+    pub peer: &'a str,
+    pub peer_netns: RawFd,
+    pub peer_mac: [u8; 6],
+    pub mtu: u32,
+}
+
 pub(crate) struct Netlink {
     sock: Socket,
     seq: u32,
@@ -129,6 +143,20 @@ impl Netlink {
         }
     }
 
+    /// The alias (IFLA_IFALIAS) of link `index`, if it has one.
+    pub fn alias(&mut self, index: u32) -> io::Result<Option<String>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
+        Ok(replies.into_iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfAlias(s) if !s.is_empty() => Some(s),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+
     /// Whether link `index` is operationally up (carrier on and processed by the kernel's link
     /// watcher, which is when its queue starts passing packets).
     pub fn oper_up(&mut self, index: u32) -> io::Result<bool> {
@@ -177,17 +205,17 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
-    /// Creates a veth pair: `host` here (enslaved to `controller` when given) and its peer named
-    /// `peer` directly in the namespace `peer_netns` (an open nsfs fd) with `peer_mac`.
-    pub fn add_veth(
-        &mut self,
-        host: &str,
-        controller: Option<u32>,
-        peer: &str,
-        peer_netns: RawFd,
-        peer_mac: [u8; 6],
-        mtu: u32,
-    ) -> io::Result<()> {
+    /// Creates a veth pair as described by `v`.
+    pub fn add_veth(&mut self, v: &Veth<'_>) -> io::Result<()> {
+        let Veth {
+            host,
+            alias,
+            controller,
+            peer,
+            peer_netns,
+            peer_mac,
+            mtu,
+        } = *v;
         let mut peer_msg = LinkMessage::default();
         peer_msg.attributes = vec![
             LinkAttribute::IfName(peer.to_string()),
@@ -207,7 +235,18 @@ impl Netlink {
         if let Some(c) = controller {
             msg.attributes.push(LinkAttribute::Controller(c));
         }
-        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+        if alias.is_empty() {
+            return Ok(());
+        }
+        // The kernel ignores IFLA_IFALIAS when creating a link: set it afterwards.
+        let index = self
+            .link_index(host)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes = vec![LinkAttribute::IfAlias(alias.to_string())];
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
     /// Brings a link up.

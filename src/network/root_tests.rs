@@ -506,8 +506,31 @@ fn bad_input_gets_clear_errors() {
     assert!(err.to_string().contains("already published"), "{err}");
     fx.net.detach(&a, true).unwrap();
 
-    // A subnet that overlaps a route of the host namespace.
+    // Another container's veth under the same name (a hash collision) is refused and kept.
+    let host_file = File::open(&fx.host_ns).unwrap();
     let mut nl = Netlink::open_in(fx.ns()).unwrap();
+    let taken = addr::host_veth_name("ghost");
+    nl.add_veth(&Veth {
+        host: &taken,
+        alias: "berth:other",
+        controller: None,
+        peer: "ghostpeer",
+        peer_netns: host_file.as_raw_fd(),
+        peer_mac: [2, 0, 0, 0, 6, 9],
+        mtu: 1500,
+    })
+    .unwrap();
+    let err = fx
+        .net
+        .attach("ghost", "ghost", &spec(None, &[]))
+        .unwrap_err();
+    assert!(err.to_string().contains(&taken), "{err}");
+    assert!(
+        nl.link_index(&taken).unwrap().is_some(),
+        "a foreign veth was deleted"
+    );
+
+    // A subnet that overlaps a route of the host namespace.
     let lo = nl.link_index("lo").unwrap().unwrap();
     nl.add_address(lo, Ipv4Addr::new(10, 201, 6, 1), 24)
         .unwrap();
@@ -543,14 +566,15 @@ fn outbound_traffic_is_masqueraded_and_the_switch_turns_it_off() {
     netns::create_pinned(&outside).unwrap();
     let out_file = File::open(&outside).unwrap();
     let mut host = Netlink::open_in(fx.ns()).unwrap();
-    host.add_veth(
-        "up7",
-        None,
-        "down7",
-        out_file.as_raw_fd(),
-        [2, 0, 0, 0, 7, 2],
-        1500,
-    )
+    host.add_veth(&Veth {
+        host: "up7",
+        alias: "",
+        controller: None,
+        peer: "down7",
+        peer_netns: out_file.as_raw_fd(),
+        peer_mac: [2, 0, 0, 0, 7, 2],
+        mtu: 1500,
+    })
     .unwrap();
     let up = host.link_index("up7").unwrap().unwrap();
     host.add_address(up, Ipv4Addr::new(10, 202, 7, 1), 24)
