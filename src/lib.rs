@@ -5,6 +5,7 @@
 //! - `image`: image references, OCI layouts and the layer store.
 //! - `cgroups`: the only writer under /sys/fs/cgroup.
 //! - `reconcile`: the pure planner and restart policy (what to do, never doing it).
+//! - `network`: bridge networking (the only user of netlink).
 //! - `runtime`: turns a spec and an image into a `ContainerPlan` and launches it.
 //! - `logs`: containers' log files (CRI format, size-based rotation) and reading them.
 //! - `source`: the spec dir (relist as truth, inotify as hint, last good version per file).
@@ -17,6 +18,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod image;
 pub mod logs;
+pub mod network;
 pub mod reconcile;
 pub mod runtime;
 pub mod source;

@@ -1,0 +1,543 @@
+//! Host-side networking for `mode = "bridge"`: the bridge, one veth pair and network namespace
+//! per container, IP leases, published ports (nftables DNAT), masquerade and bandwidth limits
+//! (TBF qdiscs over netlink).
+//!
+//! The only user of netlink in berth. Owns, in the bridge's network namespace: the bridge link,
+//! the `bth*` veths, the nftables table `ip berth`, the sysctls `ip_forward` and the bridge's
+//! `route_localnet`; under the state root: `network/` (leases) and `netns/<id>` (pinned
+//! namespaces). Must not touch links, routes or rules it did not create.
+//!
+//! The API is blocking and may be called from several threads: attaches and detaches that
+//! change leases or rules are serialized by the lease file's lock. Namespace switches happen only
+//! on short-lived threads of our own (see `netns.rs`).
+
+mod addr;
+mod error;
+mod leases;
+mod netlink;
+mod netns;
+mod nft;
+mod tc;
+
+#[cfg(test)]
+mod root_tests;
+
+use std::fs::File;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use addr::IFNAME_MAX;
+pub use error::{NetworkError, NetworkErrors};
+
+use addr::Subnet;
+use leases::Leases;
+use netlink::{Netlink, Veth};
+use tc::TbfParams;
+
+/// How long attach waits for the new links to come up.
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The container-side interface name.
+pub const CONTAINER_IFNAME: &str = "eth0";
+
+/// The supervisor config's `[network]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Bridge name, at most 15 bytes.
+    pub bridge: String,
+    /// Network address and prefix length; the bridge takes the first host address.
+    pub subnet: (Ipv4Addr, u8),
+    /// Masquerade traffic that leaves the subnet.
+    pub masquerade: bool,
+    /// MTU of the bridge and the veths.
+    pub mtu: u32,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "berth0".to_string(),
+            subnet: (Ipv4Addr::new(10, 89, 0, 0), 24),
+            masquerade: true,
+            mtu: 1500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A published port, as recorded in an [`Attachment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+impl From<&crate::spec::PortMapping> for PortMapping {
+    fn from(p: &crate::spec::PortMapping) -> Self {
+        PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match p.protocol {
+                crate::spec::Protocol::Tcp => Protocol::Tcp,
+                crate::spec::Protocol::Udp => Protocol::Udp,
+            },
+        }
+    }
+}
+
+/// What [`Network::attach`] set up; keep it (it serializes) to [`Network::detach`] later, also
+/// from a restarted daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub name: String,
+    pub id: String,
+    /// The pinned namespace the container's init joins with setns(2).
+    pub netns: PathBuf,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// The host end of the veth pair (on the bridge).
+    pub host_veth: String,
+    pub ports: Vec<PortMapping>,
+}
+
+/// The bridge network of one supervisor.
+#[derive(Debug)]
+pub struct Network {
+    root: PathBuf,
+    config: NetworkConfig,
+    subnet: Subnet,
+    host_netns: Option<PathBuf>,
+    leases: Leases,
+}
+
+impl Network {
+    /// Checks the config (bridge name length, subnet) and prepares `<root>/network/`.
+    /// `host_netns`: the netns holding the bridge (None = the caller's current one); tests pass
+    /// a namespace they created.
+    pub fn new(
+        root: &Path,
+        config: NetworkConfig,
+        host_netns: Option<PathBuf>,
+    ) -> Result<Network, NetworkError> {
+        addr::check_ifname("bridge name", &config.bridge)?;
+        let subnet = Subnet::new(config.subnet.0, config.subnet.1)?;
+        if !(576..=65535).contains(&config.mtu) {
+            return Err(NetworkError::InvalidConfig {
+                what: "mtu",
+                value: config.mtu.to_string(),
+                reason: "must be between 576 and 65535".to_string(),
+            });
+        }
+        let dir = root.join("network");
+        std::fs::create_dir_all(&dir).map_err(|source| NetworkError::Io {
+            step: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Network {
+            root: root.to_path_buf(),
+            config,
+            subnet,
+            host_netns,
+            leases: Leases::new(dir),
+        })
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// The bridge's own address, the containers' default gateway.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.gateway()
+    }
+
+    /// Where the namespace of container `id` is pinned.
+    pub fn netns_path(&self, id: &str) -> PathBuf {
+        self.root.join("netns").join(id)
+    }
+
+    fn host_ns(&self) -> Option<&Path> {
+        self.host_netns.as_deref()
+    }
+
+    /// Creates a new network namespace for container `id`, pinned at `<root>/netns/<id>`, with
+    /// lo up and `eth0` (a veth whose peer is on the bridge) carrying the container's address
+    /// (the static `spec.ip`, or the lease of `name`), the gateway as default route, the MTU and
+    /// a MAC derived from the IP; publishes `spec.ports` and applies the bandwidth limits.
+    ///
+    /// Leftovers of an earlier attach of the same `id` (after a crash) are removed first. On
+    /// failure everything done so far is undone and a new lease is dropped again.
+    pub fn attach(
+        &self,
+        name: &str,
+        id: &str,
+        spec: &crate::spec::NetworkSpec,
+    ) -> Result<Attachment, NetworkError> {
+        addr::check_token("container name", name)?;
+        addr::check_token("container id", id)?;
+        if spec.mode != crate::spec::NetworkMode::Bridge {
+            return Err(NetworkError::InvalidArgument {
+                what: "network mode",
+                value: format!("{:?}", spec.mode).to_lowercase(),
+                reason: "only bridge mode gets an attachment".to_string(),
+            });
+        }
+        let ports: Vec<PortMapping> = spec.ports.iter().map(PortMapping::from).collect();
+        check_duplicate_ports(id, &ports)?;
+
+        let mut leases = self.leases.lock()?;
+        let previous = leases.get(name);
+        let ip = leases.assign(name, spec.ip, &self.subnet)?;
+
+        let att = Attachment {
+            name: name.to_string(),
+            id: id.to_string(),
+            netns: self.netns_path(id),
+            ip,
+            prefix_len: self.subnet.prefix,
+            gateway: self.subnet.gateway(),
+            host_veth: addr::host_veth_name(id),
+            ports,
+        };
+
+        let mut host = Netlink::open_in(self.host_ns())?;
+        let bridge = self.ensure_bridge(&mut host)?;
+        self.check_ports(&att)?;
+        // A crashed earlier attach of this id may have left its objects behind.
+        let _ = self.teardown(&mut host, &att);
+        if leases.get(name) != previous {
+            leases.save()?;
+        }
+        match self.setup(&mut host, bridge, &att, spec) {
+            Ok(()) => Ok(att),
+            Err(e) => {
+                let _ = self.teardown(&mut host, &att);
+                if leases.get(name) != previous {
+                    leases.restore(name, previous);
+                    let _ = leases.save();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes [`Network::attach`], going on past errors: the port rules, the host veth with its
+    /// qdisc (its peer goes with it), the pinned namespace (unmount + unlink). The lease stays
+    /// with the name unless `release_lease`. Detaching twice is not an error.
+    pub fn detach(&self, att: &Attachment, release_lease: bool) -> Result<(), NetworkErrors> {
+        let mut errors = Vec::new();
+        match Netlink::open_in(self.host_ns()) {
+            Ok(mut host) => errors.extend(self.teardown(&mut host, att)),
+            Err(e) => {
+                errors.push(e);
+                errors.extend(nft::unpublish(self.host_ns(), &att.id).err());
+                errors.extend(netns::remove_pinned(&att.netns).err());
+            }
+        }
+        if release_lease {
+            match self.leases.lock() {
+                Ok(mut leases) => {
+                    leases.release(&att.name, att.ip);
+                    errors.extend(leases.save().err());
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(NetworkErrors(errors))
+        }
+    }
+
+    /// Names and addresses of every lease, sorted by name, for /etc/hosts.
+    pub fn hosts(&self) -> Result<Vec<(String, Ipv4Addr)>, NetworkError> {
+        Ok(self.leases.lock()?.all())
+    }
+
+    /// Creates the bridge if missing (after checking that the subnet overlaps no host route),
+    /// gives it the gateway address, brings it up, sets the sysctls and the bridge-wide NAT
+    /// rules. Returns its index.
+    fn ensure_bridge(&self, host: &mut Netlink) -> Result<u32, NetworkError> {
+        let name = &self.config.bridge;
+        let nl = |step: &'static str| {
+            let object = name.clone();
+            move |e: io::Error| NetworkError::netlink(step, object, e)
+        };
+        let index = match host.link_index(name).map_err(nl("looking up bridge"))? {
+            Some(i) => i,
+            None => {
+                self.check_overlap(host)?;
+                match host.add_bridge(name, self.config.mtu, addr::mac_for(self.subnet.gateway())) {
+                    Ok(()) => {}
+                    // Another process created it in between.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(nl("creating bridge")(e)),
+                }
+                host.link_index(name)
+                    .map_err(nl("looking up bridge"))?
+                    .ok_or_else(|| nl("looking up bridge")(io::ErrorKind::NotFound.into()))?
+            }
+        };
+        host.add_address(index, self.subnet.gateway(), self.subnet.prefix)
+            .map_err(nl("adding the gateway address to bridge"))?;
+        host.set_up(index).map_err(nl("bringing up bridge"))?;
+        let sysctls = [
+            format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"),
+            "/proc/sys/net/ipv4/ip_forward".to_string(),
+        ];
+        netns::run_in(self.host_ns(), || -> Result<(), NetworkError> {
+            for path in &sysctls {
+                set_sysctl(path, "1")?;
+            }
+            Ok(())
+        })??;
+        nft::ensure_base(self.host_ns(), name, &self.subnet, self.config.masquerade)?;
+        Ok(index)
+    }
+
+    /// Refuses a subnet that overlaps a route of the bridge's namespace (other than the
+    /// default route).
+    fn check_overlap(&self, host: &mut Netlink) -> Result<(), NetworkError> {
+        let routes = host
+            .routes_v4()
+            .map_err(|e| NetworkError::netlink("listing the routes of", "the host netns", e))?;
+        for r in routes {
+            if r.prefix > 0 && self.subnet.overlaps(r.dst, r.prefix) {
+                let dev = r
+                    .oif
+                    .and_then(|i| {
+                        host.links()
+                            .ok()?
+                            .into_iter()
+                            .find(|(idx, _)| *idx == i)
+                            .map(|(_, n)| n)
+                    })
+                    .unwrap_or_else(|| "?".to_string());
+                return Err(NetworkError::SubnetOverlap {
+                    subnet: self.subnet.to_string(),
+                    route: format!("{}/{}", r.dst, r.prefix),
+                    dev,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses host ports published by another container or bound by a host process.
+    fn check_ports(&self, att: &Attachment) -> Result<(), NetworkError> {
+        if att.ports.is_empty() {
+            return Ok(());
+        }
+        let rules = nft::rules(self.host_ns())?;
+        for p in &att.ports {
+            if let Some(owner) = nft::published_elsewhere(&rules, &att.id, p) {
+                return Err(NetworkError::PortInUse {
+                    id: att.id.clone(),
+                    port: p.host_port,
+                    protocol: p.protocol.as_str(),
+                    reason: format!("already published ({owner})"),
+                });
+            }
+        }
+        let ports = att.ports.clone();
+        netns::run_in(self.host_ns(), move || {
+            for p in &ports {
+                let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.host_port);
+                let bound = match p.protocol {
+                    Protocol::Tcp => TcpListener::bind(addr).map(drop),
+                    Protocol::Udp => UdpSocket::bind(addr).map(drop),
+                };
+                if let Err(e) = bound {
+                    return Err((*p, e));
+                }
+            }
+            Ok(())
+        })?
+        .map_err(|(p, e)| NetworkError::PortInUse {
+            id: att.id.clone(),
+            port: p.host_port,
+            protocol: p.protocol.as_str(),
+            reason: format!("binding it on the host failed: {e}"),
+        })
+    }
+
+    /// The kernel work of attach, in order; the caller undoes it on error.
+    fn setup(
+        &self,
+        host: &mut Netlink,
+        bridge: u32,
+        att: &Attachment,
+        spec: &crate::spec::NetworkSpec,
+    ) -> Result<(), NetworkError> {
+        let mtu = self.config.mtu;
+        netns::create_pinned(&att.netns)?;
+        let ns_file = File::open(&att.netns).map_err(|source| NetworkError::Netns {
+            step: "opening",
+            path: att.netns.clone(),
+            source,
+        })?;
+        let veth = att.host_veth.as_str();
+        host.add_veth(&Veth {
+            host: veth,
+            alias: &veth_alias(&att.id),
+            controller: Some(bridge),
+            peer: CONTAINER_IFNAME,
+            peer_netns: ns_file.as_raw_fd(),
+            peer_mac: addr::mac_for(att.ip),
+            mtu,
+        })
+        .map_err(|e| NetworkError::netlink("creating veth pair", veth, e))?;
+        drop(ns_file);
+        let host_index = host
+            .link_index(veth)
+            .and_then(|i| i.ok_or_else(|| io::ErrorKind::NotFound.into()))
+            .map_err(|e| NetworkError::netlink("looking up veth", veth, e))?;
+        host.set_up(host_index)
+            .map_err(|e| NetworkError::netlink("bringing up veth", veth, e))?;
+
+        let mut ctr = Netlink::open_in(Some(&att.netns))?;
+        let in_ctr = |step: &'static str, ifname: &str| {
+            let object = format!("{ifname} in {}", att.netns.display());
+            move |e: io::Error| NetworkError::netlink(step, object, e)
+        };
+        let lo = ctr
+            .link_index("lo")
+            .and_then(|i| i.ok_or_else(|| io::ErrorKind::NotFound.into()))
+            .map_err(in_ctr("looking up", "lo"))?;
+        ctr.set_up(lo).map_err(in_ctr("bringing up", "lo"))?;
+        let eth = ctr
+            .link_index(CONTAINER_IFNAME)
+            .and_then(|i| i.ok_or_else(|| io::ErrorKind::NotFound.into()))
+            .map_err(in_ctr("looking up", CONTAINER_IFNAME))?;
+        ctr.add_address(eth, att.ip, att.prefix_len)
+            .map_err(in_ctr("adding the address to", CONTAINER_IFNAME))?;
+        ctr.set_up(eth)
+            .map_err(in_ctr("bringing up", CONTAINER_IFNAME))?;
+        ctr.add_default_route(eth, att.gateway)
+            .map_err(in_ctr("adding the default route via", CONTAINER_IFNAME))?;
+
+        // Traffic towards the container leaves the host veth; traffic from it leaves eth0.
+        if let Some(bits) = spec.ingress {
+            host.set_tbf(host_index, &TbfParams::for_rate(bits, mtu))
+                .map_err(|e| NetworkError::netlink("adding the ingress TBF qdisc on", veth, e))?;
+        }
+        if let Some(bits) = spec.egress {
+            ctr.set_tbf(eth, &TbfParams::for_rate(bits, mtu))
+                .map_err(in_ctr("adding the egress TBF qdisc on", CONTAINER_IFNAME))?;
+        }
+        if !att.ports.is_empty() {
+            nft::publish(self.host_ns(), &att.id, att.ip, &att.ports)?;
+        }
+        // A new link passes no packets until the kernel's link watcher (run up to a second
+        // later) has seen its carrier; return only once the path is usable.
+        let deadline = Instant::now() + LINK_UP_TIMEOUT;
+        wait_up(host, host_index, veth, deadline)?;
+        wait_up(host, bridge, &self.config.bridge, deadline)?;
+        let eth_name = format!("{CONTAINER_IFNAME} in {}", att.netns.display());
+        wait_up(&mut ctr, eth, &eth_name, deadline)?;
+        Ok(())
+    }
+
+    /// Removes what attach made for `att`, whatever is still there; returns the errors.
+    fn teardown(&self, host: &mut Netlink, att: &Attachment) -> Vec<NetworkError> {
+        let mut errors = Vec::new();
+        errors.extend(nft::unpublish(self.host_ns(), &att.id).err());
+        let veth = att.host_veth.as_str();
+        let ours = |host: &mut Netlink, index| {
+            // Only a link labelled with this id (or unlabelled) is ours: another id could hash
+            // to the same name.
+            host.alias(index)
+                .map(|a| a.map_or(true, |a| a == veth_alias(&att.id)))
+        };
+        match host.link_index(veth) {
+            Ok(Some(index)) if !ours(host, index).unwrap_or(true) => {}
+            Ok(Some(index)) => {
+                if let Err(e) = host.del_root_qdisc(index) {
+                    errors.push(NetworkError::netlink("deleting the qdisc of", veth, e));
+                }
+                match host.del_link(index) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                    Err(e) => errors.push(NetworkError::netlink("deleting veth", veth, e)),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(NetworkError::netlink("looking up veth", veth, e)),
+        }
+        errors.extend(netns::remove_pinned(&att.netns).err());
+        errors
+    }
+}
+
+/// The alias on a host veth naming the container it belongs to.
+fn veth_alias(id: &str) -> String {
+    format!("berth:{id}")
+}
+
+/// Waits until link `index` is operationally up, at most until `deadline`.
+fn wait_up(
+    nl: &mut Netlink,
+    index: u32,
+    what: &str,
+    deadline: Instant,
+) -> Result<(), NetworkError> {
+    loop {
+        match nl.oper_up(index) {
+            Ok(true) => return Ok(()),
+            Ok(false) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(false) => {
+                return Err(NetworkError::netlink(
+                    "waiting for carrier on",
+                    what,
+                    io::ErrorKind::TimedOut.into(),
+                ))
+            }
+            Err(e) => return Err(NetworkError::netlink("reading the state of", what, e)),
+        }
+    }
+}
+
+fn check_duplicate_ports(id: &str, ports: &[PortMapping]) -> Result<(), NetworkError> {
+    for (i, p) in ports.iter().enumerate() {
+        if ports[..i]
+            .iter()
+            .any(|q| q.host_port == p.host_port && q.protocol == p.protocol)
+        {
+            return Err(NetworkError::PortInUse {
+                id: id.to_string(),
+                port: p.host_port,
+                protocol: p.protocol.as_str(),
+                reason: "listed twice in the spec".to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `value` to a sysctl file unless it already holds it. Must run in the namespace the
+/// sysctl belongs to (net sysctls follow the opening thread's netns).
+fn set_sysctl(path: &str, value: &str) -> Result<(), NetworkError> {
+    let err = |source| NetworkError::Sysctl {
+        path: path.to_string(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(cur) if cur.trim() == value => Ok(()),
+        _ => std::fs::write(path, value).map_err(err),
+    }
+}

@@ -1,0 +1,394 @@
+//! A small blocking rtnetlink client (netlink-packet-route messages over a plain netlink
+//! socket): links (bridge, veth), addresses, routes and TBF qdiscs in one network namespace.
+//!
+//! A socket is bound to the namespace it was opened in; [`Netlink::open_in`] opens it from a
+//! thread that joined the wanted namespace, so the caller never switches its own. This file
+//! decides nothing: the orchestration lives in `mod.rs`, the TBF parameters in `tc.rs`.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use netlink_packet_core::{
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use super::error::NetworkError;
+use super::netns;
+use super::tc::TbfParams;
+
+/// An IPv4 route as read from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route4 {
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    pub oif: Option<u32>,
+}
+
+/// A veth pair to create: `host` in the socket's namespace (labelled with `alias`, enslaved to
+/// `controller` when given), its peer named `peer` directly in the namespace `peer_netns` (an
+/// open nsfs fd) with the MAC `peer_mac`; both with `mtu`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Veth<'a> {
+    pub host: &'a str,
+    pub alias: &'a str,
+    pub controller: Option<u32>,
+    pub peer: &'a str,
+    pub peer_netns: RawFd,
+    pub peer_mac: [u8; 6],
+    pub mtu: u32,
+}
+
+pub(crate) struct Netlink {
+    sock: Socket,
+    seq: u32,
+}
+
+fn io_other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+impl Netlink {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Netlink> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        Ok(Netlink { sock, seq: 0 })
+    }
+
+    /// Opens a socket bound to the namespace at `netns` (None: the caller's).
+    pub fn open_in(netns: Option<&Path>) -> Result<Netlink, NetworkError> {
+        let object = netns.map_or("current netns".to_string(), |p| p.display().to_string());
+        netns::run_in(netns, Netlink::open)?
+            .map_err(|e| NetworkError::netlink("opening a socket in", object, e))
+    }
+
+    /// Sends one request and collects the replies until the ACK (or DONE for dumps).
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.sock.send(&buf, 0)?;
+
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = self.sock.recv_from_full()?;
+            let mut off = 0;
+            while off < data.len() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+                    .map_err(|e| io_other(format!("decoding a netlink reply: {e}")))?;
+                let len = reply.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                if reply.header.sequence_number != seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(out),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::InnerMessage(m) => {
+                        out.push(m);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.request(msg, flags).map(|_| ())
+    }
+
+    /// The index of the link named `name`, None if there is none.
+    pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The alias (IFLA_IFALIAS) of link `index`, if it has one.
+    pub fn alias(&mut self, index: u32) -> io::Result<Option<String>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
+        Ok(replies.into_iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfAlias(s) if !s.is_empty() => Some(s),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+
+    /// Whether link `index` is operationally up (carrier on and processed by the kernel's link
+    /// watcher, which is when its queue starts passing packets).
+    pub fn oper_up(&mut self, index: u32) -> io::Result<bool> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
+        Ok(replies.iter().any(|r| match r {
+            RouteNetlinkMessage::NewLink(l) => l
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::OperState(State::Up))),
+            _ => false,
+        }))
+    }
+
+    /// Every link's index and name.
+    pub fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let name = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    })?;
+                    Some((l.header.index, name))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Creates a bridge with the given MTU and MAC, down.
+    pub fn add_bridge(&mut self, name: &str, mtu: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::Address(mac.to_vec()),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
+        ];
+        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Creates a veth pair as described by `v`.
+    pub fn add_veth(&mut self, v: &Veth<'_>) -> io::Result<()> {
+        let Veth {
+            host,
+            alias,
+            controller,
+            peer,
+            peer_netns,
+            peer_mac,
+            mtu,
+        } = *v;
+        let mut peer_msg = LinkMessage::default();
+        peer_msg.attributes = vec![
+            LinkAttribute::IfName(peer.to_string()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::Address(peer_mac.to_vec()),
+            LinkAttribute::NetNsFd(peer_netns),
+        ];
+        let mut msg = LinkMessage::default();
+        msg.attributes = vec![
+            LinkAttribute::IfName(host.to_string()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+            ]),
+        ];
+        if let Some(c) = controller {
+            msg.attributes.push(LinkAttribute::Controller(c));
+        }
+        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+        if alias.is_empty() {
+            return Ok(());
+        }
+        // The kernel ignores IFLA_IFALIAS when creating a link: set it afterwards.
+        let index = self
+            .link_index(host)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes = vec![LinkAttribute::IfAlias(alias.to_string())];
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Brings a link up.
+    pub fn set_up(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Deletes a link (for a veth, both ends).
+    pub fn del_link(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.ack(RouteNetlinkMessage::DelLink(msg), 0)
+    }
+
+    /// Adds (or replaces) `ip/prefix` on a link, with the subnet's broadcast address.
+    pub fn add_address(&mut self, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        let mask = super::addr::mask(prefix);
+        let broadcast = Ipv4Addr::from(u32::from(ip) | !mask);
+        msg.attributes = vec![
+            AddressAttribute::Local(ip.into()),
+            AddressAttribute::Address(ip.into()),
+            AddressAttribute::Broadcast(broadcast),
+        ];
+        self.ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Adds the default route via `gateway` out of link `index`.
+    pub fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Static;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes = vec![
+            RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
+            RouteAttribute::Oif(index),
+        ];
+        self.ack(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// The IPv4 unicast routes of the main table, and local routes of whole prefixes.
+    pub fn routes_v4(&mut self) -> io::Result<Vec<Route4>> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetRoute(req), NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        for r in replies {
+            let RouteNetlinkMessage::NewRoute(m) = r else {
+                continue;
+            };
+            let mut table = u32::from(m.header.table);
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut oif = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            let main_unicast = table == u32::from(RouteHeader::RT_TABLE_MAIN)
+                && m.header.kind == RouteType::Unicast;
+            // A whole prefix made local (an address with a prefix on lo) counts too.
+            let local_prefix =
+                m.header.kind == RouteType::Local && m.header.destination_prefix_length < 32;
+            if main_unicast || local_prefix {
+                out.push(Route4 {
+                    dst,
+                    prefix: m.header.destination_prefix_length,
+                    oif,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the root qdisc of link `index` with a TBF.
+    pub fn set_tbf(&mut self, index: u32, params: &TbfParams) -> io::Result<()> {
+        let mut msg = TcMessage::default();
+        msg.header.index = index as i32;
+        msg.header.handle = TcHandle { major: 1, minor: 0 };
+        msg.header.parent = TcHandle::ROOT;
+        let options = params
+            .attributes()
+            .into_iter()
+            .map(|(kind, value)| TcOption::Other(DefaultNla::new(kind, value)))
+            .collect();
+        msg.attributes = vec![
+            TcAttribute::Kind("tbf".to_string()),
+            TcAttribute::Options(options),
+        ];
+        self.ack(
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Deletes the root qdisc of link `index`; a link without one is not an error.
+    pub fn del_root_qdisc(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = TcMessage::default();
+        msg.header.index = index as i32;
+        msg.header.parent = TcHandle::ROOT;
+        match self.ack(RouteNetlinkMessage::DelQueueDiscipline(msg), 0) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINVAL)) => Ok(()),
+            other => other,
+        }
+    }
+
+    #[cfg(test)]
+    /// The kinds of the qdiscs attached to link `index` (e.g. "tbf", "noqueue").
+    pub fn qdisc_kinds(&mut self, index: u32) -> io::Result<Vec<String>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewQueueDiscipline(m) if m.header.index == index as i32 => {
+                    m.attributes.into_iter().find_map(|a| match a {
+                        TcAttribute::Kind(k) => Some(k),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}
