@@ -1,6 +1,7 @@
 //! The command line: parses arguments and calls into the library. Prints; decides nothing
 //! the library could decide.
 
+mod image;
 mod run;
 mod validate;
 
@@ -55,6 +56,11 @@ pub enum Command {
         keep: bool,
         spec: PathBuf,
     },
+    /// Manage the image store: pull, import, ls, inspect, history, tag, rm, prune.
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -72,5 +78,6 @@ pub fn main() -> ExitCode {
             keep,
             spec,
         } => run::run(&cli, spec, *interactive, *keep),
+        Command::Image { cmd } => image::image(&cli, cmd),
     }
 }

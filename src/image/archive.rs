@@ -58,7 +58,9 @@ impl TarIndex {
                     if let Some(target) = entry.link_name_bytes() {
                         let target = if entry.header().entry_type() == tar::EntryType::Symlink {
                             let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                            normalize(format!("{dir}/{}", String::from_utf8_lossy(&target)).as_bytes())
+                            normalize(
+                                format!("{dir}/{}", String::from_utf8_lossy(&target)).as_bytes(),
+                            )
                         } else {
                             normalize(&target)
                         };
@@ -76,7 +78,9 @@ impl TarIndex {
         // A truncated archive: a member's data must lie within the file.
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         if let Some((name, _)) = members.iter().find(|(_, (off, size))| off + size > len) {
-            return Err(err(format!("truncated: member {name} extends past the end")));
+            return Err(err(format!(
+                "truncated: member {name} extends past the end"
+            )));
         }
         if members.is_empty() {
             return Err(err("empty or not a tar archive".into()));
@@ -98,14 +102,14 @@ impl TarIndex {
 
     /// Opens a member for reading.
     pub(crate) fn open_member(&self, name: &str) -> Result<io::Take<File>, ImageError> {
-        let &(off, size) =
-            self.members
-                .get(&normalize(name.as_bytes()))
-                .ok_or_else(|| ImageError::Archive {
-                    image: self.image.clone(),
-                    path: self.path.clone(),
-                    message: format!("no member {name:?}"),
-                })?;
+        let &(off, size) = self
+            .members
+            .get(&normalize(name.as_bytes()))
+            .ok_or_else(|| ImageError::Archive {
+                image: self.image.clone(),
+                path: self.path.clone(),
+                message: format!("no member {name:?}"),
+            })?;
         let read_err = |e| ImageError::Read {
             image: self.image.clone(),
             path: self.path.clone(),
@@ -158,11 +162,13 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(5);
         h.set_mode(0o644);
-        b.append_data(&mut h, "./x/layer.tar", &b"hello"[..]).unwrap();
+        b.append_data(&mut h, "./x/layer.tar", &b"hello"[..])
+            .unwrap();
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
-        b.append_link(&mut h, "y/layer.tar", "../x/layer.tar").unwrap();
+        b.append_link(&mut h, "y/layer.tar", "../x/layer.tar")
+            .unwrap();
         b.into_inner().unwrap();
         let idx = TarIndex::open("t", &path).unwrap();
         assert_eq!(idx.read_member("x/layer.tar", 10).unwrap(), b"hello");

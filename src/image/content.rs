@@ -211,9 +211,7 @@ impl Content {
     /// Starts writing a blob into a temp file.
     pub(crate) fn blob_writer(&self) -> Result<BlobWriter, ImageError> {
         let n = BLOB_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .tmp
-            .join(format!("blob-{}-{n}", std::process::id()));
+        let path = self.tmp.join(format!("blob-{}-{n}", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)

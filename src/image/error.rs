@@ -131,7 +131,10 @@ pub enum ImageError {
     },
 
     /// The registry answered with an HTTP error status.
-    #[error("image {image}: registry {registry}: {step}: HTTP {status}{}", detail(message))]
+    #[error(
+        "image {image}: registry {registry}: {step}: HTTP {status}{}",
+        detail(message)
+    )]
     RegistryStatus {
         image: String,
         registry: String,

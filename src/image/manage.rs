@@ -54,9 +54,11 @@ impl ImageStore {
             let local = self.content.record(&name).or_else(|| {
                 let d = r.digest.as_deref()?;
                 let prefix = format!("{}/{}", r.registry, r.repository);
-                self.content.records().ok()?.into_iter().find(|rec| {
-                    rec.digest == d && rec.name.starts_with(&prefix)
-                })
+                self.content
+                    .records()
+                    .ok()?
+                    .into_iter()
+                    .find(|rec| rec.digest == d && rec.name.starts_with(&prefix))
             });
             if let Some(rec) = local.filter(|rec| self.layers_present(rec)) {
                 return Ok(self.resolved(&rec));
@@ -130,9 +132,11 @@ impl ImageStore {
     ) -> Result<(ImageRecord, ResolveStats), ImageError> {
         let _lock = self.content.lock(false)?;
         let r = match ImageRef::parse(source) {
-            Ok(r @ (ImageRef::OciLayout { .. }
-            | ImageRef::OciArchive { .. }
-            | ImageRef::DockerArchive { .. })) => r,
+            Ok(
+                r @ (ImageRef::OciLayout { .. }
+                | ImageRef::OciArchive { .. }
+                | ImageRef::DockerArchive { .. }),
+            ) => r,
             _ => detect(Path::new(source))?,
         };
         let image = describe(&r);
@@ -287,6 +291,106 @@ impl ImageStore {
     }
 }
 
+impl ImageStore {
+    /// Layer dirs of this store that some overlay mount on the host uses as a lowerdir, found
+    /// in the mount tables of every mount namespace (`/proc/<pid>/mountinfo`, one process per
+    /// namespace). What a prune from the command line keeps in addition to recorded images.
+    pub fn layers_in_use(&self) -> Vec<PathBuf> {
+        let mut seen_ns = HashSet::new();
+        let mut out = HashSet::new();
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        for p in procs.flatten() {
+            let name = p.file_name();
+            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(ns) = fs::read_link(p.path().join("ns/mnt")) else {
+                continue;
+            };
+            if !seen_ns.insert(ns) {
+                continue;
+            }
+            let Ok(table) = fs::read_to_string(p.path().join("mountinfo")) else {
+                continue;
+            };
+            for dir in overlay_lowerdirs(&table) {
+                if dir.starts_with(&self.layers) {
+                    out.insert(dir);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// The lower dirs of every overlay mount in a mountinfo table (`lowerdir=a:b`, with `\:` and
+/// `\,` escapes as the runtime writes them and mountinfo's octal escapes).
+fn overlay_lowerdirs(table: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for line in table.lines() {
+        let Some((_, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut f = after.splitn(3, ' ');
+        if f.next() != Some("overlay") {
+            continue;
+        }
+        let (_source, Some(opts)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let opts = unescape_octal(opts);
+        // Split on unescaped ',' then unescaped ':'.
+        for opt in split_escaped(&opts, ',') {
+            let Some(v) = opt
+                .strip_prefix("lowerdir=")
+                .or_else(|| opt.strip_prefix("lowerdir+="))
+            else {
+                continue;
+            };
+            for d in split_escaped(v, ':') {
+                out.push(PathBuf::from(d.replace("\\:", ":").replace("\\,", ",")));
+            }
+        }
+    }
+    out
+}
+
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits on `sep` not preceded by a backslash, keeping escapes in the parts.
+fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut escaped = false;
+    for c in s.chars() {
+        if c == sep && !escaped {
+            parts.push(String::new());
+        } else {
+            parts.last_mut().expect("never empty").push(c);
+        }
+        escaped = c == '\\' && !escaped;
+    }
+    parts
+}
+
 fn open_archive(image: &str, r: &ImageRef) -> Result<Origin, ImageError> {
     match r {
         ImageRef::OciArchive { path, tag } => {
@@ -386,6 +490,21 @@ fn default_name(embedded: Option<&str>, path: &Path, tag: Option<&str>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowerdirs_from_mountinfo() {
+        let t = "36 35 98:0 / /mnt rw - ext4 /dev/x rw\n\
+                 40 1 0:50 / /c/rootfs rw - overlay overlay rw,lowerdir=/r/layers/b\\:c:/r/layers/a,upperdir=/u,workdir=/w\\,x,volatile\n\
+                 41 1 0:51 / /d rw - overlay overlay rw,lowerdir=/r/my\\040dir/l\n";
+        assert_eq!(
+            overlay_lowerdirs(t),
+            vec![
+                PathBuf::from("/r/layers/b:c"),
+                PathBuf::from("/r/layers/a"),
+                PathBuf::from("/r/my dir/l")
+            ]
+        );
+    }
 
     #[test]
     fn import_names() {

@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::archive::TarIndex;
-use super::content::{sha256_hex, BlobWriter, HistoryRecord, ImageRecord, LayerRecord, SourceStamp};
+use super::content::{
+    sha256_hex, BlobWriter, HistoryRecord, ImageRecord, LayerRecord, SourceStamp,
+};
 use super::extract::{self, MAX_LAYER_SIZE};
 use super::registry::RegistryClient;
 use super::store::{
@@ -105,13 +107,16 @@ impl Want {
 
 /// The best index entry for `want`: linux, same architecture, the most preferred variant.
 /// Entries that are neither manifests nor indexes (attestations) are skipped.
-pub(crate) fn pick_platform<'a>(manifests: &'a [Descriptor], want: &Want) -> Option<&'a Descriptor> {
+pub(crate) fn pick_platform<'a>(
+    manifests: &'a [Descriptor],
+    want: &Want,
+) -> Option<&'a Descriptor> {
     manifests
         .iter()
         .filter(|d| {
-            d.media_type
-                .as_deref()
-                .is_none_or(|t| INDEX_TYPES.contains(&t) || MANIFEST_TYPES.contains(&t))
+            d.media_type.as_deref().map_or(true, |t| {
+                INDEX_TYPES.contains(&t) || MANIFEST_TYPES.contains(&t)
+            })
         })
         .filter_map(|d| {
             let p = d.platform.as_ref()?;
@@ -223,7 +228,11 @@ impl Origin {
     }
 
     /// Opens a blob's content as a stream (unverified: the caller checks it).
-    fn open_blob(&self, image: &str, desc: &Descriptor) -> Result<Box<dyn Read + Send>, ImageError> {
+    fn open_blob(
+        &self,
+        image: &str,
+        desc: &Descriptor,
+    ) -> Result<Box<dyn Read + Send>, ImageError> {
         let hex = sha256_hex(&desc.digest).ok_or_else(|| ImageError::BadDigest {
             image: image.into(),
             digest: desc.digest.clone(),
@@ -243,11 +252,13 @@ impl Origin {
                 Ok(Box::new(tar.open_member(&format!("blobs/sha256/{hex}"))?))
             }
             Origin::DockerArchive { tar, members, .. } => {
-                let m = members.get(&desc.digest).ok_or_else(|| ImageError::Archive {
-                    image: image.into(),
-                    path: tar.path.clone(),
-                    message: format!("no member for {}", desc.digest),
-                })?;
+                let m = members
+                    .get(&desc.digest)
+                    .ok_or_else(|| ImageError::Archive {
+                        image: image.into(),
+                        path: tar.path.clone(),
+                        message: format!("no member for {}", desc.digest),
+                    })?;
                 Ok(Box::new(tar.open_member(m)?))
             }
         }
@@ -566,13 +577,12 @@ impl ImageStore {
                 });
             }
             let index: Index = parse(image, "index", &origin_name, &doc.bytes)?;
-            let desc = pick_platform(&index.manifests, &want).ok_or_else(|| {
-                ImageError::NoPlatform {
+            let desc =
+                pick_platform(&index.manifests, &want).ok_or_else(|| ImageError::NoPlatform {
                     image: image.into(),
                     digest: digest.clone(),
                     platform: want.describe(),
-                }
-            })?;
+                })?;
             let bytes = origin.read_small(image, desc)?;
             digest = desc.digest.clone();
             doc = Doc {
@@ -624,7 +634,10 @@ impl ImageStore {
                 diff_ids: diff_ids.len(),
             });
         }
-        for d in diff_ids.iter().chain(manifest.layers.iter().map(|l| &l.digest)) {
+        for d in diff_ids
+            .iter()
+            .chain(manifest.layers.iter().map(|l| &l.digest))
+        {
             if sha256_hex(d).is_none() {
                 return Err(ImageError::BadDigest {
                     image: image.into(),
@@ -659,7 +672,11 @@ impl ImageStore {
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
-                    if first_err.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    if first_err
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_some()
+                    {
                         return;
                     }
                     let Some(i) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
@@ -755,9 +772,10 @@ impl ImageStore {
             source: Box::new(source),
         };
         let hint = media_compression(image, desc)?;
-        let local = self.content.blob_path(&desc.digest).filter(|p| {
-            fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == desc.size)
-        });
+        let local = self
+            .content
+            .blob_path(&desc.digest)
+            .filter(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == desc.size));
         let (reader, from_origin): (Box<dyn Read + Send>, bool) = match &local {
             Some(p) => (
                 Box::new(File::open(p).map_err(|e| ImageError::Read {
@@ -836,12 +854,17 @@ impl ImageStore {
             Ok(())
         })();
         let result = result.and_then(|()| {
-            match self.content.commit_blob(blob, &desc.digest, Some(desc.size))? {
+            match self
+                .content
+                .commit_blob(blob, &desc.digest, Some(desc.size))?
+            {
                 Ok(()) => Ok(()),
                 Err(problem) => Err(ImageError::BlobMismatch {
                     image: image.into(),
                     digest: desc.digest.clone(),
-                    path: local.clone().unwrap_or_else(|| PathBuf::from(origin.name())),
+                    path: local
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(origin.name())),
                     problem,
                 }),
             }
@@ -855,7 +878,13 @@ impl ImageStore {
         }
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         let target = self.layer_dir(chain);
-        match renameat2(AT_FDCWD, &tmp, AT_FDCWD, &target, RenameFlags::RENAME_NOREPLACE) {
+        match renameat2(
+            AT_FDCWD,
+            &tmp,
+            AT_FDCWD,
+            &target,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
             Ok(()) => Ok(from_origin),
             Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOTEMPTY) => {
                 let _ = fs::remove_dir_all(&tmp);
@@ -902,7 +931,10 @@ mod tests {
             variants,
         };
         let pick = |w: &Want| pick_platform(&list, w).map(|d| d.digest.clone());
-        assert_eq!(pick(&want("amd64", vec!["", "v1"])), Some(list[0].digest.clone()));
+        assert_eq!(
+            pick(&want("amd64", vec!["", "v1"])),
+            Some(list[0].digest.clone())
+        );
         assert_eq!(
             pick(&want("arm", vec!["v7", "v6", "v5", ""])),
             Some(list[2].digest.clone())
@@ -911,7 +943,10 @@ mod tests {
             pick(&want("arm", vec!["v6", "v5", ""])),
             Some(list[1].digest.clone())
         );
-        assert_eq!(pick(&want("arm64", vec!["v8", ""])), Some(list[3].digest.clone()));
+        assert_eq!(
+            pick(&want("arm64", vec!["v8", ""])),
+            Some(list[3].digest.clone())
+        );
         assert_eq!(pick(&want("s390x", vec![""])), None);
         // An arm64 entry without a variant is fine too; attestations are skipped.
         let mut att = d("arm64", None, 6);

@@ -102,7 +102,9 @@ fn normalize_auth_key(key: &str) -> String {
         .unwrap_or(key);
     let host = k.split('/').next().unwrap_or(k);
     match host {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".into(),
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".into()
+        }
         h => h.to_string(),
     }
 }
@@ -322,7 +324,12 @@ impl RegistryClient {
     }
 
     /// GETs `path` under the registry, authenticating on a 401 challenge (once).
-    fn get(&self, step: &str, path: &str, accept: Option<&str>) -> Result<ureq::Response, ImageError> {
+    fn get(
+        &self,
+        step: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<ureq::Response, ImageError> {
         let url = format!("{}/v2/{}/{path}", self.base, self.repository);
         let mut retried = false;
         loop {
@@ -330,7 +337,12 @@ impl RegistryClient {
             if let Some(a) = accept {
                 req = req.set("Accept", a);
             }
-            if let Some(h) = self.auth.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+            if let Some(h) = self
+                .auth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_deref()
+            {
                 req = req.set("Authorization", h);
             }
             match req.call() {
@@ -439,12 +451,19 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest or index by tag or digest, bounded by `cap` bytes.
-    pub(crate) fn manifest(&self, reference: &str, cap: u64) -> Result<FetchedManifest, ImageError> {
+    pub(crate) fn manifest(
+        &self,
+        reference: &str,
+        cap: u64,
+    ) -> Result<FetchedManifest, ImageError> {
         let step = format!("fetching manifest {reference}");
-        let resp = self.get(&step, &format!("manifests/{reference}"), Some(MANIFEST_ACCEPT))?;
-        let media_type = Some(resp.content_type().to_string()).filter(|t| {
-            !t.is_empty() && t != "text/plain" && t != "application/octet-stream"
-        });
+        let resp = self.get(
+            &step,
+            &format!("manifests/{reference}"),
+            Some(MANIFEST_ACCEPT),
+        )?;
+        let media_type = Some(resp.content_type().to_string())
+            .filter(|t| !t.is_empty() && t != "text/plain" && t != "application/octet-stream");
         let mut bytes = Vec::new();
         resp.into_reader()
             .take(cap + 1)
@@ -468,7 +487,11 @@ impl RegistryClient {
 
     /// Opens a blob download as a stream.
     pub(crate) fn blob(&self, digest: &str) -> Result<Box<dyn Read + Send>, ImageError> {
-        let resp = self.get(&format!("fetching blob {digest}"), &format!("blobs/{digest}"), None)?;
+        let resp = self.get(
+            &format!("fetching blob {digest}"),
+            &format!("blobs/{digest}"),
+            None,
+        )?;
         Ok(Box::new(resp.into_reader()))
     }
 
@@ -492,10 +515,17 @@ fn error_message(body: &str) -> String {
     }
     if let Ok(e) = serde_json::from_str::<Errs>(body) {
         if let Some(first) = e.errors.first() {
-            return format!("{} {}", first.code, first.message).trim().to_string();
+            return format!("{} {}", first.code, first.message)
+                .trim()
+                .to_string();
         }
     }
-    body.lines().next().unwrap_or("").chars().take(200).collect()
+    body.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 #[cfg(test)]
@@ -532,10 +562,21 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for yes in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000"] {
+        for yes in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(yes), "{yes}");
         }
-        for no in ["docker.io", "10.0.0.1:5000", "localhost.example", "[::2]:80"] {
+        for no in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "localhost.example",
+            "[::2]:80",
+        ] {
             assert!(!is_loopback(no), "{no}");
         }
     }
@@ -572,13 +613,18 @@ mod tests {
         assert_eq!(load_credentials(&opts, "127.0.0.1").unwrap(), None);
         std::fs::write(&path, "{not json").unwrap();
         let err = load_credentials(&opts, "127.0.0.1:5000").unwrap_err();
-        assert!(err.to_string().starts_with("registry credentials "), "{err}");
+        assert!(
+            err.to_string().starts_with("registry credentials "),
+            "{err}"
+        );
     }
 
     #[test]
     fn error_bodies() {
         assert_eq!(
-            error_message(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+            error_message(
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+            ),
             "MANIFEST_UNKNOWN manifest unknown"
         );
         assert_eq!(error_message("plain\nmore"), "plain");

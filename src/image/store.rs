@@ -58,7 +58,9 @@ pub struct ImageStore {
 
 /// Where progress lines go (stderr for the CLI; nowhere by default).
 #[derive(Clone, Default)]
-pub struct Progress(Option<std::sync::Arc<dyn Fn(&str) + Send + Sync>>);
+pub struct Progress(Option<std::sync::Arc<ProgressFn>>);
+
+type ProgressFn = dyn Fn(&str) + Send + Sync;
 
 impl Progress {
     pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Progress {
@@ -73,7 +75,11 @@ impl Progress {
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Progress(on)" } else { "Progress(off)" })
+        f.write_str(if self.0.is_some() {
+            "Progress(on)"
+        } else {
+            "Progress(off)"
+        })
     }
 }
 
@@ -1291,7 +1297,10 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, ImageError::RootfsNotDir { .. }), "{err}");
-        for r in ["oci-archive:/nonexistent/x.tar", "docker-archive:/nonexistent/x.tar"] {
+        for r in [
+            "oci-archive:/nonexistent/x.tar",
+            "docker-archive:/nonexistent/x.tar",
+        ] {
             let err = store.resolve(&ImageRef::parse(r).unwrap()).unwrap_err();
             assert!(matches!(err, ImageError::Read { .. }), "{err}");
         }
