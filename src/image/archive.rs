@@ -48,7 +48,16 @@ impl TarIndex {
             if i >= MAX_MEMBERS {
                 return Err(err(format!("more than {MAX_MEMBERS} members")));
             }
-            let entry = entry.map_err(|e| err(format!("corrupt tar archive: {e}")))?;
+            let entry = entry.map_err(|e| {
+                if i == 0 {
+                    err("not a tar archive".into())
+                } else {
+                    err(format!(
+                        "corrupt tar archive after {i} members: {}",
+                        one_line(&e.to_string())
+                    ))
+                }
+            })?;
             let name = normalize(&entry.path_bytes());
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -139,6 +148,11 @@ impl TarIndex {
             })?;
         Ok(bytes)
     }
+}
+
+/// The first line of `s`, at most 120 characters (tar errors quote raw header bytes).
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(120).collect()
 }
 
 /// Member names without `./`, `..` or leading `/`, joined by `/`.
