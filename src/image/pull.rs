@@ -205,7 +205,12 @@ impl Origin {
                 Ok(Doc {
                     bytes: m.bytes,
                     media_type: m.media_type,
-                    expected: reference.starts_with("sha256:").then(|| reference.clone()),
+                    // Pinned: the digest asked for. By tag: the one the registry says it sent.
+                    expected: if reference.starts_with("sha256:") {
+                        Some(reference.clone())
+                    } else {
+                        m.digest.filter(|d| d.starts_with("sha256:"))
+                    },
                 })
             }
             Origin::Layout { tag, .. } | Origin::OciArchive { tag, .. } => {

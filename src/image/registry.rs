@@ -230,6 +230,8 @@ struct TokenResponse {
 pub(crate) struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub media_type: Option<String>,
+    /// The registry's `Docker-Content-Digest` header, when sent.
+    pub digest: Option<String>,
 }
 
 /// A client for one registry and repository (one pull).
@@ -462,6 +464,9 @@ impl RegistryClient {
             &format!("manifests/{reference}"),
             Some(MANIFEST_ACCEPT),
         )?;
+        let digest = resp
+            .header("docker-content-digest")
+            .map(|d| d.trim().to_string());
         let media_type = Some(resp.content_type().to_string())
             .filter(|t| !t.is_empty() && t != "text/plain" && t != "application/octet-stream");
         let mut bytes = Vec::new();
@@ -482,7 +487,11 @@ impl RegistryClient {
                 message: format!("manifest is larger than {cap} bytes"),
             });
         }
-        Ok(FetchedManifest { bytes, media_type })
+        Ok(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+        })
     }
 
     /// Opens a blob download as a stream.
