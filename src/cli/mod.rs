@@ -2,6 +2,7 @@
 //! the library could decide.
 
 mod control;
+mod image;
 mod run;
 mod supervise;
 mod validate;
@@ -102,6 +103,11 @@ pub enum Command {
         timestamps: bool,
         name: String,
     },
+    /// Manage the image store: pull, import, ls, inspect, history, tag, rm, prune.
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCommand,
+    },
 }
 
 impl Cli {
@@ -164,5 +170,6 @@ pub fn main() -> ExitCode {
             keep,
             spec,
         } => run::run(&cli, spec, *interactive, *keep),
+        Command::Image { cmd } => image::image(&cli, cmd),
     }
 }

@@ -14,9 +14,6 @@ pub enum ImageError {
         source: io::Error,
     },
 
-    #[error("image {image}: {kind} images are not supported yet")]
-    Unsupported { image: String, kind: &'static str },
-
     #[error("image {image}: {} is not a directory", dir.display())]
     RootfsNotDir { image: String, dir: PathBuf },
 
@@ -124,6 +121,63 @@ pub enum ImageError {
         source: Box<ImageError>,
     },
 
+    /// A registry request failed (connect, timeout, TLS, protocol); `message` says how.
+    #[error("image {image}: registry {registry}: {step}: {message}")]
+    Registry {
+        image: String,
+        registry: String,
+        step: String,
+        message: String,
+    },
+
+    /// The registry answered with an HTTP error status.
+    #[error(
+        "image {image}: registry {registry}: {step}: HTTP {status}{}",
+        detail(message)
+    )]
+    RegistryStatus {
+        image: String,
+        registry: String,
+        step: String,
+        status: u16,
+        message: String,
+    },
+
+    #[error("image {image}: not found in registry {registry}{}", detail(message))]
+    NotFound {
+        image: String,
+        registry: String,
+        message: String,
+    },
+
+    #[error("image {image}: registry {registry}: {message}")]
+    Auth {
+        image: String,
+        registry: String,
+        message: String,
+    },
+
+    #[error("registry credentials {}: {message}", path.display())]
+    AuthFile { path: PathBuf, message: String },
+
+    /// An archive (oci-archive, docker-archive) that cannot be used.
+    #[error("image {image}: archive {}: {message}", path.display())]
+    Archive {
+        image: String,
+        path: PathBuf,
+        message: String,
+    },
+
+    #[error("image {name}: no such image in the store")]
+    UnknownImage { name: String },
+
+    #[error("image store: {step} {}: {message}", path.display())]
+    Record {
+        step: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+
     // ---- layer extraction (no image context; wrapped in `Layer` by the store) ----
     #[error("reading the layer stream: {source}")]
     TarRead { source: io::Error },
@@ -147,5 +201,13 @@ fn list(tags: &[String]) -> String {
         "none".to_string()
     } else {
         tags.join(", ")
+    }
+}
+
+fn detail(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
     }
 }

@@ -1,16 +1,26 @@
-//! Images: references, OCI image layouts and the layer store under `--root`.
-//! Owns `<root>/layers`, `<root>/blobs` and the `layer-*` entries of `<root>/tmp`; must not
-//! touch cgroups, mounts or the network.
+//! Images: references, registries, archives, OCI image layouts, the content store and the layer
+//! store under `--root`.
+//! Owns `<root>/layers`, `<root>/blobs`, `<root>/images`, `<root>/lock` and the `layer-*` and
+//! `blob-*` entries of `<root>/tmp`; must not touch cgroups or mounts. Its only network traffic is
+//! registry HTTP(S) (`registry.rs`).
 
+mod archive;
+mod content;
 mod error;
 pub mod extract;
+mod manage;
+mod pull;
 mod reference;
+mod registry;
 mod store;
 
+pub use content::{HistoryRecord, ImageRecord, LayerRecord, SourceStamp};
 pub use error::ImageError;
 pub use extract::{unpack_layer, LayerStats, MAX_LAYER_SIZE};
+pub use manage::PruneReport;
 pub use reference::{ImageRef, RegistryRef};
-pub use store::{chain_ids, ImageStore, ResolveStats, MAX_JSON_SIZE};
+pub use registry::RegistryOptions;
+pub use store::{chain_ids, ImageStore, Progress, ResolveStats, MAX_JSON_SIZE};
 
 use std::path::PathBuf;
 

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::content::{sha256_hex, Content};
 use super::extract::{self, MAX_LAYER_SIZE};
+use super::registry::RegistryOptions;
 use super::{ImageConfig, ImageError, ImageRef, ResolvedImage};
 
 /// Cap on index, manifest and config JSON documents.
@@ -47,8 +49,38 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
-    layers: PathBuf,
-    tmp: PathBuf,
+    pub(crate) layers: PathBuf,
+    pub(crate) tmp: PathBuf,
+    pub(crate) content: Content,
+    pub(crate) registry: RegistryOptions,
+    pub(crate) progress: Progress,
+}
+
+/// Where progress lines go (stderr for the CLI; nowhere by default).
+#[derive(Clone, Default)]
+pub struct Progress(Option<std::sync::Arc<ProgressFn>>);
+
+type ProgressFn = dyn Fn(&str) + Send + Sync;
+
+impl Progress {
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Progress {
+        Progress(Some(std::sync::Arc::new(f)))
+    }
+    pub(crate) fn say(&self, line: &str) {
+        if let Some(f) = &self.0 {
+            f(line)
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(on)"
+        } else {
+            "Progress(off)"
+        })
+    }
 }
 
 /// What a resolve did, for callers that report progress (and for tests).
@@ -60,49 +92,56 @@ pub struct ResolveStats {
     pub reused: usize,
     /// Chain IDs (`sha256:...`) of the image's layers, lowest first.
     pub chain_ids: Vec<String>,
+    /// Layer blobs downloaded or read from an archive by this call, and their bytes.
+    pub fetched: usize,
+    pub fetched_bytes: u64,
+    /// Whether a registry was asked anything.
+    pub network: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
+pub(crate) enum Compression {
     None,
     Gzip,
     Zstd,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    annotations: HashMap<String, String>,
-    #[serde(default)]
-    platform: Option<Platform>,
+pub(crate) struct Descriptor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Index {
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub(crate) struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Manifest {
+pub(crate) struct Index {
     #[serde(default)]
-    media_type: Option<String>,
-    config: Descriptor,
+    pub manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Manifest {
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub media_type: Option<String>,
+    pub config: Descriptor,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,7 +168,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 }
 
 /// The OCI name of the architecture this binary runs on.
-fn host_arch() -> &'static str {
+pub(crate) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "x86" => "386",
@@ -144,7 +183,7 @@ fn host_arch() -> &'static str {
 }
 
 /// `image` as written in a spec, for messages.
-fn describe(r: &ImageRef) -> String {
+pub(crate) fn describe(r: &ImageRef) -> String {
     let with_tag = |kind: &str, p: &Path, tag: &Option<String>| match tag {
         Some(t) => format!("{kind}:{}:{t}", p.display()),
         None => format!("{kind}:{}", p.display()),
@@ -156,16 +195,6 @@ fn describe(r: &ImageRef) -> String {
         ImageRef::Rootfs { dir } => format!("rootfs:{}", dir.display()),
         ImageRef::Registry(reg) => reg.to_string(),
     }
-}
-
-/// `sha256:<hex>` -> `<hex>` when well formed (64 lower-case hex digits).
-fn sha256_hex(digest: &str) -> Option<&str> {
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(hex)
 }
 
 fn mkdir_private(path: &Path) -> Result<(), ImageError> {
@@ -197,10 +226,16 @@ impl ImageStore {
             root: root.to_path_buf(),
             layers: root.join("layers"),
             tmp: root.join("tmp"),
+            content: Content::new(root),
+            registry: RegistryOptions::default(),
+            progress: Progress::default(),
         };
         mkdir_private(&store.root)?;
         mkdir_private(&store.layers)?;
         mkdir_private(&store.tmp)?;
+        for d in store.content.dirs() {
+            mkdir_private(d)?;
+        }
         store.remove_stale_temps()?;
         Ok(store)
     }
@@ -223,7 +258,10 @@ impl ImageStore {
         })?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("layer-")) else {
+            let Some(rest) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("layer-").or_else(|| n.strip_prefix("blob-")))
+            else {
                 continue; // not ours: `<root>/tmp` may be shared with other modules
             };
             let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
@@ -232,7 +270,12 @@ impl ImageStore {
             }
             let path = entry.path();
             // remove_dir_all does not follow symlinks inside the tree.
-            if let Err(e) = fs::remove_dir_all(&path) {
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            if let Err(e) = removed {
                 tracing::warn!(path = %path.display(), error = %e, "removing stale layer temp dir");
             }
         }
@@ -265,20 +308,31 @@ impl ImageStore {
                 };
                 Ok((img, ResolveStats::default()))
             }
-            ImageRef::OciLayout { dir, tag } => self.resolve_layout(&image, dir, tag.as_deref()),
-            ImageRef::OciArchive { .. } => Err(ImageError::Unsupported {
-                image,
-                kind: "oci-archive",
-            }),
-            ImageRef::DockerArchive { .. } => Err(ImageError::Unsupported {
-                image,
-                kind: "docker-archive",
-            }),
-            ImageRef::Registry(_) => Err(ImageError::Unsupported {
-                image,
-                kind: "registry",
-            }),
+            ImageRef::OciLayout { dir, tag } => {
+                let _lock = self.content.lock(false)?;
+                self.resolve_layout(&image, dir, tag.as_deref())
+            }
+            ImageRef::OciArchive { .. } | ImageRef::DockerArchive { .. } => {
+                let _lock = self.content.lock(false)?;
+                self.resolve_archive(r)
+            }
+            ImageRef::Registry(reg) => {
+                let _lock = self.content.lock(false)?;
+                self.resolve_registry(reg, false)
+            }
         }
+    }
+
+    /// Uses `opts` for registry access (timeouts, insecure registries, credentials file).
+    pub fn with_registry_options(mut self, opts: RegistryOptions) -> ImageStore {
+        self.registry = opts;
+        self
+    }
+
+    /// Sends progress lines (one per pull step) to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> ImageStore {
+        self.progress = progress;
+        self
     }
 
     fn resolve_layout(
@@ -557,9 +611,14 @@ impl ImageStore {
 
 /// The compression a layer media type implies; unknown non-layer types are refused.
 fn layer_compression(layout: &Layout<'_>, desc: &Descriptor) -> Result<Compression, ImageError> {
+    media_compression(layout.image, desc)
+}
+
+/// The compression a layer media type implies; unknown non-layer types are refused.
+pub(crate) fn media_compression(image: &str, desc: &Descriptor) -> Result<Compression, ImageError> {
     let t = desc.media_type.as_deref().unwrap_or("");
     let bad = || ImageError::MediaType {
-        image: layout.image.into(),
+        image: image.into(),
         digest: desc.digest.clone(),
         media_type: t.into(),
     };
@@ -579,7 +638,7 @@ fn layer_compression(layout: &Layout<'_>, desc: &Descriptor) -> Result<Compressi
 }
 
 /// Compression by magic bytes; `None` when neither gzip nor zstd.
-fn sniff(b: &[u8]) -> Option<Compression> {
+pub(crate) fn sniff(b: &[u8]) -> Option<Compression> {
     if b.starts_with(&[0x1f, 0x8b]) {
         Some(Compression::Gzip)
     } else if b.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -589,10 +648,10 @@ fn sniff(b: &[u8]) -> Option<Compression> {
     }
 }
 
-struct HashReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
+pub(crate) struct HashReader<R> {
+    pub inner: R,
+    pub hasher: Sha256,
+    pub count: u64,
 }
 
 impl<R: Read> Read for HashReader<R> {
@@ -1188,7 +1247,8 @@ mod tests {
             vec![b' '; (MAX_JSON_SIZE + 10) as usize],
         )
         .unwrap();
-        let store = ImageStore::open(tempfile::tempdir().unwrap().path()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
         let err = store.resolve(&oci(&f, Some("v1"))).unwrap_err();
         assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
     }
@@ -1215,7 +1275,7 @@ mod tests {
     }
 
     #[test]
-    fn rootfs_and_unsupported_kinds() {
+    fn rootfs_and_missing_archives() {
         let root = tempfile::tempdir().unwrap();
         let store = ImageStore::open(&root.path().join("store")).unwrap();
         let img = store
@@ -1237,17 +1297,13 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, ImageError::RootfsNotDir { .. }), "{err}");
-        for r in ["oci-archive:/x.tar", "docker-archive:/x.tar", "busybox"] {
+        for r in [
+            "oci-archive:/nonexistent/x.tar",
+            "docker-archive:/nonexistent/x.tar",
+        ] {
             let err = store.resolve(&ImageRef::parse(r).unwrap()).unwrap_err();
-            assert!(err.to_string().contains("not supported yet"), "{err}");
+            assert!(matches!(err, ImageError::Read { .. }), "{err}");
         }
-        assert_eq!(
-            store
-                .resolve(&ImageRef::parse("busybox").unwrap())
-                .unwrap_err()
-                .to_string(),
-            "image docker.io/library/busybox:latest: registry images are not supported yet"
-        );
     }
 
     /// The layers stack under overlayfs: the whiteout hides the lower file.
