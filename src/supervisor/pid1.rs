@@ -5,13 +5,12 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-/// (target, fstype, flags, data) mounted when `target` is not a mount point yet.
+/// The API filesystems: (target, fstype, flags (MS_NOSUID 0x2, MS_NODEV 0x4, MS_NOEXEC 0x8),
+/// data), each mounted when `target` is not a mount point yet.
 const API_FILESYSTEMS: &[(&str, &str, u64, Option<&str>)] = &[
     ("/proc", "proc", 0x2 | 0x4 | 0x8, None),
     ("/sys", "sysfs", 0x2 | 0x4 | 0x8, None),
     ("/dev", "devtmpfs", 0x2, Some("mode=755")),
-    ("/run", "tmpfs", 0x2 | 0x4, Some("mode=755")),
-    ("/tmp", "tmpfs", 0x2 | 0x4, Some("mode=1777")),
 ];
 
 /// Mounts what an init needs and is missing (errors are logged: a half-equipped host is

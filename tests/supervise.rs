@@ -1,0 +1,511 @@
+//! `berth supervise` as root, with real containers: the spec dir drives them, crashes restart
+//! on the spec's backoff curve, a broken edit keeps the old container, a killed daemon adopts
+//! what runs, and nothing leaks.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A daemon of one test: its own root, socket, spec dir and cgroup parent.
+struct Daemon<'a> {
+    env: &'a TestEnv,
+    child: Option<Child>,
+}
+
+impl<'a> Daemon<'a> {
+    fn start(env: &'a TestEnv) -> Daemon<'a> {
+        std::fs::create_dir_all(env.specs()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(env.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = env
+            .command()
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("supervise")
+            .arg("--specs")
+            .arg(env.specs())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            env,
+            child: Some(child),
+        };
+        wait_until(Duration::from_secs(10), "the socket", || {
+            std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
+        });
+        d
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM and wait: every container stopped, exit 0.
+    fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = wait_child(&mut child, Duration::from_secs(30));
+        assert_eq!(
+            status,
+            Some(0),
+            "daemon exit; log:\n{}",
+            self.env.daemon_log()
+        );
+    }
+
+    /// kill -9, leaving its containers running.
+    fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if wait_child(&mut child, Duration::from_secs(30)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+trait SupervisorEnv {
+    fn specs(&self) -> PathBuf;
+    fn socket(&self) -> PathBuf;
+    fn daemon_log(&self) -> String;
+    fn write_spec(&self, name: &str, body: &str);
+    fn ps(&self) -> Vec<serde_json::Value>;
+    fn status(&self, name: &str) -> Option<serde_json::Value>;
+    fn running_pid(&self, name: &str) -> Option<i64>;
+    fn ctl(&self, args: &[&str]) -> std::process::Output;
+}
+
+impl SupervisorEnv for TestEnv {
+    fn specs(&self) -> PathBuf {
+        self.dir.path().join("specs")
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("berth.sock")
+    }
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+    /// Written to a temp file and renamed in, as config tools do.
+    fn write_spec(&self, name: &str, body: &str) {
+        let tmp = self.specs().join(format!(".{name}.toml.tmp"));
+        std::fs::write(&tmp, format!("image = {:?}\n{body}", busybox_image())).unwrap();
+        std::fs::rename(&tmp, self.specs().join(format!("{name}.toml"))).unwrap();
+    }
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        self.command()
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn ps(&self) -> Vec<serde_json::Value> {
+        let out = self.ctl(&["ps", "--json"]);
+        assert!(out.status.success(), "ps: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+    fn status(&self, name: &str) -> Option<serde_json::Value> {
+        self.ps().into_iter().find(|c| c["name"] == name)
+    }
+    fn running_pid(&self, name: &str) -> Option<i64> {
+        self.status(name)
+            .filter(|s| s["state"] == "running")
+            .and_then(|s| s["pid"].as_i64())
+    }
+}
+
+const LOOP: &str =
+    "command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.1; done\"]\n";
+const NONE: &str = "[network]\nmode = \"none\"\n";
+
+fn wait_running(env: &TestEnv, name: &str) -> i64 {
+    let mut pid = None;
+    wait_until(Duration::from_secs(20), &format!("{name} running"), || {
+        pid = env.running_pid(name);
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
+fn cgroup_file(env: &TestEnv, controller: &str, name_prefix: &str, file: &str) -> Option<PathBuf> {
+    let base = controller_base(controller)?.join(&env.cgroup_parent);
+    std::fs::read_dir(base)
+        .ok()?
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name_prefix}-"))
+        })
+        .map(|e| e.path().join(file))
+}
+
+#[test]
+fn drop_edit_delete_a_file() {
+    if skip_unless_root("supervise drop/edit/delete") {
+        return;
+    }
+    let env = TestEnv::new("sv-ded");
+    let d = Daemon::start(&env);
+    env.write_spec("web", &format!("{LOOP}{NONE}"));
+    let pid1 = wait_running(&env, "web");
+    // An edit of the command makes a new container.
+    env.write_spec("web", &format!("{LOOP}env = {{ V = \"2\" }}\n{NONE}"));
+    wait_until(Duration::from_secs(20), "web recreated", || {
+        env.running_pid("web").is_some_and(|p| p != pid1)
+    });
+    // Deleting the file removes it.
+    std::fs::remove_file(env.specs().join("web.toml")).unwrap();
+    wait_until(Duration::from_secs(20), "web removed", || {
+        env.status("web").is_none()
+    });
+    assert_eq!(env.leftover_cgroups(), Vec::<PathBuf>::new());
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn a_memory_change_keeps_the_pid() {
+    if skip_unless_root("supervise in-place update") {
+        return;
+    }
+    let env = TestEnv::new("sv-mem");
+    let d = Daemon::start(&env);
+    env.write_spec(
+        "app",
+        &format!("{LOOP}[resources]\nmemory = \"64M\"\n{NONE}"),
+    );
+    let pid = wait_running(&env, "app");
+    let limit = cgroup_file(&env, "memory", "app", "memory.limit_in_bytes")
+        .or_else(|| cgroup_file(&env, "unified", "app", "memory.max"));
+    env.write_spec(
+        "app",
+        &format!("{LOOP}[resources]\nmemory = \"128M\"\n{NONE}"),
+    );
+    let limit = limit.expect("memory limit file");
+    wait_until(Duration::from_secs(20), "the new limit", || {
+        std::fs::read_to_string(&limit)
+            .map(|s| s.trim() == (128u64 << 20).to_string())
+            .unwrap_or(false)
+    });
+    assert_eq!(
+        env.running_pid("app"),
+        Some(pid),
+        "the container was restarted"
+    );
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn a_crash_loop_follows_the_backoff_curve() {
+    if skip_unless_root("supervise backoff") {
+        return;
+    }
+    let env = TestEnv::new("sv-crash");
+    let out = env.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let d = Daemon::start(&env);
+    env.write_spec(
+        "crash",
+        &format!(
+            "command = [\"sh\", \"-c\", \"cut -d' ' -f1 /proc/uptime >> /out/starts; exit 1\"]\n\
+             [restart]\npolicy = \"on-failure\"\nmax_retries = 5\nbackoff = {{ initial = \"100ms\", max = \"400ms\", reset_after = \"60s\" }}\n\
+             [[mounts]]\nsource = {:?}\ntarget = \"/out\"\n{NONE}",
+            out.display()
+        ),
+    );
+    wait_until(Duration::from_secs(30), "six starts", || {
+        std::fs::read_to_string(out.join("starts"))
+            .map(|s| s.lines().count() >= 6)
+            .unwrap_or(false)
+    });
+    wait_until(Duration::from_secs(10), "crash given up", || {
+        env.status("crash")
+            .is_some_and(|s| s["state"] == "exited" && s["restarts"] == 5)
+    });
+    let starts: Vec<f64> = std::fs::read_to_string(out.join("starts"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 6, "max_retries = 5 means 6 runs: {starts:?}");
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    // initial 100ms doubling, capped at 400ms, plus up to 10% jitter and the start itself.
+    for (gap, want) in gaps.iter().zip([0.1, 0.2, 0.4, 0.4, 0.4]) {
+        assert!(
+            *gap >= want - 0.011 && *gap <= want * 1.1 + 0.25,
+            "gaps {gaps:?}"
+        );
+    }
+    let st = env.status("crash").unwrap();
+    assert_eq!(st["last_exit"], "exit code 1");
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_running_container() {
+    if skip_unless_root("supervise invalid edit") {
+        return;
+    }
+    let env = TestEnv::new("sv-bad");
+    let d = Daemon::start(&env);
+    env.write_spec("keep", &format!("{LOOP}{NONE}"));
+    let pid = wait_running(&env, "keep");
+    env.write_spec("keep", "[resources]\nmemory = \"1M\"\n");
+    wait_until(Duration::from_secs(20), "the error in ps", || {
+        env.status("keep").is_some_and(|s| {
+            s["spec_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("keep.toml:3:10"))
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.running_pid("keep"), Some(pid));
+    let out = env.ctl(&["ps"]);
+    assert!(
+        stdout(&out).contains("keep.toml:3:10: resources.memory"),
+        "{}",
+        stdout(&out)
+    );
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn a_killed_daemon_adopts_its_containers() {
+    if skip_unless_root("supervise adoption") {
+        return;
+    }
+    let env = TestEnv::new("sv-adopt");
+    let d = Daemon::start(&env);
+    env.write_spec("a", &format!("{LOOP}{NONE}"));
+    env.write_spec("b", &format!("{LOOP}{NONE}"));
+    let (pa, pb) = (wait_running(&env, "a"), wait_running(&env, "b"));
+    d.kill9();
+    // b dies while no daemon runs: the next daemon notices and restarts it (policy always).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pb as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let d = Daemon::start(&env);
+    wait_until(Duration::from_secs(20), "b restarted", || {
+        env.running_pid("b").is_some_and(|p| p != pb)
+    });
+    assert_eq!(env.running_pid("a"), Some(pa), "a was not adopted");
+    let cgroups = env.leftover_cgroups();
+    let per_hierarchy = cgroups
+        .iter()
+        .filter(|p| p.starts_with(controller_base("pids").unwrap_or_default()))
+        .count();
+    assert_eq!(per_hierarchy, 2, "duplicates: {cgroups:?}");
+    assert!(env.daemon_log().contains("adopted"), "{}", env.daemon_log());
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn logs_are_kept_and_read_back() {
+    if skip_unless_root("supervise logs") {
+        return;
+    }
+    let env = TestEnv::new("sv-logs");
+    let d = Daemon::start(&env);
+    env.write_spec(
+        "talk",
+        &format!("command = [\"sh\", \"-c\", \"echo out-line; echo err-line >&2; trap 'exit 0' TERM; while :; do sleep 0.1; done\"]\n{NONE}"),
+    );
+    wait_running(&env, "talk");
+    wait_until(Duration::from_secs(10), "logs", || {
+        let out = env.command().args(["logs", "talk"]).output().unwrap();
+        stdout(&out) == "out-line\n" && stderr(&out) == "err-line\n"
+    });
+    // The last two lines: one on each stream.
+    let out = env
+        .command()
+        .args(["logs", "--timestamps", "--tail", "2", "talk"])
+        .output()
+        .unwrap();
+    let line = stdout(&out);
+    assert!(
+        line.ends_with(" out-line\n") && line.starts_with("20"),
+        "{line:?}"
+    );
+    assert!(stderr(&out).ends_with(" err-line\n"), "{}", stderr(&out));
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn fifty_specs_converge_and_stop_with_the_daemon() {
+    if skip_unless_root("supervise 50 specs") {
+        return;
+    }
+    let env = TestEnv::new("sv-50");
+    std::fs::create_dir_all(env.specs()).unwrap();
+    for i in 0..50 {
+        env.write_spec(
+            &format!("c{i:02}"),
+            &format!("{LOOP}[resources]\nmemory = \"16M\"\n{NONE}"),
+        );
+    }
+    let d = Daemon::start(&env);
+    wait_until(Duration::from_secs(60), "50 running", || {
+        env.ps().iter().filter(|c| c["state"] == "running").count() == 50
+    });
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn two_hundred_stop_start_cycles_leak_nothing() {
+    if skip_unless_root("supervise cycles") {
+        return;
+    }
+    let env = TestEnv::new("sv-cycles");
+    let d = Daemon::start(&env);
+    env.write_spec("cyc", &format!("{LOOP}{NONE}"));
+    wait_running(&env, "cyc");
+    for i in 0..200 {
+        let out = env.ctl(&["restart", "cyc"]);
+        assert!(out.status.success(), "cycle {i}: {}", stderr(&out));
+        wait_until(Duration::from_secs(10), "running again", || {
+            env.status("cyc").is_some_and(|s| s["state"] == "running")
+        });
+    }
+    let cgroups = env.leftover_cgroups();
+    assert!(cgroups.len() <= cgroup_bases().len(), "{cgroups:?}");
+    assert_eq!(env.leftover_containers().len(), 1);
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn as_pid_1_it_reaps_orphans() {
+    if skip_unless_root("supervise as PID 1") {
+        return;
+    }
+    let env = TestEnv::new("sv-pid1");
+    std::fs::create_dir_all(env.specs()).unwrap();
+    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
+    let mut child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(berth_bin())
+        .arg("--root")
+        .arg(env.root())
+        .arg("--cgroup-parent")
+        .arg(&env.cgroup_parent)
+        .arg("--socket")
+        .arg(env.socket())
+        .arg("supervise")
+        .arg("--specs")
+        .arg(env.specs())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the socket", || {
+        std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
+    });
+    let init = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let init: i32 = init.split_whitespace().next().unwrap().parse().unwrap();
+    // 100 processes whose parent exits at once: they are reparented to the namespace's init.
+    let st = Command::new("nsenter")
+        .args([
+            "--target",
+            &init.to_string(),
+            "--pid",
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 100); do (sleep 0.3 &); done",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let zombies = || -> usize {
+        let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+            .unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    let orphans =
+        std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+    assert!(
+        orphans.split_whitespace().count() >= 90,
+        "orphans were not reparented to berth: {orphans}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    wait_until(Duration::from_secs(10), "every orphan reaped", || {
+        zombies() == 0
+    });
+    let remaining =
+        std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+    assert_eq!(remaining.split_whitespace().count(), 0, "{remaining}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        wait_child(&mut child, Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        env.daemon_log()
+    );
+    env.assert_no_leaks();
+}
