@@ -46,10 +46,6 @@ impl<'a> Daemon<'a> {
         d
     }
 
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
     /// SIGTERM and wait: every container stopped, exit 0.
     fn stop(mut self) {
         let mut child = self.child.take().unwrap();
