@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cgroups::{self, CgroupMode, ContainerCgroup};
 use crate::image::{ImageRef, ImageStore};
+use crate::network::{Attachment, Network, NetworkConfig};
 use crate::runtime::capabilities;
 use crate::runtime::launch::{self, Helper, Running};
 use crate::runtime::plan::{self, ContainerPaths, ContainerPlan, HostFacts, LogTarget};
@@ -43,8 +44,11 @@ pub enum RuntimeError {
     Cgroup(#[from] crate::cgroups::CgroupError),
     #[error(transparent)]
     Plan(#[from] crate::runtime::plan::PlanError),
-    #[error("{file}: network mode \"bridge\" (the default) is not supported by this build yet: set [network] mode = \"none\" or \"host\"")]
-    BridgeUnsupported { file: PathBuf },
+    #[error("container {name}: {source}")]
+    Network {
+        name: String,
+        source: crate::network::NetworkError,
+    },
     #[error("container {name}: {source}")]
     Launch {
         name: String,
@@ -93,12 +97,19 @@ fn exit_file(dir: &Path) -> PathBuf {
     dir.join("exit.json")
 }
 
+/// Where a bridge-mode instance's `Attachment` is kept, for teardown by a later daemon.
+fn network_file(dir: &Path) -> PathBuf {
+    dir.join("network.json")
+}
+
 /// The runtime bound to a state dir and a cgroup parent.
 #[derive(Debug)]
 pub struct Runtime {
     root: PathBuf,
     cgroup_parent: String,
     images: ImageStore,
+    network_config: NetworkConfig,
+    network: std::sync::OnceLock<Network>,
 }
 
 /// A container ready to start: state dir made, cgroup created, plan decided.
@@ -107,6 +118,8 @@ pub struct Prepared {
     pub id: String,
     pub plan: ContainerPlan,
     pub cgroup: ContainerCgroup,
+    /// Bridge mode: what the network set up for it.
+    pub network: Option<Attachment>,
 }
 
 fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -133,9 +146,62 @@ impl Runtime {
             root: root.to_path_buf(),
             cgroup_parent: cgroup_parent.to_string(),
             images,
+            network_config: NetworkConfig::default(),
+            network: std::sync::OnceLock::new(),
         };
         rt.ensure_init_layer()?;
         Ok(rt)
+    }
+
+    /// Sets the bridge network (name, subnet) used by bridge-mode containers.
+    pub fn with_network(mut self, config: NetworkConfig) -> Runtime {
+        self.network_config = config;
+        self
+    }
+
+    /// The bridge network, set up on first use.
+    fn network(&self, name: &str) -> Result<&Network, RuntimeError> {
+        if let Some(n) = self.network.get() {
+            return Ok(n);
+        }
+        let n = Network::new(&self.root, self.network_config.clone(), None).map_err(|source| {
+            RuntimeError::Network {
+                name: name.to_string(),
+                source,
+            }
+        })?;
+        Ok(self.network.get_or_init(|| n))
+    }
+
+    /// Names and addresses of every container on the bridge (for /etc/hosts).
+    pub fn bridge_hosts(&self) -> Vec<(String, std::net::Ipv4Addr)> {
+        self.network("hosts")
+            .and_then(|n| {
+                n.hosts().map_err(|source| RuntimeError::Network {
+                    name: "hosts".into(),
+                    source,
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Rewrites the /etc/hosts of a running bridge-mode container (pid `init_pid`) with the
+    /// bridge's current names. The path is resolved inside the container's root, so nothing in
+    /// it can redirect the write.
+    pub fn refresh_hosts(&self, init_pid: i32, hostname: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let text = plan::hosts_file(hostname, &self.bridge_hosts());
+        let root = crate::sys::openat::open_dir(Path::new(&format!("/proc/{init_pid}/root")))?;
+        let fd = crate::sys::openat::open_in_root(
+            root.as_fd(),
+            Path::new("etc/hosts"),
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_TRUNC
+                | nix::fcntl::OFlag::O_NOFOLLOW,
+            0,
+        )?;
+        fs::File::from(fd).write_all(text.as_bytes())
     }
 
     pub fn root(&self) -> &Path {
@@ -164,8 +230,24 @@ impl Runtime {
 
     /// Removes what is left of instance `id` (cgroup, state dir), e.g. after a restart of the
     /// daemon found it exited. Goes on past each error.
-    pub fn teardown_id(&self, id: &str) -> Result<(), TeardownErrors> {
+    /// `release_lease`: also give up the name's dynamic address (the container is removed,
+    /// not restarted).
+    pub fn teardown_id(&self, id: &str, release_lease: bool) -> Result<(), TeardownErrors> {
         let mut errors = Vec::new();
+        if let Ok(data) = fs::read(network_file(&self.container_dir(id))) {
+            match serde_json::from_slice::<Attachment>(&data) {
+                Ok(att) => {
+                    if let Err(e) = self
+                        .network(&att.name)
+                        .map_err(|e| e.to_string())
+                        .and_then(|n| n.detach(&att, release_lease).map_err(|e| e.to_string()))
+                    {
+                        errors.push(e);
+                    }
+                }
+                Err(e) => errors.push(format!("reading the network record of {id}: {e}")),
+            }
+        }
         match ContainerCgroup::open(&self.cgroup_parent, id) {
             Ok(Some(cg)) => {
                 if let Err(e) = cg.destroy() {
@@ -239,11 +321,6 @@ impl Runtime {
     /// Resolves the image, makes the state dir and the cgroup, and decides the plan. On error
     /// nothing is left behind.
     pub fn prepare(&self, spec: &ValidatedSpec, mode: &Mode) -> Result<Prepared, RuntimeError> {
-        if spec.network.mode == NetworkMode::Bridge {
-            return Err(RuntimeError::BridgeUnsupported {
-                file: spec.file.clone(),
-            });
-        }
         let image = self.resolve_image(spec)?;
         let caps = capabilities::effective_set(&spec.cap_add, &spec.cap_drop).map_err(|e| {
             plan::PlanError::Capabilities {
@@ -259,9 +336,29 @@ impl Runtime {
 
         let id = format!("{}-{}", spec.name, random_suffix());
         let paths = ContainerPaths::new(self.root.join("containers").join(&id));
+        let mut attachment = None;
         let result = self.prepare_dirs(&paths).and_then(|()| {
+            let (netns, hosts) = match spec.network.mode {
+                NetworkMode::Bridge => {
+                    let net = self.network(&spec.name)?;
+                    let att = net
+                        .attach(&spec.name, &id, &spec.network)
+                        .map_err(|source| RuntimeError::Network {
+                            name: spec.name.clone(),
+                            source,
+                        })?;
+                    let data = serde_json::to_vec(&att).unwrap_or_default();
+                    attachment = Some(att.clone());
+                    crate::state::write_atomic(&network_file(&paths.dir), &data)
+                        .map_err(|e| state_err(&paths.dir)(std::io::Error::other(e.to_string())))?;
+                    (Some(att.netns.clone()), net.hosts().unwrap_or_default())
+                }
+                NetworkMode::None | NetworkMode::Host => (None, Vec::new()),
+            };
             let cgroup = ContainerCgroup::create(&self.cgroup_parent, &id, &spec.resources)?;
             let host = HostFacts {
+                netns,
+                hosts,
                 cgroup2: cgroups::cgroup_mode() == CgroupMode::V2,
                 resolv_conf: host_resolv_conf(),
                 init_layer: self.init_layer(),
@@ -286,6 +383,7 @@ impl Runtime {
                     id: id.clone(),
                     plan,
                     cgroup,
+                    network: attachment.clone(),
                 }),
                 Err(e) => {
                     let _ = cgroup.destroy();
@@ -294,6 +392,9 @@ impl Runtime {
             }
         });
         if result.is_err() {
+            if let (Some(att), Some(net)) = (&attachment, self.network.get()) {
+                let _ = net.detach(att, false);
+            }
             let _ = fs::remove_dir_all(&paths.dir);
         }
         result
@@ -323,7 +424,20 @@ impl Runtime {
     /// Removes what `prepare` made: the cgroup (killing anything left in it) and, unless
     /// `keep`, the state dir with the writable layer. Goes on past each error.
     pub fn teardown(&self, prepared: Prepared, keep: bool) -> Result<(), TeardownErrors> {
-        let Prepared { plan, cgroup, .. } = prepared;
+        let Prepared {
+            plan,
+            cgroup,
+            network,
+            ..
+        } = prepared;
+        // The network goes first (it releases the lease of a foreground container).
+        let net_result = match &network {
+            Some(att) => self
+                .network(&plan.name)
+                .map_err(|e| e.to_string())
+                .and_then(|n| n.detach(att, true).map_err(|e| e.to_string())),
+            None => Ok(()),
+        };
         // The cgroup and the state dir are independent: remove both at once.
         let (cgroup_result, dir_result) = std::thread::scope(|s| {
             let dir = s.spawn(|| {
@@ -340,7 +454,7 @@ impl Runtime {
                     .unwrap_or_else(|_| Err("removing the state dir panicked".into())),
             )
         });
-        let errors: Vec<String> = [cgroup_result, dir_result]
+        let errors: Vec<String> = [net_result, cgroup_result, dir_result]
             .into_iter()
             .filter_map(Result::err)
             .collect();

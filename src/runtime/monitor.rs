@@ -238,10 +238,25 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
-    if plan.own_netns {
+    if plan.own_netns && plan.netns.is_none() {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(step("unshare namespaces"))?;
+    if let Some(netns) = &plan.netns {
+        let fd = open(
+            netns.as_path(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(step(format!(
+            "opening network namespace {}",
+            netns.display()
+        )))?;
+        nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET).map_err(step(format!(
+            "joining network namespace {}",
+            netns.display()
+        )))?;
+    }
     mount(
         None::<&str>,
         "/",

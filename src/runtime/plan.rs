@@ -70,8 +70,11 @@ pub struct ContainerPlan {
     /// Overlay lower dirs, lowest first; the init layer is last (on top).
     pub lower_dirs: Vec<PathBuf>,
     pub readonly_rootfs: bool,
-    /// Whether the container gets its own network namespace (loopback only, for now).
+    /// Whether the container gets its own network namespace.
     pub own_netns: bool,
+    /// Bridge mode: the pinned network namespace (veth, address, routes already set up) the
+    /// init joins instead of creating an empty one.
+    pub netns: Option<PathBuf>,
     pub mounts: Vec<Mount>,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
@@ -119,6 +122,9 @@ pub enum PlanError {
 #[derive(Debug, Clone)]
 pub struct HostFacts {
     pub cgroup2: bool,
+    /// Bridge mode: the prepared netns and the /etc/hosts lines of the bridge's containers.
+    pub netns: Option<PathBuf>,
+    pub hosts: Vec<(String, std::net::Ipv4Addr)>,
     /// The host's resolv.conf, passed on to containers.
     pub resolv_conf: String,
     pub init_layer: PathBuf,
@@ -179,10 +185,7 @@ pub fn build(
         name: spec.name.clone(),
         hostname: spec.hostname.clone(),
         etc: EtcFiles {
-            hosts: format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
-                spec.hostname
-            ),
+            hosts: hosts_file(&spec.hostname, &host.hosts),
             hostname: format!("{}\n", spec.hostname),
             resolv_conf: host.resolv_conf.clone(),
         },
@@ -190,6 +193,7 @@ pub fn build(
         lower_dirs,
         readonly_rootfs: spec.readonly_rootfs,
         own_netns,
+        netns: host.netns.clone(),
         mounts,
         masked_paths: mounts::MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
         readonly_paths: mounts::READONLY_PATHS
@@ -209,6 +213,18 @@ pub fn build(
         exit_file: host.exit_file.clone(),
         log: host.log.clone(),
     })
+}
+
+/// The container's /etc/hosts: localhost, its own name, and every container on its bridge.
+pub fn hosts_file(hostname: &str, bridge: &[(String, std::net::Ipv4Addr)]) -> String {
+    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if bridge.is_empty() {
+        s.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    for (name, ip) in bridge {
+        s.push_str(&format!("{ip}\t{name}\n"));
+    }
+    s
 }
 
 /// Image env, then the spec's env over it, then PATH and HOSTNAME when missing.
@@ -314,6 +330,8 @@ mod tests {
     fn host() -> HostFacts {
         HostFacts {
             cgroup2: false,
+            netns: None,
+            hosts: vec![],
             resolv_conf: "nameserver 127.0.0.53\n".into(),
             init_layer: "/root/init".into(),
             cgroup_procs: vec![],

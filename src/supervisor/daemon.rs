@@ -137,7 +137,15 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 }
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
-    let runtime = Arc::new(Runtime::open(&config.root, &config.cgroup_parent)?);
+    let runtime = Arc::new(
+        Runtime::open(&config.root, &config.cgroup_parent)?.with_network(
+            crate::network::NetworkConfig {
+                bridge: config.bridge.clone(),
+                subnet: config.subnet,
+                ..Default::default()
+            },
+        ),
+    );
     let state = StateDir::open(&config.root)?;
     let exe =
         Arc::new(
@@ -293,7 +301,7 @@ impl Daemon {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if !known_ids.contains(&id) {
                     tracing::warn!(%id, "removing an instance no record knows");
-                    if let Err(err) = self.rt.teardown_id(&id) {
+                    if let Err(err) = self.rt.teardown_id(&id, false) {
                         tracing::warn!(%id, "{err}");
                     }
                 }
@@ -396,9 +404,10 @@ impl Daemon {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     if let (Some(inst), Some(spec)) = (inst, old_spec) {
-                        let _ =
-                            tokio::task::spawn_blocking(move || stop_instance(&rt, &inst, &spec))
-                                .await;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            stop_instance(&rt, &inst, &spec, true)
+                        })
+                        .await;
                     }
                     let _ = tx.send(Event::Done {
                         name,
@@ -480,7 +489,7 @@ impl Daemon {
             let result = tokio::task::spawn_blocking(move || -> Result<Instance, String> {
                 if let Some(old) = old {
                     rt.resolve_image(&spec2).map_err(|e| e.to_string())?;
-                    stop_instance(&rt, &old, old_spec.as_deref().unwrap_or(&spec2));
+                    stop_instance(&rt, &old, old_spec.as_deref().unwrap_or(&spec2), false);
                 }
                 start_instance(&rt, &exe, &spec2, logs)
             })
@@ -513,9 +522,10 @@ impl Daemon {
         let tx = self.tx.clone();
         let name = name.to_string();
         tokio::spawn(async move {
-            let (exit, ran_for) = tokio::task::spawn_blocking(move || cleanup_instance(&rt, &inst))
-                .await
-                .unwrap_or((None, Duration::ZERO));
+            let (exit, ran_for) =
+                tokio::task::spawn_blocking(move || cleanup_instance(&rt, &inst, false))
+                    .await
+                    .unwrap_or((None, Duration::ZERO));
             let _ = tx.send(Event::Done {
                 name,
                 outcome: Outcome::Ended {
@@ -557,6 +567,7 @@ impl Daemon {
                     tracing::error!(%name, "{e}");
                 }
                 tracing::info!(%name, "removed");
+                self.refresh_bridge_hosts();
                 return;
             }
             Outcome::Started { instance, spec } => {
@@ -639,6 +650,31 @@ impl Daemon {
             }
         }
         self.save(&name);
+        self.refresh_bridge_hosts();
+    }
+
+    /// Keeps every running bridge container's /etc/hosts listing the bridge's containers.
+    fn refresh_bridge_hosts(&self) {
+        let targets: Vec<(i32, String)> = self
+            .observed
+            .values()
+            .filter(|o| o.spec.network.mode == crate::spec::NetworkMode::Bridge)
+            .filter_map(|o| match o.phase {
+                Phase::Running { pid, .. } => Some((pid, o.spec.hostname.clone())),
+                _ => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let rt = Arc::clone(&self.rt);
+        tokio::task::spawn_blocking(move || {
+            for (pid, hostname) in targets {
+                if let Err(e) = rt.refresh_hosts(pid, &hostname) {
+                    tracing::debug!(pid, "refreshing /etc/hosts: {e}");
+                }
+            }
+        });
     }
 
     fn status_of(&self, name: &str) -> ContainerStatus {
@@ -804,7 +840,7 @@ impl Daemon {
         let name = name.to_string();
         tokio::spawn(async move {
             let (exit, ran_for) =
-                tokio::task::spawn_blocking(move || stop_instance(&rt, &inst, &spec))
+                tokio::task::spawn_blocking(move || stop_instance(&rt, &inst, &spec, false))
                     .await
                     .unwrap_or((None, Duration::ZERO));
             let _ = tx.send(Event::Done {
@@ -928,6 +964,7 @@ fn stop_instance(
     rt: &Runtime,
     inst: &Instance,
     spec: &ValidatedSpec,
+    release_lease: bool,
 ) -> (Option<(ExitStatus, bool)>, Duration) {
     if state::is_same_process(inst.init_pid, inst.init_start) {
         if let Ok(sig) = Signal::try_from(spec.stop_signal) {
@@ -942,12 +979,16 @@ fn stop_instance(
         }
         wait_monitor(inst, KILL_GRACE);
     }
-    cleanup_instance(rt, inst)
+    cleanup_instance(rt, inst, release_lease)
 }
 
 /// Records how an ended instance exited (and whether the OOM killer did it), then removes its
 /// cgroup and state dir.
-fn cleanup_instance(rt: &Runtime, inst: &Instance) -> (Option<(ExitStatus, bool)>, Duration) {
+fn cleanup_instance(
+    rt: &Runtime,
+    inst: &Instance,
+    release_lease: bool,
+) -> (Option<(ExitStatus, bool)>, Duration) {
     let oom = rt
         .cgroup(&inst.id)
         .ok()
@@ -962,7 +1003,7 @@ fn cleanup_instance(rt: &Runtime, inst: &Instance) -> (Option<(ExitStatus, bool)
                 .duration_since(inst.started_at)
                 .unwrap_or_default()
         });
-    if let Err(e) = rt.teardown_id(&inst.id) {
+    if let Err(e) = rt.teardown_id(&inst.id, release_lease) {
         tracing::warn!(id = %inst.id, "cleaning up: {e}");
     }
     (exit.map(|e| (e.status, oom)), ran_for)

@@ -1,0 +1,90 @@
+//! Bridge networking through `berth run`, inside a network namespace the test creates (so no
+//! bridge or firewall rule touches the host's own): containers get their own address on the
+//! bridge, reach each other by name, are reached from the "host" and publish ports on its
+//! 127.0.0.1.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn containers_on_a_bridge_talk_by_name_and_publish_ports() {
+    if skip_unless_root("bridge") {
+        return;
+    }
+    for tool in ["unshare", "nft", "ip"] {
+        if Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            eprintln!("skipping bridge: {tool} not installed");
+            return;
+        }
+    }
+    let env = TestEnv::new("bridge");
+    let web = env.spec(
+        "web",
+        "command = [\"sh\", \"-c\", \"hostname > /www; httpd -f -p 80 -h / & sleep 4\"]\n\
+         [network]\nmode = \"bridge\"\nip = \"10.89.0.20\"\nports = [\"18080:80/tcp\"]\n",
+    );
+    let client = env.spec(
+        "client",
+        "command = [\"sh\", \"-c\", \"grep web /etc/hosts; ping -c1 -W2 web >/dev/null && echo ping-ok; wget -qO- http://web/www; ip -4 -o addr show eth0 | awk '{print $4}'\"]\n\
+         [network]\nmode = \"bridge\"\n",
+    );
+    let berth = |spec: &std::path::Path| {
+        format!(
+            "{} --root {} --cgroup-parent {} run {}",
+            berth_bin(),
+            env.root().display(),
+            env.cgroup_parent,
+            spec.display()
+        )
+    };
+    // The whole scenario runs in a fresh netns: lo up, web in the background, then the client
+    // and the host-side checks, all before web's 4 s are over.
+    let script = format!(
+        "set -e; ip link set lo up; {web} > {dir}/web.out 2>&1 & sleep 1.5; \
+         {client}; \
+         busybox ping -c1 -W2 10.89.0.20 >/dev/null && echo host-ping-ok; \
+         busybox wget -qO- http://127.0.0.1:18080/www; \
+         wait",
+        web = berth(&web),
+        client = berth(&client),
+        dir = env.dir.path().display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "stdout:\n{text}\nstderr:\n{}\nweb:\n{}",
+        stderr(&out),
+        std::fs::read_to_string(env.dir.path().join("web.out")).unwrap_or_default()
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "10.89.0.20\tweb", "{text}");
+    assert_eq!(lines[1], "ping-ok", "{text}");
+    assert_eq!(lines[2], "web", "{text}");
+    assert!(
+        lines[3].starts_with("10.89.0.")
+            && lines[3].ends_with("/24")
+            && lines[3] != "10.89.0.20/24",
+        "{text}"
+    );
+    assert_eq!(lines[4], "host-ping-ok", "{text}");
+    assert_eq!(lines[5], "web", "{text}");
+    env.assert_no_leaks();
+    // Leases of foreground containers are released; their netns pins are gone.
+    let netns = std::fs::read_dir(env.root().join("netns"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(netns, 0);
+}
