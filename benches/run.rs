@@ -140,6 +140,58 @@ fn main() {
         "  berth peak RSS (largest child): {:.1} MiB",
         peak_kib as f64 / 1024.0
     );
+    bridge_overhead(&berth, work.path(), &image, runs.min(100));
+}
+
+/// Start-to-exit with `mode = "bridge"` against `mode = "none"`, in the same run, each mode's
+/// runs inside one network namespace made for it (so no bridge touches the host's; the bridge
+/// is created by a warm-up run and reused, as on a host).
+fn bridge_overhead(berth: &Path, work: &Path, image: &str, runs: usize) {
+    if which("unshare").is_none() || which("nft").is_none() {
+        println!("bridge: unshare or nft missing, skipped");
+        return;
+    }
+    let root = work.join("root-net");
+    let mut means = Vec::new();
+    for mode in ["none", "bridge"] {
+        let spec = work.join(format!("true-{mode}.toml"));
+        std::fs::write(
+            &spec,
+            format!("image = {image:?}\ncommand = [\"/bin/true\"]\n[network]\nmode = \"{mode}\"\n"),
+        )
+        .unwrap();
+        let one = format!(
+            "{} --root {} --cgroup-parent berth-bench run {}",
+            berth.display(),
+            root.display(),
+            spec.display()
+        );
+        let script = format!(
+            "ip link set lo up && {one} && s=$(date +%s%N) && i=0 && while [ $i -lt {runs} ]; do {one} || exit 1; i=$((i+1)); done && e=$(date +%s%N) && echo $((e - s))"
+        );
+        let out = Command::new("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            println!(
+                "bridge: {mode} runs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        let total_ns: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0.0);
+        means.push(total_ns / runs as f64 / 1e6);
+    }
+    println!(
+        "  {runs} runs each inside a netns: mode none mean {:.2} ms, bridge mean {:.2} ms: bridge adds {:.2} ms per container",
+        means[0],
+        means[1],
+        means[1] - means[0]
+    );
 }
 
 fn ms(d: Duration) -> f64 {
