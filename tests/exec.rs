@@ -254,6 +254,9 @@ fn exec_joins_the_container() {
     assert_eq!(field("CapAmb:"), "0000000000000000");
     assert_eq!(field("NoNewPrivs:"), "1");
     assert_eq!(field("Seccomp:"), "2");
+    // Default signal dispositions (Rust ignores SIGPIPE; the command must not inherit that).
+    assert_eq!(field("SigIgn:"), "0000000000000000");
+    assert_eq!(field("SigBlk:"), "0000000000000000");
     // Seccomp and the missing CAP_SYS_ADMIN: no unshare, no mount.
     let out = exec(&env, "box", &["unshare", "-n", "true"]);
     assert_eq!(out.status.code(), Some(1), "unshare: {}", stderr(&out));

@@ -564,7 +564,7 @@ fn child(plan: &ExecPlan, init_cwd: &OwnedFd) -> Result<Infallible, ChildError> 
     };
     // Nothing of the helper's reaches the command but stdio.
     close_fds_from(3).map_err(fail("closing inherited fds"))?;
-    crate::sys::exec::default_signal(Signal::SIGPIPE).map_err(fail("resetting SIGPIPE"))?;
+    crate::sys::exec::reset_signal_dispositions().map_err(fail("resetting signal actions"))?;
     if let Some(filters) = filters {
         seccomp::install(&filters).map_err(fail("installing the seccomp profile"))?;
     }

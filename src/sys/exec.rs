@@ -32,12 +32,43 @@ pub fn exec_with_fd3(cmd: &mut Command, fd: &OwnedFd) -> io::Error {
     cmd.exec()
 }
 
-/// Restores the default action of `sig` in the calling process (Rust's runtime ignores
-/// SIGPIPE, and an ignored signal stays ignored across execve).
-pub fn default_signal(sig: nix::sys::signal::Signal) -> nix::Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
-    let action = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: SIG_DFL installs no handler, so no code of ours can run in signal context; the
-    // previous action (returned) is not a handler we need to keep.
-    unsafe { sigaction(sig, &action) }.map(drop)
+/// Restores the default action of every signal in the calling process: Rust's runtime ignores
+/// SIGPIPE, our caller may have ignored others (`nohup`), and an ignored signal stays ignored
+/// across execve. This calls rt_sigaction(2) directly, because the C library refuses to touch
+/// the signals it reserves for itself (32 and 33 in glibc), which a caller may still have left
+/// ignored; call it just before execve, when nothing of this process needs those handlers.
+/// SIGKILL and SIGSTOP are skipped (their action cannot change).
+pub fn reset_signal_dispositions() -> io::Result<()> {
+    // The kernel's `struct sigaction` (handler, flags, [restorer,] mask): all zeroes is SIG_DFL
+    // with no flags and an empty mask, whatever the architecture's field order. 64 bytes is
+    // more than any architecture's layout.
+    let action = [0u64; 8];
+    // The kernel's sigset_t: 64 signals on x86_64 and aarch64 (the architectures the seccomp
+    // profile supports; MIPS has 128).
+    let sigset_size: libc::size_t = 8;
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `action` (valid, large enough, outlives the call) and
+        // writes nothing (oldact is NULL). SIG_DFL installs no handler, so no code of ours can
+        // run in signal context afterwards.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                action.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                sigset_size,
+            )
+        };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            // A number past the kernel's last signal.
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
 }
