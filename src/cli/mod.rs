@@ -2,6 +2,7 @@
 //! the library could decide.
 
 mod control;
+mod exec;
 mod image;
 mod run;
 mod supervise;
@@ -103,6 +104,18 @@ pub enum Command {
         timestamps: bool,
         name: String,
     },
+    /// Run a command inside a running container: its namespaces, cgroup, user, capabilities
+    /// and seccomp profile. The exit code is the command's (125: berth failed, 126: cannot
+    /// execute, 127: not found).
+    Exec {
+        /// Connect stdin to the command (else it reads /dev/null).
+        #[arg(short, long)]
+        interactive: bool,
+        name: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Manage the image store: pull, import, ls, inspect, history, tag, rm, prune.
     Image {
         #[command(subcommand)]
@@ -171,5 +184,10 @@ pub fn main() -> ExitCode {
             spec,
         } => run::run(&cli, spec, *interactive, *keep),
         Command::Image { cmd } => image::image(&cli, cmd),
+        Command::Exec {
+            interactive,
+            name,
+            command,
+        } => exec::exec(&cli, name, command, *interactive),
     }
 }

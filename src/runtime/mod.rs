@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 pub mod container;
+pub mod exec;
 pub mod launch;
 pub mod monitor;
 pub mod mounts;

@@ -2,5 +2,6 @@
 //! offer safely. Each wrapper states the contract its callers rely on; nothing here decides
 //! policy.
 
+pub mod exec;
 pub mod openat;
 pub mod process;
