@@ -1,18 +1,15 @@
 use std::process::ExitCode;
 
+use berth::runtime::{exec, monitor};
+
 fn main() -> ExitCode {
-    // The helper mode is dispatched before anything else runs (no threads, no runtime).
-    let mut args = std::env::args();
-    if args.nth(1).as_deref() == Some(berth::runtime::monitor::MONITOR_ARG) {
-        let fd = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-        std::process::exit(berth::runtime::monitor::monitor_main(fd));
+    // The helper modes are dispatched before anything else runs (no threads, no runtime): the
+    // mode's name, then the fd number of its channel.
+    let args: Vec<String> = std::env::args().take(3).collect();
+    let fd = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    match args.get(1).map(String::as_str) {
+        Some(monitor::MONITOR_ARG) => std::process::exit(monitor::monitor_main(fd)),
+        Some(exec::EXEC_ARG) => std::process::exit(exec::exec_main(fd)),
+        _ => berth::cli::main(),
     }
-    if std::env::args().nth(1).as_deref() == Some(berth::runtime::exec::EXEC_ARG) {
-        let fd = std::env::args()
-            .nth(2)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(3);
-        std::process::exit(berth::runtime::exec::exec_main(fd));
-    }
-    berth::cli::main()
 }

@@ -60,13 +60,15 @@ fn capabilities_seccomp_and_no_new_privs() {
         return;
     }
     let env = TestEnv::new("caps");
-    let (code, out, err) = sh(
-        &env,
-        "",
-        "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status",
+    // grep is the container's command itself (no shell, which would ignore signals of its own).
+    let spec = env.spec(
+        "status",
+        "command = [\"grep\", \"-E\", \"^(SigIgn|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):\", \"/proc/self/status\"]\n[network]\nmode = \"none\"\n",
     );
+    let o = env.run(&spec);
+    let (code, out, err) = (o.status.code().unwrap_or(-1), stdout(&o), stderr(&o));
     assert_eq!(code, 0, "{err}");
-    let want = "CapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
+    let want = "SigIgn:\t0000000000000000\nCapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
     assert_eq!(out, want);
     // A non-root user keeps the bounding set but has no effective capabilities.
     let (code, out, err) = sh(

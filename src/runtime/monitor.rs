@@ -386,6 +386,9 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     if plan.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(step("prctl(PR_SET_NO_NEW_PRIVS)"))?;
     }
+    // Signals we (Rust's runtime: SIGPIPE) or our caller ignored would stay ignored in the
+    // container's command.
+    crate::sys::exec::reset_signal_dispositions().map_err(step("resetting signal dispositions"))?;
     // Every inherited fd but stdio closes at exec (the error pipe must live until then).
     close_fds_from(3).map_err(step("closing inherited fds"))?;
     let argv: Vec<CString> = plan
