@@ -22,29 +22,13 @@ use super::extract::{self, MAX_LAYER_SIZE};
 use super::registry::RegistryClient;
 use super::store::{
     chain_ids, host_arch, media_compression, sniff, Compression, Descriptor, HashReader, Index,
-    Manifest, MAX_JSON_SIZE,
+    Manifest, CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_INDEX_DEPTH, MAX_JSON_SIZE, REF_NAME,
 };
 use super::{ImageConfig, ImageError, ImageStore, ResolveStats};
 
 /// How many layers are fetched at once.
 const PARALLEL_LAYERS: usize = 3;
-const MAX_INDEX_DEPTH: usize = 4;
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
-
-const INDEX_TYPES: &[&str] = &[
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-const MANIFEST_TYPES: &[&str] = &[
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
-const CONFIG_TYPES: &[&str] = &[
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-];
 
 static LAYER_TMP: AtomicU64 = AtomicU64::new(0);
 

@@ -26,19 +26,19 @@ use super::{ImageConfig, ImageError, ImageRef, ResolvedImage};
 /// Cap on index, manifest and config JSON documents.
 pub const MAX_JSON_SIZE: u64 = 4 << 20;
 /// How many image indexes may be nested before the manifest.
-const MAX_INDEX_DEPTH: usize = 4;
+pub(super) const MAX_INDEX_DEPTH: usize = 4;
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(super) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-const INDEX_TYPES: &[&str] = &[
+pub(super) const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
-const MANIFEST_TYPES: &[&str] = &[
+pub(super) const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
-const CONFIG_TYPES: &[&str] = &[
+pub(super) const CONFIG_TYPES: &[&str] = &[
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 ];

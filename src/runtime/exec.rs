@@ -15,9 +15,9 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
@@ -583,35 +583,19 @@ fn child(plan: &ExecPlan, init_cwd: &OwnedFd) -> Result<Infallible, ChildError> 
 
 /// Looks `name` up in the container's PATH as execvp would.
 fn find_program(name: &str, env: &[String]) -> Result<String, ChildError> {
-    let executable = |p: &Path| {
-        fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    let not_found = || ChildError {
+    if let Some(path) = crate::runtime::command::find_in_path(name, env) {
+        return Ok(path);
+    }
+    if name.contains('/') && fs::metadata(name).is_ok() {
+        return Err(ChildError {
+            code: EXIT_CANNOT_EXECUTE,
+            message: format!("{name:?} is not an executable file"),
+        });
+    }
+    Err(ChildError {
         code: EXIT_NOT_FOUND,
         message: format!("command {name:?} not found in the container"),
-    };
-    if name.contains('/') {
-        return match fs::metadata(name) {
-            Err(_) => Err(not_found()),
-            Ok(_) if executable(Path::new(name)) => Ok(name.to_string()),
-            Ok(_) => Err(ChildError {
-                code: EXIT_CANNOT_EXECUTE,
-                message: format!("{name:?} is not an executable file"),
-            }),
-        };
-    }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(crate::runtime::plan::DEFAULT_PATH);
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| executable(p))
-        .map(|p| p.to_string_lossy().into_owned())
-        .ok_or_else(not_found)
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! and tears it down. Owns `<root>/containers`; cgroups, images and netlink belong elsewhere.
 
 pub mod capabilities;
+pub mod command;
 pub mod container;
 pub mod exec;
 pub mod launch;

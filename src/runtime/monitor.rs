@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -610,30 +610,8 @@ fn read_small(path: &str) -> Option<String> {
 
 /// Looks `name` up in the container's PATH as execvp would; the error names the command.
 fn find_program(name: &str, env: &[String]) -> Result<String, InitError> {
-    let executable = |p: &Path| {
-        fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    let not_found = || InitError {
+    crate::runtime::command::find_in_path(name, env).ok_or_else(|| InitError {
         step: format!("command {name:?}"),
         detail: "not found in the image".into(),
-    };
-    if name.contains('/') {
-        return if executable(Path::new(name)) {
-            Ok(name.to_string())
-        } else {
-            Err(not_found())
-        };
-    }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(crate::runtime::plan::DEFAULT_PATH);
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| executable(p))
-        .map(|p| p.to_string_lossy().into_owned())
-        .ok_or_else(not_found)
+    })
 }

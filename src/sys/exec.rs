@@ -2,7 +2,7 @@
 //! `berth exec` turns itself into the exec helper (see `runtime::exec`).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -12,23 +12,7 @@ use std::process::Command;
 /// The program to run must not be reached through fd 3 itself (e.g. `/proc/self/fd/3`): that fd
 /// is replaced before the exec.
 pub fn exec_with_fd3(cmd: &mut Command, fd: &OwnedFd) -> io::Error {
-    let raw = fd.as_raw_fd();
-    // SAFETY: the closure runs in this process just before execve and calls only dup2 and
-    // fcntl, both async-signal-safe; it allocates nothing and touches no shared state. If the
-    // exec fails afterwards, fd 3 holds a copy of `fd`, which the caller owns anyway.
-    unsafe {
-        cmd.pre_exec(move || {
-            if raw == 3 {
-                // dup2 onto itself keeps O_CLOEXEC: clear it instead.
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, 3) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::sys::process::place_at_fd3(cmd, fd);
     cmd.exec()
 }
 

@@ -95,23 +95,7 @@ pub fn spawn_with_fd3(
     cmd: &mut std::process::Command,
     fd: &OwnedFd,
 ) -> io::Result<std::process::Child> {
-    use std::os::unix::process::CommandExt;
-    let raw = fd.as_raw_fd();
-    // SAFETY: the closure runs in the child between fork and exec and calls only dup2 and
-    // fcntl, both async-signal-safe; it allocates nothing and touches no shared state.
-    unsafe {
-        cmd.pre_exec(move || {
-            if raw == 3 {
-                // dup2 onto itself keeps O_CLOEXEC: clear it instead.
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, 3) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    place_at_fd3(cmd, fd);
     cmd.spawn()
 }
 
@@ -133,4 +117,25 @@ pub fn async_pidfd(pid: i32) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: `register` requires that the fd stays open and is not registered elsewhere while
     // the AsyncFd lives; the AsyncFd takes ownership of this freshly opened fd, so both hold.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
+}
+
+/// Arranges for `fd` to be at fd 3 (without close-on-exec) in the program `cmd` execs.
+pub(crate) fn place_at_fd3(cmd: &mut std::process::Command, fd: &OwnedFd) {
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs between fork (or nothing, for exec) and execve and calls only
+    // dup2 and fcntl, both async-signal-safe; it allocates nothing and touches no shared state.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == 3 {
+                // dup2 onto itself keeps O_CLOEXEC: clear it instead.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
