@@ -343,6 +343,34 @@ fn exec_joins_the_container() {
         .unwrap();
     assert_eq!(check(&out, "exec cat"), "");
 
+    // -t: a terminal of the container's own devpts, relayed to ours (util-linux `script`
+    // gives this test a terminal of its own).
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let inner = format!(
+            "stty cols 91 rows 17; {} --root {} --cgroup-parent {} --socket {} exec -t box -- sh -c 'tty; stty size; exit 3'",
+            berth_bin(),
+            env.root().display(),
+            env.cgroup_parent,
+            socket(&env).display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &inner, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = stdout(&out).replace('\r', "");
+        assert!(
+            text.contains("/dev/pts/0\n17 91\n"),
+            "{text:?} {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(3), "{text:?}");
+    }
+
     d.stop();
     env.assert_no_leaks();
 }

@@ -16,7 +16,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BERTH_ERROR)
 }
 
-pub fn exec(cli: &Cli, name: &str, command: &[String], interactive: bool) -> ExitCode {
+pub fn exec(cli: &Cli, name: &str, command: &[String], interactive: bool, tty: bool) -> ExitCode {
     let v = match call(
         &cli.socket(),
         &Request::Inspect {
@@ -54,7 +54,7 @@ pub fn exec(cli: &Cli, name: &str, command: &[String], interactive: bool) -> Exi
         instance: instance.as_ref(),
         cgroup_procs,
     };
-    let plan = match exec::plan(&target, command.to_vec(), interactive) {
+    let plan = match exec::plan(&target, command.to_vec(), interactive || tty, tty) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };

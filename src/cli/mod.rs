@@ -111,6 +111,9 @@ pub enum Command {
         /// Connect stdin to the command (else it reads /dev/null).
         #[arg(short, long)]
         interactive: bool,
+        /// Run the command on a terminal (relayed to ours).
+        #[arg(short, long)]
+        tty: bool,
         name: String,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
@@ -186,8 +189,9 @@ pub fn main() -> ExitCode {
         Command::Image { cmd } => image::image(&cli, cmd),
         Command::Exec {
             interactive,
+            tty,
             name,
             command,
-        } => exec::exec(&cli, name, command, *interactive),
+        } => exec::exec(&cli, name, command, *interactive, *tty),
     }
 }

@@ -143,6 +143,9 @@ pub struct ExecPlan {
     pub cgroup_procs: Vec<PathBuf>,
     /// Whether the command gets our stdin (`-i`) or /dev/null.
     pub interactive: bool,
+    /// `-t`: the command runs on a terminal of the container's own devpts, relayed to ours.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The init's credentials, from `/proc/<pid>/status`.
@@ -211,7 +214,12 @@ pub struct Target<'a> {
 /// Decides the exec: the container's env, credentials and limits are read from its init's
 /// /proc entries (the init is proved by its start time before and after), the capabilities
 /// from the spec, as the container got them.
-pub fn plan(target: &Target, args: Vec<String>, interactive: bool) -> Result<ExecPlan, ExecError> {
+pub fn plan(
+    target: &Target,
+    args: Vec<String>,
+    interactive: bool,
+    tty: bool,
+) -> Result<ExecPlan, ExecError> {
     let name = target.name.to_string();
     let inst = target
         .instance
@@ -262,6 +270,7 @@ pub fn plan(target: &Target, args: Vec<String>, interactive: bool) -> Result<Exe
         nofile,
         cgroup_procs: target.cgroup_procs.clone(),
         interactive,
+        tty,
     })
 }
 
@@ -448,18 +457,143 @@ fn run(plan: &ExecPlan) -> Result<i32, ExecError> {
     mask.thread_block().map_err(step("blocking signals"))?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(step("signalfd"))?;
 
+    // -t: a terminal from the container's devpts (/dev/ptmx inside its root), sized like ours.
+    let pty = if plan.tty {
+        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+            .map_err(step("opening /dev/ptmx in the container"))?;
+        nix::pty::grantpt(&master).map_err(step("grantpt"))?;
+        nix::pty::unlockpt(&master).map_err(step("unlockpt"))?;
+        let slave = nix::pty::ptsname_r(&master).map_err(step("ptsname"))?;
+        if let Some(ws) = crate::sys::exec::window_size(std::io::stdin().as_fd()) {
+            let _ = crate::sys::exec::set_window_size(master.as_fd(), &ws);
+        }
+        Some((master, slave))
+    } else {
+        None
+    };
+
     match fork_single_threaded().map_err(step("fork"))? {
         ForkResult::Child => {
             drop(sfd);
+            if let Some((master, slave)) = pty {
+                drop(master);
+                if let Err(e) = attach_terminal(&slave) {
+                    eprintln!("berth: exec in {}: the terminal {slave}: {e}", plan.name);
+                    std::process::exit(EXIT_SETUP);
+                }
+            }
             let e = child(plan, &handles.cwd).unwrap_err();
             eprintln!("berth: exec in {}: {}", plan.name, e.message);
             std::process::exit(e.code);
         }
         ForkResult::Parent { child } => {
             drop(handles.cwd);
-            Ok(wait_forwarding(child, &sfd))
+            match pty {
+                Some((master, _)) => Ok(relay_terminal(child, &sfd, master)),
+                None => Ok(wait_forwarding(child, &sfd)),
+            }
         }
     }
+}
+
+/// In the child: a new session whose controlling terminal is `slave`, on stdin/out/err.
+fn attach_terminal(slave: &str) -> nix::Result<()> {
+    nix::unistd::setsid()?;
+    // Opened without O_NOCTTY by a session leader: it becomes the controlling terminal.
+    let fd = nix::fcntl::open(slave, OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
+    nix::unistd::dup2_stdin(&fd)?;
+    nix::unistd::dup2_stdout(&fd)?;
+    nix::unistd::dup2_stderr(&fd)?;
+    Ok(())
+}
+
+/// Relays between our terminal and the command's until it exits; our terminal is in raw mode
+/// meanwhile (the command's terminal does the line editing) and restored afterwards.
+fn relay_terminal(child: Pid, sfd: &SignalFd, master: nix::pty::PtyMaster) -> i32 {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    use std::io::{Read, Write};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+    }
+    let mut master = File::from(OwnedFd::from(master));
+    let mut buf = [0u8; 16 * 1024];
+    let mut stdin_open = true;
+    let status = loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break EXIT_SETUP,
+        }
+        let master_fd = master.as_fd();
+        let stdin_fd = stdin.as_fd();
+        let mut fds = vec![
+            PollFd::new(master_fd, PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
+        if stdin_open {
+            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+        }
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
+                }
+                // EIO: the command's side is closed; wait for its status.
+                _ => {
+                    break loop {
+                        match waitpid(child, None) {
+                            Ok(WaitStatus::Exited(_, code)) => break code,
+                            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+                            Ok(_) | Err(Errno::EINTR) => continue,
+                            Err(_) => break EXIT_SETUP,
+                        }
+                    };
+                }
+            }
+        }
+        if ready[1] {
+            if let Ok(Some(info)) = sfd.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGWINCH) => {
+                        if let Some(ws) = crate::sys::exec::window_size(stdin.as_fd()) {
+                            let _ = crate::sys::exec::set_window_size(master.as_fd(), &ws);
+                        }
+                    }
+                    Ok(Signal::SIGCHLD) | Err(_) => {}
+                    Ok(sig) => {
+                        let _ = kill(child, sig);
+                    }
+                }
+            }
+        }
+        if stdin_open && ready.get(2).copied().unwrap_or(false) {
+            match stdin.lock().read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    let _ = master.write_all(&buf[..n]);
+                }
+                _ => stdin_open = false,
+            }
+        }
+    };
+    if let Some(t) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
+    }
+    status
 }
 
 /// Waits for `child`, passing on the signals other processes send to the helper.
@@ -675,6 +809,7 @@ Max open files            1024                 524288               files     \n
             nofile: Some((1024, 4096)),
             cgroup_procs: vec!["/sys/fs/cgroup/x/cgroup.procs".into()],
             interactive: false,
+            tty: false,
         };
         let json = serde_json::to_string(&plan).unwrap();
         assert_eq!(serde_json::from_str::<ExecPlan>(&json).unwrap(), plan);

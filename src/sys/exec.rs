@@ -56,3 +56,24 @@ pub fn reset_signal_dispositions() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The window size of the terminal on `fd`, if it is one.
+pub fn window_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<libc::winsize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: winsize is plain old data; TIOCGWINSZ writes into it and nothing else.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a valid open fd (borrowed); `ws` outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0).then_some(ws)
+}
+
+/// Sets the window size of the terminal on `fd`.
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, ws: &libc::winsize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `fd` is a valid open fd (borrowed); TIOCSWINSZ only reads `ws`, which outlives
+    // the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
