@@ -505,3 +505,41 @@ fn as_pid_1_it_reaps_orphans() {
     );
     env.assert_no_leaks();
 }
+
+#[test]
+fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
+    if skip_unless_root("supervise notify") {
+        return;
+    }
+    let env = TestEnv::new("sv-notify");
+    std::fs::create_dir_all(env.specs()).unwrap();
+    let path = env.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = env
+        .command()
+        .arg("--socket")
+        .arg(env.socket())
+        .arg("supervise")
+        .arg("--specs")
+        .arg(env.specs())
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"WATCHDOG=1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_child(&mut child, Duration::from_secs(20)), Some(0));
+    env.assert_no_leaks();
+}
