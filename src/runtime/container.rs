@@ -2,6 +2,7 @@
 //! tear it down, collecting errors and going on.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -192,7 +193,14 @@ impl Runtime {
         use std::io::Write;
         use std::os::fd::AsFd;
         let text = plan::hosts_file(hostname, &self.bridge_hosts());
-        let root = crate::sys::openat::open_dir(Path::new(&format!("/proc/{init_pid}/root")))?;
+        // /proc/PID/root is a magic link to the container's root: follow it (only it).
+        let root: OwnedFd = nix::fcntl::open(
+            format!("/proc/{init_pid}/root").as_str(),
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
         let fd = crate::sys::openat::open_in_root(
             root.as_fd(),
             Path::new("etc/hosts"),
