@@ -234,7 +234,9 @@ impl Bench {
         println!();
         // The spec format rejects `initial = "0s"` (restart.backoff.initial must be greater
         // than 0), so the smallest accepted curve: a constant 1 ms, which the figure includes.
-        println!("== crash -> restarted ({n} restarts, policy always, backoff initial = max = 1ms) ==");
+        println!(
+            "== crash -> restarted ({n} restarts, policy always, backoff initial = max = 1ms) =="
+        );
         let (specs, out) = self.dirs("crash");
         let go = out.join("go");
         nix::unistd::mkfifo(&go, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -298,9 +300,11 @@ impl Bench {
             let ready = out.join(format!("ready-{name}"));
             let body = self.spec(&format!("echo > /out/ready-{name}; {HOLD}"), &out, "");
             let t0 = drop_spec(&self.work, &specs, &name, &body);
-            let t = wait_for(Duration::from_secs(30), &ready.display().to_string(), || {
-                ready.exists()
-            })
+            let t = wait_for(
+                Duration::from_secs(30),
+                &ready.display().to_string(),
+                || ready.exists(),
+            )
             .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
             times.push(t.duration_since(t0));
             // Drops from config tools do not come back to back.
@@ -328,7 +332,10 @@ impl Bench {
             );
         }
         mem.print();
-        println!("  SIGTERM -> daemon exit 0 with {n} containers: {:.0} ms", ms(stop));
+        println!(
+            "  SIGTERM -> daemon exit 0 with {n} containers: {:.0} ms",
+            ms(stop)
+        );
         DropResult { times, mem }
     }
 
@@ -382,7 +389,10 @@ impl Bench {
             ms(all) / n as f64
         );
         mem.print();
-        println!("  SIGTERM -> daemon exit 0 with {n} containers: {:.0} ms", ms(stop));
+        println!(
+            "  SIGTERM -> daemon exit 0 with {n} containers: {:.0} ms",
+            ms(stop)
+        );
         ColdResult { all, mem }
     }
 
@@ -750,9 +760,12 @@ fn podman(bench: &Bench, n: usize) -> Option<EngineResult> {
         for i in 0..n {
             let name = format!("p{i:03}");
             let t = Instant::now();
-            let o = cmd(&run_args(&name, &format!("echo > /out/ready-{name}; {HOLD}")))
-                .output()
-                .unwrap();
+            let o = cmd(&run_args(
+                &name,
+                &format!("echo > /out/ready-{name}; {HOLD}"),
+            ))
+            .output()
+            .unwrap();
             if !o.status.success() {
                 return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
             }
@@ -771,27 +784,32 @@ fn podman(bench: &Bench, n: usize) -> Option<EngineResult> {
             ms(pct(&per_run, 0.9))
         );
         // conmon is the per-container monitor: its PSS for comparison.
-        let o = cmd(&[
-            "ps".into(),
-            "-q".into(),
-            "--no-trunc".into(),
-        ])
-        .output()
-        .unwrap();
+        let o = cmd(&["ps".into(), "-q".into(), "--no-trunc".into()])
+            .output()
+            .unwrap();
         let ids: Vec<OsString> = String::from_utf8_lossy(&o.stdout)
             .split_whitespace()
             .map(OsString::from)
             .collect();
-        let mut args: Vec<OsString> =
-            vec!["inspect".into(), "--format".into(), "{{.State.ConmonPid}}".into()];
+        let mut args: Vec<OsString> = vec![
+            "inspect".into(),
+            "--format".into(),
+            "{{.State.ConmonPid}}".into(),
+        ];
         args.extend(ids);
         let o = cmd(&args).output().unwrap();
         let conmons: Vec<i32> = String::from_utf8_lossy(&o.stdout)
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect();
-        let pss: u64 = conmons.iter().map(|p| rollup_kib(*p, "Pss:").unwrap_or(0)).sum();
-        let rss: u64 = conmons.iter().map(|p| status_kib(*p, "VmRSS:").unwrap_or(0)).sum();
+        let pss: u64 = conmons
+            .iter()
+            .map(|p| rollup_kib(*p, "Pss:").unwrap_or(0))
+            .sum();
+        let rss: u64 = conmons
+            .iter()
+            .map(|p| status_kib(*p, "VmRSS:").unwrap_or(0))
+            .sum();
         println!(
             "  podman memory: {} conmon processes, RSS {:.0} KiB/container, PSS {:.0} KiB/container (no daemon)",
             conmons.len(),
@@ -954,7 +972,11 @@ fn reap_orphans(timeout: Duration) {
 }
 
 /// Polls `cond` every 0.2 ms; returns the instant it first held.
-fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<Instant, String> {
+fn wait_for(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> Result<Instant, String> {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
