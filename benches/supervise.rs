@@ -69,11 +69,12 @@ fn main() {
         tag: format!("berth-bench-sv-{}", std::process::id()),
     };
     println!(
-        "host: {} CPUs, kernel {}",
+        "host: {} CPUs, kernel {}, load average {} (other work on the host inflates latencies)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
-            .trim()
+            .trim(),
+        loadavg()
     );
     bench.warm_layer_store();
 
@@ -133,6 +134,7 @@ fn main() {
         ms(pct(&crash, 0.9)),
         ms(pct(&crash, 1.0))
     );
+    println!("load average at the end: {}", loadavg());
     let left = bench.leftovers();
     if left.is_empty() {
         println!("leftovers (mounts, cgroups, container dirs): none");
@@ -1042,6 +1044,16 @@ fn ms(d: Duration) -> f64 {
 
 fn kib_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn env_usize(key: &str, default: usize) -> usize {
