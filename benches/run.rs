@@ -228,14 +228,9 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The release binary, built if needed.
+/// The binary cargo built for this benchmark (the bench profile: release settings).
 fn release_binary() -> PathBuf {
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--bin", "berth"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/berth")
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
 }
 
 /// An OCI runtime bundle (config.json + rootfs) of the busybox image for runc/crun.

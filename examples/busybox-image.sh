@@ -34,12 +34,11 @@ wheel:x:10:app
 app:x:1000:
 nogroup:x:65534:
 G
-chown 1000:1000 "$root/home/app"
+# Owners as in the image: root everywhere, app's home its own (needs root to build).
+chown -R 0:0 "$root" && chown 1000:1000 "$root/home/app" || echo "$0: not root: every file will be owned by you" >&2
 
 mkdir -p "$out/blobs/sha256"
-tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$work/layer.tar" .
-# app's home keeps its owner: re-pack that entry with its real owner
-tar --sort=name --numeric-owner --mtime=@0 -C "$root" -rf "$work/layer.tar" ./home/app
+tar --sort=name --numeric-owner --mtime=@0 -C "$root" -cf "$work/layer.tar" .
 diff_id=$(sha256sum < "$work/layer.tar" | cut -d' ' -f1)
 gzip -n -9 < "$work/layer.tar" > "$work/layer.tar.gz"
 layer=$(sha256sum < "$work/layer.tar.gz" | cut -d' ' -f1)

@@ -625,16 +625,9 @@ impl Checker<'_> {
         self.unknown_keys(backoff, "restart.backoff", "restart.backoff", BACKOFF_KEYS);
         let initial = backoff.get("initial");
         if let Some(v) = initial {
+            // 0s is allowed: restart at once, every time (the user's explicit choice).
             if let Some(d) = self.duration(v, "restart.backoff.initial") {
-                if d.is_zero() {
-                    self.err(
-                        v.span(),
-                        "restart.backoff.initial",
-                        "must be greater than 0",
-                    );
-                } else {
-                    spec.backoff_initial = d;
-                }
+                spec.backoff_initial = d;
             }
         }
         if let Some(v) = backoff.get("max") {

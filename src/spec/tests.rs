@@ -348,7 +348,6 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\n[restart]\nmax_retries = -1\n", 3, 15, "restart.max_retries", "must be at least 0, got -1"),
     ("image = \"busybox\"\n[restart]\nbackoff = { initial = \"1m\", max = \"1s\" }\n", 3, 23, "restart.backoff.initial", "must not be greater than max"),
     ("image = \"busybox\"\n[restart]\nbackoff = { initial = \"1m\" }\n", 3, 23, "restart.backoff.initial", "backoff initial (1m) must not be greater than max (30s)"),
-    ("image = \"busybox\"\n[restart]\nbackoff = { initial = \"0s\" }\n", 3, 23, "restart.backoff.initial", "must be greater than 0"),
     ("image = \"busybox\"\n[resources]\nmemory = \"3M\"\n", 3, 10, "resources.memory", "must be at least 4M (4194304 bytes), got \"3M\""),
     ("image = \"busybox\"\n[resources]\nmemory = 1024\n", 3, 10, "resources.memory", "must be at least 4M"),
     ("image = \"busybox\"\n[resources]\nmemory = \"12Q\"\n", 3, 10, "resources.memory", "unknown unit \"Q\""),
