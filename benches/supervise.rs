@@ -878,7 +878,7 @@ fn docker(bench: &Bench, n: usize) -> Option<EngineResult> {
     let out = bench.work.join("docker-out");
     std::fs::create_dir_all(&out).unwrap();
     let image = format!("{}:busybox", bench.tag);
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .arg("-C")
         .arg(rootfs(bench))
         .args(["-c", "."])
@@ -887,10 +887,11 @@ fn docker(bench: &Bench, n: usize) -> Option<EngineResult> {
         .unwrap();
     let st = Command::new(&bin)
         .args(["import", "-", &image])
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .stdout(Stdio::null())
         .status()
         .unwrap();
+    let _ = tar.wait();
     if !st.success() {
         println!("docker: import failed, skipped");
         return None;
