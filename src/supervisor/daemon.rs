@@ -130,7 +130,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(16)
+        .max_blocking_threads(4)
         .build()
         .map_err(DaemonError::Tokio)?;
     rt.block_on(serve(config))
