@@ -33,8 +33,9 @@ pub fn commit(cli: &Cli, name: &str, reference: &str) -> ExitCode {
         Ok(i) => i,
         Err(e) => return fail(format!("bad response from the daemon: instance: {e}")),
     };
-    let Some(instance) = instance else {
-        return fail(format!("container {name} is not running"));
+    let state = v["status"]["state"].as_str().unwrap_or("unknown");
+    let Some(instance) = instance.filter(|_| state == "running") else {
+        return fail(format!("container {name} is not running (state: {state})"));
     };
     let spec: ValidatedSpec = match serde_json::from_value(v["spec"].clone()) {
         Ok(s) => s,
