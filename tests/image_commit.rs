@@ -13,13 +13,12 @@ use common::*;
 
 const NONE: &str = "[network]\nmode = \"none\"\n";
 
-struct Daemon<'a> {
-    env: &'a TestEnv,
+struct Daemon {
     child: Option<Child>,
 }
 
-impl<'a> Daemon<'a> {
-    fn start(env: &'a TestEnv) -> Daemon<'a> {
+impl Daemon {
+    fn start(env: &TestEnv) -> Daemon {
         std::fs::create_dir_all(specs(env)).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -38,10 +37,7 @@ impl<'a> Daemon<'a> {
             .stderr(log)
             .spawn()
             .unwrap();
-        let d = Daemon {
-            env,
-            child: Some(child),
-        };
+        let d = Daemon { child: Some(child) };
         wait_until(Duration::from_secs(10), "the socket", || {
             std::os::unix::net::UnixStream::connect(socket(env)).is_ok()
         });
@@ -49,7 +45,7 @@ impl<'a> Daemon<'a> {
     }
 }
 
-impl Drop for Daemon<'_> {
+impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = nix::sys::signal::kill(

@@ -262,6 +262,8 @@ impl<W: Write> Walker<'_, W> {
                 self.walk(fd.as_fd(), path)?;
             }
             SFlag::S_IFREG => {
+                // dev_t and ino_t are not u64 on every target.
+                #[allow(clippy::unnecessary_cast)]
                 let key = (st.st_dev as u64, st.st_ino as u64);
                 if st.st_nlink > 1 {
                     if let Some(first) = self.links.get(&key).cloned() {
