@@ -674,4 +674,66 @@ mod tests {
         assert_eq!(stats.hardlinks, 1);
         assert_eq!(stats.skipped, 2, "/proc and /etc/hosts are left out");
     }
+    #[test]
+    fn whiteouts_opaque_dirs_and_xattrs() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping whiteouts_opaque_dirs_and_xattrs: needs root for mknod and xattrs");
+            return;
+        }
+        use nix::sys::stat::{mknod, Mode, SFlag};
+        let d = tempfile::tempdir().unwrap();
+        let u = d.path();
+        fs::create_dir_all(u.join("etc/opq")).unwrap();
+        fs::write(u.join("etc/opq/kept"), b"k").unwrap();
+        fs::write(u.join("etc/capped"), b"c").unwrap();
+        mknod(
+            &u.join("etc/gone"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0),
+            0,
+        )
+        .unwrap();
+        let opq = openat::open_dir(&u.join("etc/opq")).unwrap();
+        openat::fsetxattr(opq.as_fd(), OPAQUE_XATTR, b"y").unwrap();
+        let capped = File::open(u.join("etc/capped")).unwrap();
+        let cap = [1u8, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        openat::fsetxattr(capped.as_fd(), b"security.capability", &cap).unwrap();
+        let mut out = Vec::new();
+        let stats = write_layer(u, &mut out).unwrap();
+        let names: Vec<String> = entries(&out).into_iter().map(|e| e.0).collect();
+        assert_eq!(
+            names,
+            [
+                "etc",
+                "etc/capped",
+                "etc/.wh.gone",
+                "etc/opq",
+                "etc/opq/.wh..wh..opq",
+                "etc/opq/kept"
+            ]
+        );
+        assert_eq!((stats.whiteouts, stats.opaque_dirs), (1, 1));
+        let mut a = tar::Archive::new(&out[..]);
+        let mut found = None;
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().ends_with("capped") {
+                for x in e.pax_extensions().unwrap().unwrap() {
+                    let x = x.unwrap();
+                    if x.key().unwrap() == "SCHILY.xattr.security.capability" {
+                        found = Some(x.value_bytes().to_vec());
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            found.as_deref(),
+            Some(&cap[..]),
+            "file capabilities are kept"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out).contains("trusted.overlay"),
+            "overlay xattrs stay out of the layer"
+        );
+    }
 }
