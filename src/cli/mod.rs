@@ -1,6 +1,7 @@
 //! The command line: parses arguments and calls into the library. Prints; decides nothing
 //! the library could decide.
 
+mod commit;
 mod control;
 mod exec;
 mod image;
@@ -119,6 +120,9 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Turn a running container's changes into a new image layer, recorded as REF
+    /// (e.g. `localhost/app:v2`) on top of the image it runs.
+    Commit { name: String, reference: String },
     /// Manage the image store: pull, import, ls, inspect, history, tag, rm, prune.
     Image {
         #[command(subcommand)]
@@ -187,6 +191,7 @@ pub fn main() -> ExitCode {
             spec,
         } => run::run(&cli, spec, *interactive, *keep),
         Command::Image { cmd } => image::image(&cli, cmd),
+        Command::Commit { name, reference } => commit::commit(&cli, name, reference),
         Command::Exec {
             interactive,
             tty,

@@ -5,6 +5,7 @@
 //! registry HTTP(S) (`registry.rs`).
 
 mod archive;
+mod commit;
 mod content;
 mod error;
 pub mod extract;
@@ -14,6 +15,7 @@ mod reference;
 mod registry;
 mod store;
 
+pub use commit::{write_layer, CommitStats};
 pub use content::{HistoryRecord, ImageRecord, LayerRecord, SourceStamp};
 pub use error::ImageError;
 pub use extract::{unpack_layer, LayerStats, MAX_LAYER_SIZE};

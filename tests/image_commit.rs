@@ -1,0 +1,280 @@
+//! `berth commit` as root against a supervised busybox container: the container's own command
+//! changes its filesystem (a new file, a deleted file, a replaced dir), the commit turns that into
+//! a new image, and containers from the new image see the change while the old image is
+//! unchanged. A second commit on top of the first shows that tags keep earlier versions.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const NONE: &str = "[network]\nmode = \"none\"\n";
+
+struct Daemon {
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(env: &TestEnv) -> Daemon {
+        std::fs::create_dir_all(specs(env)).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(env.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = env
+            .command()
+            .arg("--socket")
+            .arg(socket(env))
+            .arg("supervise")
+            .arg("--specs")
+            .arg(specs(env))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon { child: Some(child) };
+        wait_until(Duration::from_secs(10), "the socket", || {
+            std::os::unix::net::UnixStream::connect(socket(env)).is_ok()
+        });
+        d
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn specs(env: &TestEnv) -> PathBuf {
+    env.dir.path().join("specs")
+}
+
+fn socket(env: &TestEnv) -> PathBuf {
+    env.dir.path().join("berth.sock")
+}
+
+fn daemon_log(env: &TestEnv) -> String {
+    std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap_or_default()
+}
+
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ctl(env: &TestEnv, args: &[&str]) -> Output {
+    env.command()
+        .arg("--socket")
+        .arg(socket(env))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Puts a spec into the daemon's spec dir (temp file + rename).
+fn supervise_spec(env: &TestEnv, name: &str, image: &str, script: &str) {
+    let tmp = specs(env).join(format!(".{name}.toml.tmp"));
+    let body = format!("image = {image:?}\ncommand = [\"sh\", \"-c\", {script:?}]\n{NONE}");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, specs(env).join(format!("{name}.toml"))).unwrap();
+}
+
+/// The upper dir of `name`'s running instance, once `ready` exists in it.
+fn wait_ready_upper(env: &TestEnv, name: &str) -> PathBuf {
+    let mut upper = None;
+    wait_until(Duration::from_secs(30), &format!("{name} ready"), || {
+        let out = ctl(env, &["inspect", name]);
+        if !out.status.success() {
+            return false;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let Some(id) = v["instance"]["id"].as_str() else {
+            return false;
+        };
+        let u = env.root().join("containers").join(id).join("upper");
+        let ok = u.join("ready").exists();
+        upper = Some(u);
+        ok
+    });
+    upper.unwrap()
+}
+
+/// `berth run` of a one-off spec (outside the daemon's spec dir) printing what `script` prints.
+fn run_with(env: &TestEnv, name: &str, image: &str, script: &str) -> String {
+    let dir = env.dir.path().join("run-specs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!("image = {image:?}\ncommand = [\"sh\", \"-c\", {script:?}]\n{NONE}"),
+    )
+    .unwrap();
+    let out = env.run(&path);
+    assert!(
+        out.status.success(),
+        "run {name} ({image}): {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+const PROBE: &str = "cat /new-file; \
+    if [ -e /bin/true ]; then echo true:present; else echo true:absent; fi; \
+    echo home:$(ls /home); \
+    cat /made/dir/f 2>/dev/null || echo made:absent; \
+    cat /second 2>/dev/null || echo second:absent";
+
+fn commit(env: &TestEnv, name: &str, reference: &str) {
+    let out = ctl(env, &["commit", name, reference]);
+    assert!(
+        out.status.success(),
+        "commit {name} {reference}: {}{}\ndaemon log:\n{}",
+        stdout(&out),
+        stderr(&out),
+        daemon_log(env)
+    );
+    assert!(stdout(&out).starts_with(reference), "{}", stdout(&out));
+}
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn commit_a_running_container() {
+    if skip_unless_root("commit a running container") {
+        return;
+    }
+    let env = TestEnv::new("commit");
+    let base = busybox_image();
+    let d = Daemon::start(&env);
+
+    // The container changes its own filesystem, then idles.
+    supervise_spec(
+        &env,
+        "web",
+        base,
+        "echo v2 > /new-file; rm /bin/true; rm -rf /home; mkdir /home; touch /home/only; \
+         mkdir -p /made/dir; echo made > /made/dir/f; mknod /made/fifo p; \
+         ln /made/dir/f /made/hard; ln -s /etc/shadow /made/link; touch /ready; \
+         trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    );
+    let upper = wait_ready_upper(&env, "web");
+    let wh = std::fs::symlink_metadata(upper.join("bin/true")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()),
+        "rm of a lower file leaves a whiteout in upper"
+    );
+    commit(&env, "web", "localhost/mine:v2");
+
+    // The new image, resolved from its record (no registry behind localhost here).
+    let got = run_with(&env, "probe2", "localhost/mine:v2", PROBE);
+    assert_eq!(
+        lines(&got),
+        ["v2", "true:absent", "home:only", "made", "second:absent"],
+        "{got}"
+    );
+    let got = run_with(
+        &env,
+        "probe2b",
+        "localhost/mine:v2",
+        "ls -l /made/fifo | cut -c1; readlink /made/link; \
+         [ /made/hard -ef /made/dir/f ] && echo hardlinked; \
+         [ -e /ready ] && echo ready; ls /proc/self >/dev/null && echo proc",
+    );
+    assert_eq!(
+        lines(&got),
+        ["p", "/etc/shadow", "hardlinked", "ready", "proc"],
+        "{got}"
+    );
+
+    let hist = ctl(&env, &["image", "history", "localhost/mine:v2"]);
+    assert!(hist.status.success(), "{}", stderr(&hist));
+    let hist = stdout(&hist);
+    assert!(hist.contains("berth commit web"), "{hist}");
+    assert!(hist.contains("busybox-image.sh"), "{hist}");
+
+    // A second container from the committed image, committed again on top.
+    supervise_spec(
+        &env,
+        "app",
+        "localhost/mine:v2",
+        "echo v3 > /new-file; echo second > /second; rm -f /ready; touch /ready; \
+         trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    );
+    let upper3 = wait_ready_upper(&env, "app");
+    assert!(upper3 != upper);
+    commit(&env, "app", "localhost/mine:v3");
+    let got = run_with(&env, "probe3", "localhost/mine:v3", PROBE);
+    assert_eq!(
+        lines(&got),
+        ["v3", "true:absent", "home:only", "made", "second"],
+        "{got}"
+    );
+    let json = ctl(&env, &["image", "history", "--json", "localhost/mine:v3"]);
+    let h: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let by: Vec<&str> = h.iter().filter_map(|e| e["created_by"].as_str()).collect();
+    assert_eq!(
+        by,
+        ["busybox-image.sh", "berth commit web", "berth commit app"]
+    );
+
+    // Earlier versions are kept: v2 and the base image are as they were.
+    let got = run_with(&env, "probe2c", "localhost/mine:v2", PROBE);
+    assert_eq!(
+        lines(&got),
+        ["v2", "true:absent", "home:only", "made", "second:absent"],
+        "{got}"
+    );
+    let got = run_with(
+        &env,
+        "probe1",
+        base,
+        "cat /new-file 2>/dev/null || echo new:absent; \
+         if [ -e /bin/true ]; then echo true:present; fi; echo home:$(ls /home)",
+    );
+    assert_eq!(
+        lines(&got),
+        ["new:absent", "true:present", "home:app"],
+        "{got}"
+    );
+
+    // A stopped container cannot be committed.
+    let out = ctl(&env, &["stop", "web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(Duration::from_secs(30), "web stopped", || {
+        let out = ctl(&env, &["inspect", "web"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["status"]["state"] == "stopped"
+    });
+    let out = ctl(&env, &["commit", "web", "localhost/mine:v9"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
+
+    drop(d);
+    env.assert_no_leaks();
+}
