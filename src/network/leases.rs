@@ -1,6 +1,6 @@
 //! IP leases: which container name holds which address on the bridge. Stored in
 //! `<root>/network/leases.json`, changed only under an exclusive flock on `leases.lock` and
-//! written atomically (temp file, fsync, rename, fsync of the directory).
+//! written atomically (temp file, rename).
 //!
 //! A static lease (the spec gives `ip`) and a dynamic one (allocated) both keep their address
 //! for their name until released, so neither is ever handed to another name. Owns only that
@@ -204,9 +204,9 @@ impl LeaseGuard {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(dir)?.sync_all()
+            // No fsync: the rename alone makes readers (and a restarted daemon) see either
+            // the old or the new file, never a torn one.
+            fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);

@@ -499,7 +499,7 @@ fn wait_up(
     loop {
         match nl.oper_up(index) {
             Ok(true) => return Ok(()),
-            Ok(false) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(false) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
             Ok(false) => {
                 return Err(NetworkError::netlink(
                     "waiting for carrier on",

@@ -15,27 +15,30 @@ use nix::sched::{setns, unshare, CloneFlags};
 use super::error::NetworkError;
 
 /// Runs `f` on a new thread that first joins the network namespace at `netns` (when given;
-/// otherwise the thread keeps the caller's namespace). Processes spawned by `f` start in that
+/// otherwise `f` runs on the calling thread). Processes spawned by `f` start in that
 /// namespace, and netlink sockets opened by `f` stay bound to it after the thread ends.
 pub(crate) fn run_in<R, F>(netns: Option<&Path>, f: F) -> Result<R, NetworkError>
 where
     F: FnOnce() -> R + Send,
     R: Send,
 {
+    // The caller's own namespace needs no thread.
+    let Some(netns) = netns else {
+        return Ok(f());
+    };
     std::thread::scope(|s| {
         s.spawn(|| {
-            if let Some(path) = netns {
-                let file = File::open(path).map_err(|source| NetworkError::Netns {
-                    step: "opening",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::Netns {
-                    step: "joining (setns)",
-                    path: path.to_path_buf(),
-                    source: io::Error::from(e),
-                })?;
-            }
+            let path = netns;
+            let file = File::open(path).map_err(|source| NetworkError::Netns {
+                step: "opening",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetworkError::Netns {
+                step: "joining (setns)",
+                path: path.to_path_buf(),
+                source: io::Error::from(e),
+            })?;
             Ok(f())
         })
         .join()

@@ -395,6 +395,13 @@ fn reattach_after_a_crash_does_not_duplicate_rules() {
     let s = spec(None, &[(19001, 80)]);
     let first = fx.net.attach("web", "web-x", &s).unwrap();
     let before = fx.rules();
+    // The nfnetlink listing agrees with nft's own.
+    let mut via_netlink = netns::run_in(fx.ns(), nft::dump_rules).unwrap().unwrap();
+    let mut via_nft = nft::rules_via_nft(fx.ns()).unwrap();
+    via_netlink.sort_by_key(|r| r.handle);
+    via_nft.sort_by_key(|r| r.handle);
+    assert_eq!(via_netlink, via_nft);
+    assert_eq!(via_nft.len(), 5, "{via_nft:?}");
     // The daemon died without detaching; a new `Network` attaches the same id again.
     let net2 = Network::new(
         &fx.dir.path().join("root"),
