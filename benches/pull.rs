@@ -2,8 +2,9 @@
 //! from Debian's `docker-registry` on 127.0.0.1, against `skopeo copy` to an OCI layout followed
 //! by `umoci unpack`, in the same run.
 //!
-//! The image is a Debian bookworm minbase rootfs made with `mmdebstrap`, split into a `usr/`
-//! layer and a layer of everything else, plus a top layer adding about 5 MB. When mmdebstrap is
+//! The image is a Debian bookworm minbase rootfs made with `mmdebstrap` (without docs, man pages
+//! and translations, as Debian's slim images), split into a `usr/lib/` layer and a layer of
+//! everything else, plus a top layer adding about 5 MB. When mmdebstrap is
 //! missing or fails, a synthetic rootfs is used instead (about 90 MB of files of varied sizes,
 //! pseudo-random content that gzip halves, in three layers); the output says which.
 //!
@@ -67,7 +68,7 @@ fn main() {
                 return;
             }
             (
-                "Debian bookworm minbase rootfs (mmdebstrap)",
+                "Debian bookworm minbase rootfs (mmdebstrap, no doc/man/info/locale)",
                 split_debian(&rootfs),
             )
         }
@@ -84,10 +85,7 @@ fn main() {
     write_top_layer(&top);
     let layout = work.path().join("layout");
     let mut parts = layer_dirs;
-    parts.push(LayerSource {
-        dir: top.clone(),
-        members: vec!["opt".into()],
-    });
+    parts.push(LayerSource::of(&top, &["opt"]));
     let layers = write_layout(&layout, &parts);
     if !remove_unless_mounted(&rootfs) {
         let _ = work.keep();
@@ -285,13 +283,23 @@ fn skopeo(args: &[&str]) {
     run(Command::new("skopeo").arg("--insecure-policy").args(args));
 }
 
-/// `mmdebstrap --variant=minbase bookworm DIR`.
+const SLIM: &[&str] = &[
+    "/usr/share/doc/*",
+    "/usr/share/man/*",
+    "/usr/share/info/*",
+    "/usr/share/locale/*",
+];
+
+/// `mmdebstrap --variant=minbase --dpkgopt=path-exclude=... bookworm DIR`.
 fn debian_rootfs(dir: &Path) -> Result<(), String> {
     if which("mmdebstrap").is_none() {
         return Err("not installed".into());
     }
     let out = Command::new("mmdebstrap")
-        .args(["--quiet", "--variant=minbase", "bookworm"])
+        .args(["--quiet", "--variant=minbase"])
+        // As Debian's slim images: no docs, man pages or translations.
+        .args(SLIM.iter().map(|p| format!("--dpkgopt=path-exclude={p}")))
+        .arg("bookworm")
         .arg(dir)
         .stdin(Stdio::null())
         .output()
@@ -303,14 +311,37 @@ fn debian_rootfs(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// What one layer is made of: top-level entries of `dir`, tarred with their owners.
+/// What one layer is made of: entries of `dir`, tarred with their owners.
 struct LayerSource {
     dir: PathBuf,
+    /// What the layer holds, for the report.
+    what: String,
+    /// GNU tar name arguments (names, and `--no-recursion`/`--recursion` between them).
     members: Vec<String>,
 }
 
-/// Two layers: `usr/`, and every other top-level entry (device nodes in /dev left out, as in
-/// registry images).
+impl LayerSource {
+    fn of(dir: &Path, names: &[&str]) -> LayerSource {
+        LayerSource {
+            dir: dir.to_path_buf(),
+            what: names.join(" "),
+            members: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Two layers of about the same size: `usr/lib/`, and everything else (device nodes in /dev
+/// left out, as in registry images). Both hold the `usr` directory entry itself.
 fn split_debian(rootfs: &Path) -> Vec<LayerSource> {
     if let Ok(d) = fs::read_dir(rootfs.join("dev")) {
         for e in d.flatten() {
@@ -322,20 +353,26 @@ fn split_debian(rootfs: &Path) -> Vec<LayerSource> {
             }
         }
     }
-    let mut rest: Vec<String> = fs::read_dir(rootfs)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "usr")
-        .collect();
-    rest.sort();
+    let usr_dir = ["--no-recursion", "usr", "--recursion"].map(String::from);
+    let mut lib = usr_dir.to_vec();
+    lib.push("usr/lib".into());
+    let mut rest = usr_dir.to_vec();
+    rest.extend(
+        entries(&rootfs.join("usr"))
+            .into_iter()
+            .filter(|n| n != "lib")
+            .map(|n| format!("usr/{n}")),
+    );
+    rest.extend(entries(rootfs).into_iter().filter(|n| n != "usr"));
     vec![
         LayerSource {
             dir: rootfs.to_path_buf(),
-            members: vec!["usr".into()],
+            what: "usr/lib".into(),
+            members: lib,
         },
         LayerSource {
             dir: rootfs.to_path_buf(),
+            what: "the rest of the rootfs".into(),
             members: rest,
         },
     ]
@@ -394,15 +431,11 @@ fn synthetic_layers(rootfs: &Path) -> Vec<LayerSource> {
     fill(&rootfs.join("var"), &mut rng, 20_000_000);
     fill(&rootfs.join("etc"), &mut rng, 4_000_000);
     fill(&rootfs.join("lib"), &mut rng, 6_000_000);
-    ["usr", "var"]
-        .iter()
-        .map(|m| vec![m.to_string()])
-        .chain([vec!["etc".to_string(), "lib".to_string()]])
-        .map(|members| LayerSource {
-            dir: rootfs.to_path_buf(),
-            members,
-        })
-        .collect()
+    vec![
+        LayerSource::of(rootfs, &["usr"]),
+        LayerSource::of(rootfs, &["var"]),
+        LayerSource::of(rootfs, &["etc", "lib"]),
+    ]
 }
 
 /// The top layer: about 5 MB under /opt/app.
@@ -470,7 +503,7 @@ fn write_layer(blobs: &Path, src: &LayerSource) -> LayerInfo {
         .arg(&src.dir)
         .args(["--numeric-owner", "--sort=name", "--format=pax"])
         .args(["--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"])
-        .args(["-cf", "-", "--"])
+        .args(["-cf", "-"])
         .args(&src.members)
         .stdout(Stdio::piped())
         .spawn()
@@ -503,7 +536,7 @@ fn write_layer(blobs: &Path, src: &LayerSource) -> LayerInfo {
     let digest = hex::encode(file.hash.finalize());
     fs::rename(&tmp, blobs.join(&digest)).unwrap();
     LayerInfo {
-        what: src.members.join(" "),
+        what: src.what.clone(),
         digest,
         diff_id,
         gz_size: file.n,
