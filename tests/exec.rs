@@ -6,102 +6,15 @@ mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
+use common::daemon::{wait_child, wait_until, Daemon, SupervisorEnv};
 use common::*;
-
-/// A daemon of one test: its own root, socket, spec dir and cgroup parent.
-struct Daemon<'a> {
-    env: &'a TestEnv,
-    child: Option<Child>,
-}
-
-impl<'a> Daemon<'a> {
-    fn start(env: &'a TestEnv) -> Daemon<'a> {
-        std::fs::create_dir_all(specs(env)).unwrap();
-        let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
-        let child = env
-            .command()
-            .arg("--socket")
-            .arg(socket(env))
-            .arg("supervise")
-            .arg("--specs")
-            .arg(specs(env))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            env,
-            child: Some(child),
-        };
-        wait_until(Duration::from_secs(10), "the socket", || {
-            std::os::unix::net::UnixStream::connect(socket(env)).is_ok()
-        });
-        d
-    }
-
-    /// SIGTERM and wait: every container stopped, exit 0.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        term(child.id() as i32);
-        let status = wait_child(&mut child, Duration::from_secs(30));
-        let log = std::fs::read_to_string(self.env.dir.path().join("daemon.log"));
-        assert_eq!(status, Some(0), "daemon exit; log:\n{log:?}");
-    }
-}
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            term(child.id() as i32);
-            if wait_child(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-fn term(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-}
-
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn specs(env: &TestEnv) -> PathBuf {
-    env.dir.path().join("specs")
-}
-
-fn socket(env: &TestEnv) -> PathBuf {
-    env.dir.path().join("berth.sock")
-}
 
 fn ctl(env: &TestEnv) -> std::process::Command {
     let mut c = env.command();
-    c.arg("--socket").arg(socket(env));
+    c.arg("--socket").arg(env.socket());
     c
 }
 
@@ -113,15 +26,6 @@ fn exec(env: &TestEnv, name: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn running_pid(env: &TestEnv, name: &str) -> Option<i32> {
-    let out = ctl(env).args(["ps", "--json"]).output().unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
-    rows.into_iter()
-        .find(|r| r["name"] == name && r["state"] == "running")
-        .and_then(|r| r["pid"].as_i64())
-        .map(|p| p as i32)
 }
 
 const SPEC: &str =
@@ -170,12 +74,12 @@ fn exec_joins_the_container() {
     let env = TestEnv::new("exec");
     let d = Daemon::start(&env);
     std::fs::write(
-        specs(&env).join("box.toml"),
+        env.specs().join("box.toml"),
         format!("image = {:?}\n{SPEC}", busybox_image()),
     )
     .unwrap();
     std::fs::write(
-        specs(&env).join("user.toml"),
+        env.specs().join("user.toml"),
         format!(
             "image = {:?}\nuser = \"65534:65534\"\nworkdir = \"/tmp\"\n{SPEC}",
             busybox_image()
@@ -184,13 +88,13 @@ fn exec_joins_the_container() {
     .unwrap();
     let mut init = None;
     wait_until(Duration::from_secs(20), "box running", || {
-        init = running_pid(&env, "box");
+        init = env.running_pid("box");
         init.is_some()
     });
-    let init = init.unwrap();
+    let init = init.unwrap() as i32;
 
     wait_until(Duration::from_secs(20), "user running", || {
-        running_pid(&env, "user").is_some()
+        env.running_pid("user").is_some()
     });
 
     // The container's user and working directory: the init's cwd by default, else the spec's.
@@ -295,7 +199,11 @@ fn exec_joins_the_container() {
         exe.to_string_lossy().contains("memfd:"),
         "helper exe {exe:?}"
     );
-    term(helper);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     assert_eq!(
         wait_child(&mut sleeper, Duration::from_secs(10)),
         Some(128 + 15),
@@ -355,7 +263,7 @@ fn exec_joins_the_container() {
             berth_bin(),
             env.root().display(),
             env.cgroup_parent,
-            socket(&env).display()
+            env.socket().display()
         );
         let out = std::process::Command::new("script")
             .args(["-qec", &inner, "/dev/null"])

@@ -11,31 +11,19 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth::image::{ImageRecord, ImageStore};
+use common::registry::{have, sha, Registry};
 use common::*;
 use sha2::{Digest, Sha256};
 
 const KILLS: usize = 20;
 const RANDOM_BYTES: usize = 8 << 20;
 const SMALL_FILES: usize = 400;
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
 
 /// xorshift64*: a small seeded generator, so a failing run can be repeated.
 struct Rng(u64);
@@ -49,54 +37,6 @@ impl Rng {
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-/// A docker-registry process on 127.0.0.1, storage in a tempdir, killed by pid on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        let cfg = dir.path().join("config.yml");
-        fs::write(&cfg, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -396,7 +336,7 @@ fn killed_pulls_never_leave_half_layers() {
     let mut rng = Rng(seed | 1);
     let env = TestEnv::new("crash");
     let (layout, random_sha) = build_layout(env.dir.path(), &mut rng);
-    let registry = Registry::start();
+    let registry = Registry::start(None);
     let reference = format!("127.0.0.1:{}/crash/big:v1", registry.port);
     let out = Command::new("skopeo")
         .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])

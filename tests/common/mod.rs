@@ -3,6 +3,9 @@
 //! own `--root` and cgroup parent that checks, when dropped, that nothing leaked.
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,154 @@
+//! A `berth supervise` daemon per test: its own root, socket, spec dir and cgroup parent, and
+//! the control commands the tests use.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{busybox_image, stderr, TestEnv};
+
+/// A daemon of one test: its own root, socket, spec dir and cgroup parent.
+pub struct Daemon<'a> {
+    env: &'a TestEnv,
+    child: Option<Child>,
+}
+
+impl<'a> Daemon<'a> {
+    pub fn start(env: &'a TestEnv) -> Daemon<'a> {
+        std::fs::create_dir_all(env.specs()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(env.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = env
+            .command()
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("supervise")
+            .arg("--specs")
+            .arg(env.specs())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            env,
+            child: Some(child),
+        };
+        wait_until(Duration::from_secs(10), "the socket", || {
+            std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
+        });
+        d
+    }
+
+    /// SIGTERM and wait: every container stopped, exit 0.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = wait_child(&mut child, Duration::from_secs(30));
+        assert_eq!(
+            status,
+            Some(0),
+            "daemon exit; log:\n{}",
+            self.env.daemon_log()
+        );
+    }
+
+    /// kill -9, leaving its containers running.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if wait_child(&mut child, Duration::from_secs(30)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub trait SupervisorEnv {
+    fn specs(&self) -> PathBuf;
+    fn socket(&self) -> PathBuf;
+    fn daemon_log(&self) -> String;
+    fn write_spec(&self, name: &str, body: &str);
+    fn ps(&self) -> Vec<serde_json::Value>;
+    fn status(&self, name: &str) -> Option<serde_json::Value>;
+    fn running_pid(&self, name: &str) -> Option<i64>;
+    fn ctl(&self, args: &[&str]) -> std::process::Output;
+}
+
+impl SupervisorEnv for TestEnv {
+    fn specs(&self) -> PathBuf {
+        self.dir.path().join("specs")
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("berth.sock")
+    }
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+    /// Written to a temp file and renamed in, as config tools do.
+    fn write_spec(&self, name: &str, body: &str) {
+        let tmp = self.specs().join(format!(".{name}.toml.tmp"));
+        std::fs::write(&tmp, format!("image = {:?}\n{body}", busybox_image())).unwrap();
+        std::fs::rename(&tmp, self.specs().join(format!("{name}.toml"))).unwrap();
+    }
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        self.command()
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn ps(&self) -> Vec<serde_json::Value> {
+        let out = self.ctl(&["ps", "--json"]);
+        assert!(out.status.success(), "ps: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+    fn status(&self, name: &str) -> Option<serde_json::Value> {
+        self.ps().into_iter().find(|c| c["name"] == name)
+    }
+    fn running_pid(&self, name: &str) -> Option<i64> {
+        self.status(name)
+            .filter(|s| s["state"] == "running")
+            .and_then(|s| s["pid"].as_i64())
+    }
+}
