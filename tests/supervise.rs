@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{wait_child, wait_until, Daemon, SupervisorEnv};
+use common::daemon::{wait_until, Daemon, Guarded, SupervisorEnv};
 use common::*;
 
 const LOOP: &str =
@@ -288,26 +288,29 @@ fn as_pid_1_it_reaps_orphans() {
     let env = TestEnv::new("sv-pid1");
     std::fs::create_dir_all(env.specs()).unwrap();
     let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
-    let mut child = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(berth_bin())
-        .arg("--root")
-        .arg(env.root())
-        .arg("--cgroup-parent")
-        .arg(&env.cgroup_parent)
-        .arg("--socket")
-        .arg(env.socket())
-        .arg("supervise")
-        .arg("--specs")
-        .arg(env.specs())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = Guarded(Some(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(berth_bin())
+            .arg("--root")
+            .arg(env.root())
+            .arg("--cgroup-parent")
+            .arg(&env.cgroup_parent)
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("supervise")
+            .arg("--specs")
+            .arg(env.specs())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
     wait_until(Duration::from_secs(10), "the socket", || {
         std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
     });
-    let init = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let init =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.pid())).unwrap();
     let init: i32 = init.split_whitespace().next().unwrap().parse().unwrap();
     // 100 processes whose parent exits at once: they are reparented to the namespace's init.
     let st = Command::new("nsenter")
@@ -354,7 +357,7 @@ fn as_pid_1_it_reaps_orphans() {
     )
     .unwrap();
     assert_eq!(
-        wait_child(&mut child, Duration::from_secs(20)),
+        child.wait(Duration::from_secs(20)),
         Some(0),
         "{}",
         env.daemon_log()
@@ -373,30 +376,31 @@ fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut child = env
-        .command()
-        .arg("--socket")
-        .arg(env.socket())
-        .arg("supervise")
-        .arg("--specs")
-        .arg(env.specs())
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "200000")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Guarded(Some(
+        env.command()
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("supervise")
+            .arg("--specs")
+            .arg(env.specs())
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     let mut buf = [0u8; 64];
     let n = sock.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"READY=1");
     let n = sock.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"WATCHDOG=1");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert_eq!(wait_child(&mut child, Duration::from_secs(20)), Some(0));
+    assert_eq!(child.wait(Duration::from_secs(20)), Some(0));
     env.assert_no_leaks();
 }
 
@@ -421,13 +425,15 @@ fn bridge_containers_find_each_other_by_name_under_the_supervisor() {
         env.socket().display(),
         env.specs().display()
     );
-    let mut child = Command::new("unshare")
-        .args(["--net", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = Guarded(Some(
+        Command::new("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
     wait_until(Duration::from_secs(10), "the socket", || {
         std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
     });
@@ -480,12 +486,12 @@ fn bridge_containers_find_each_other_by_name_under_the_supervisor() {
         "2 MiB took {elapsed:.2} s under an 8 Mbit/s limit (expected about {seconds:.2} s)"
     );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     assert_eq!(
-        wait_child(&mut child, Duration::from_secs(30)),
+        child.wait(Duration::from_secs(30)),
         Some(0),
         "{}",
         env.daemon_log()

@@ -152,3 +152,37 @@ impl SupervisorEnv for TestEnv {
             .and_then(|s| s["pid"].as_i64())
     }
 }
+
+/// A daemon started some other way (under `unshare`): SIGTERM and waited for when dropped, so
+/// a failing test leaves no daemon or container behind.
+pub struct Guarded(pub Option<Child>);
+
+impl Guarded {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Waits for the exit (up to `timeout`) and returns its code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let code = wait_child(self.0.as_mut()?, timeout);
+        if code.is_some() {
+            self.0 = None;
+        }
+        code
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if wait_child(&mut child, Duration::from_secs(30)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
