@@ -141,6 +141,87 @@ fn main() {
         peak_kib as f64 / 1024.0
     );
     bridge_overhead(&berth, work.path(), &image, runs.min(100));
+    bridge_throughput(&berth, work.path(), &image);
+}
+
+/// HTTP transfer (busybox httpd and wget, 10 x 48 MiB from tmpfs) between two bridge
+/// containers, against the same transfer over a bare veth pair between two network
+/// namespaces, in the same run. Everything happens inside a network namespace made for it.
+fn bridge_throughput(berth: &Path, work: &Path, image: &str) {
+    if which("unshare").is_none() || which("nft").is_none() || which("busybox").is_none() {
+        println!("throughput: unshare, nft or busybox missing, skipped");
+        return;
+    }
+    let root = work.join("root-tput");
+    let server = work.join("tput-server.toml");
+    let client = work.join("tput-client.toml");
+    std::fs::write(
+        &server,
+        format!(
+            "image = {image:?}\ncommand = [\"sh\", \"-c\", \"trap 'exit 0' TERM; dd if=/dev/zero of=/dev/shm/big bs=1M count=48 2>/dev/null; httpd -p 80 -h /dev/shm; while :; do sleep 0.2; done\"]\n\
+             [network]\nmode = \"bridge\"\nip = \"10.89.0.50\"\n"
+        ),
+    )
+    .unwrap();
+    let fetch = "s=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O /dev/null http://10.89.0.50/big || exit 1; done; e=$(cut -d' ' -f1 /proc/uptime); echo $s $e";
+    std::fs::write(
+        &client,
+        format!("image = {image:?}\ncommand = [\"sh\", \"-c\", {fetch:?}]\n[network]\nmode = \"bridge\"\n"),
+    )
+    .unwrap();
+    let b = |spec: &Path| {
+        format!(
+            "{} --root {} --cgroup-parent berth-bench run {}",
+            berth.display(),
+            root.display(),
+            spec.display()
+        )
+    };
+    let shm = work.join("tput-shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    // Bare veth: this netns <-> a second one held by `sleep`, the same httpd/wget pair.
+    let script = format!(
+        "ip link set lo up; {srv} & srv=$!; sleep 1; cli=$({cli}); kill $srv; wait $srv 2>/dev/null; \
+         mount -t tmpfs tmpfs {shm}; dd if=/dev/zero of={shm}/big bs=1M count=48 2>/dev/null; \
+         unshare --net sleep 30 & peer=$!; sleep 0.2; \
+         ip link add tpa type veth peer name tpb netns $peer; ip addr add 10.250.0.1/24 dev tpa; ip link set tpa up; \
+         nsenter -t $peer -n sh -c 'ip link set lo up; ip addr add 10.250.0.2/24 dev tpb; ip link set tpb up'; \
+         busybox httpd -f -p 10.250.0.1:80 -h {shm} & h=$!; sleep 0.3; \
+         veth=$(nsenter -t $peer -n sh -c \"s=\\$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -q -O /dev/null http://10.250.0.1/big || exit 1; done; e=\\$(cut -d' ' -f1 /proc/uptime); echo \\$s \\$e\"); \
+         kill $h $peer; wait 2>/dev/null; umount {shm}; echo \"$cli\"; echo \"$veth\"",
+        srv = b(&server),
+        cli = b(&client),
+        shm = shm.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let secs: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let v: Vec<f64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (v.len() == 2).then(|| v[1] - v[0])
+        })
+        .collect();
+    if secs.len() != 2 || secs.iter().any(|s| *s <= 0.0) {
+        println!(
+            "throughput: failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return;
+    }
+    let mbit = |s: f64| 10.0 * 48.0 * 8.0 * 1.048576 / s;
+    println!(
+        "  HTTP 10 x 48 MiB: bridge container -> container {:.0} Mbit/s, bare veth pair {:.0} Mbit/s: {:.0}% of the veth",
+        mbit(secs[0]),
+        mbit(secs[1]),
+        100.0 * secs[1] / secs[0]
+    );
 }
 
 /// Start-to-exit with `mode = "bridge"` against `mode = "none"`, in the same run, each mode's
