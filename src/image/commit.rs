@@ -18,9 +18,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, SFlag};
@@ -52,8 +50,6 @@ const CARRIED_XATTRS: &[&str] = &[
 const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 /// Overlay features whose upper-dir form cannot be turned into a plain layer.
 const UNSUPPORTED_XATTRS: &[&str] = &["trusted.overlay.redirect", "trusted.overlay.metacopy"];
-
-static COMMIT_TMP: AtomicU64 = AtomicU64::new(0);
 
 /// What [`write_layer`] put into the tar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -564,17 +560,7 @@ impl ImageStore {
                 image: image.into(),
                 digest: digest.into(),
             })?;
-        let chain_hex = chain.strip_prefix("sha256:").unwrap_or(chain);
-        let n = COMMIT_TMP.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!(
-            "layer-{}-c{n}-{}",
-            std::process::id(),
-            &chain_hex[..12]
-        ));
-        fs::create_dir(&tmp).map_err(|e| upper_err("creating", &tmp, e))?;
-        let result = (|| {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-                .map_err(|e| upper_err("setting mode on", &tmp, e))?;
+        self.install_layer(chain, target, |tmp| {
             let file = File::open(&blob_path).map_err(|e| ImageError::Read {
                 image: image.into(),
                 path: blob_path.clone(),
@@ -586,7 +572,7 @@ impl ImageStore {
                 hasher: Sha256::new(),
                 count: 0,
             };
-            extract::unpack_layer_limited(&mut hashed, &tmp, MAX_LAYER_SIZE).map_err(layer_err)?;
+            extract::unpack_layer_limited(&mut hashed, tmp, MAX_LAYER_SIZE).map_err(layer_err)?;
             io::copy(&mut hashed, &mut io::sink())
                 .map_err(|source| layer_err(ImageError::TarRead { source }))?;
             let actual = format!("sha256:{}", hex::encode(hashed.hasher.finalize()));
@@ -598,33 +584,8 @@ impl ImageStore {
                     actual,
                 });
             }
-            if let Ok(f) = File::open(&tmp) {
-                let _ = nix::unistd::syncfs(&f);
-            }
             Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        match renameat2(
-            AT_FDCWD,
-            &tmp,
-            AT_FDCWD,
-            target,
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOTEMPTY) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Err(upper_err("renaming layer into", target, e.into()))
-            }
-        }
+        })
     }
 }
 

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -29,8 +28,6 @@ use super::{ImageConfig, ImageError, ImageStore, ResolveStats};
 /// How many layers are fetched at once.
 const PARALLEL_LAYERS: usize = 3;
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
-
-static LAYER_TMP: AtomicU64 = AtomicU64::new(0);
 
 /// Where the image's documents and blobs are read from.
 pub(crate) enum Origin {
@@ -778,22 +775,8 @@ impl ImageStore {
         };
         let mut blob = self.content.blob_writer()?;
 
-        let chain_hex = chain.strip_prefix("sha256:").unwrap_or(chain);
-        let n = LAYER_TMP.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!(
-            "layer-{}-p{n}-{}",
-            std::process::id(),
-            &chain_hex[..12]
-        ));
-        let store_err = |step, path: &Path, source| ImageError::Store {
-            step,
-            path: path.to_path_buf(),
-            source,
-        };
-        fs::create_dir(&tmp).map_err(|e| store_err("creating", &tmp, e))?;
-        let result = (|| {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-                .map_err(|e| store_err("setting mode on", &tmp, e))?;
+        let target = self.layer_dir(chain);
+        self.install_layer(chain, &target, |tmp| {
             let tee = Tee {
                 inner: reader.take(desc.size + 1),
                 out: &mut blob,
@@ -817,7 +800,7 @@ impl ImageStore {
                     hasher: Sha256::new(),
                     count: 0,
                 };
-                extract::unpack_layer_limited(&mut hashed, &tmp, MAX_LAYER_SIZE)
+                extract::unpack_layer_limited(&mut hashed, tmp, MAX_LAYER_SIZE)
                     .map_err(layer_err)?;
                 let rest = MAX_LAYER_SIZE.saturating_sub(hashed.count);
                 let drained = io::copy(&mut (&mut hashed).take(rest + 1), &mut io::sink())
@@ -840,9 +823,7 @@ impl ImageStore {
             // Whatever follows the compressed stream still counts for the blob digest.
             io::copy(&mut buf, &mut io::sink())
                 .map_err(|source| layer_err(ImageError::TarRead { source }))?;
-            Ok(())
-        })();
-        let result = result.and_then(|()| {
+            // The blob is kept only once the layer unpacked and checked out.
             match self
                 .content
                 .commit_blob(blob, &desc.digest, Some(desc.size))?
@@ -857,33 +838,8 @@ impl ImageStore {
                     problem,
                 }),
             }
-        });
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if let Ok(f) = File::open(&tmp) {
-            let _ = nix::unistd::syncfs(&f);
-        }
-        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        let target = self.layer_dir(chain);
-        match renameat2(
-            AT_FDCWD,
-            &tmp,
-            AT_FDCWD,
-            &target,
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
-            Ok(()) => Ok(from_origin),
-            Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOTEMPTY) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(from_origin)
-            }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Err(store_err("renaming layer into", &target, e.into()))
-            }
-        }
+        })?;
+        Ok(from_origin)
     }
 }
 

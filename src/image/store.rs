@@ -521,23 +521,7 @@ impl ImageStore {
         // Verify the compressed blob before anything parses it.
         layout.verify_blob_file(desc)?;
 
-        let chain_hex = chain.strip_prefix("sha256:").unwrap_or(chain);
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!(
-            "layer-{}-{n}-{}",
-            std::process::id(),
-            &chain_hex[..12]
-        ));
-        let store_err = |step, path: &Path, source| ImageError::Store {
-            step,
-            path: path.to_path_buf(),
-            source,
-        };
-        fs::create_dir(&tmp).map_err(|e| store_err("creating", &tmp, e))?;
-
-        let result = (|| {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-                .map_err(|e| store_err("setting mode on", &tmp, e))?;
+        self.install_layer(chain, target, |tmp| {
             let file = layout.open_blob(desc)?;
             let mut buf = BufReader::with_capacity(256 * 1024, file.take(desc.size));
             let blob_path = layout.blob_path(desc)?;
@@ -558,7 +542,7 @@ impl ImageStore {
                 hasher: Sha256::new(),
                 count: 0,
             };
-            extract::unpack_layer_limited(&mut hashed, &tmp, MAX_LAYER_SIZE).map_err(layer_err)?;
+            extract::unpack_layer_limited(&mut hashed, tmp, MAX_LAYER_SIZE).map_err(layer_err)?;
             // The diff ID covers the whole stream, including what follows the tar end marker.
             let rest = MAX_LAYER_SIZE.saturating_sub(hashed.count);
             let drained = io::copy(&mut (&mut hashed).take(rest + 1), &mut io::sink())
@@ -577,15 +561,42 @@ impl ImageStore {
                     actual,
                 });
             }
-            // Make the content durable before it becomes visible under its final name.
-            if let Ok(f) = File::open(&tmp) {
-                let _ = nix::unistd::syncfs(&f);
-            }
             Ok(())
-        })();
+        })
+    }
+
+    /// Builds a layer dir safely: `fill` writes it into a fresh temp dir under `<root>/tmp`
+    /// (named after the process and `chain`, removed on any failure), which is then synced and
+    /// renamed to `target` — unless another process got there first, whose copy is kept.
+    pub(super) fn install_layer(
+        &self,
+        chain: &str,
+        target: &Path,
+        fill: impl FnOnce(&Path) -> Result<(), ImageError>,
+    ) -> Result<(), ImageError> {
+        let store_err = |step, path: &Path, source| ImageError::Store {
+            step,
+            path: path.to_path_buf(),
+            source,
+        };
+        let chain_hex = chain.strip_prefix("sha256:").unwrap_or(chain);
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.tmp.join(format!(
+            "layer-{}-{n}-{}",
+            std::process::id(),
+            &chain_hex[..12.min(chain_hex.len())]
+        ));
+        fs::create_dir(&tmp).map_err(|e| store_err("creating", &tmp, e))?;
+        let result = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+            .map_err(|e| store_err("setting mode on", &tmp, e))
+            .and_then(|()| fill(&tmp));
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
+        }
+        // Make the content durable before it becomes visible under its final name.
+        if let Ok(f) = File::open(&tmp) {
+            let _ = nix::unistd::syncfs(&f);
         }
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         match renameat2(
