@@ -218,14 +218,14 @@ impl Network {
         let bridge = self.ensure_bridge(&mut host)?;
         self.check_ports(&att)?;
         // A crashed earlier attach of this id may have left its objects behind.
-        let _ = self.teardown(&mut host, &att);
+        let _ = self.teardown(&mut host, id);
         if leases.get(name) != previous {
             leases.save()?;
         }
         match self.setup(&mut host, bridge, &att, spec) {
             Ok(()) => Ok(att),
             Err(e) => {
-                let _ = self.teardown(&mut host, &att);
+                let _ = self.teardown(&mut host, id);
                 if leases.get(name) != previous {
                     leases.restore(name, previous);
                     let _ = leases.save();
@@ -239,15 +239,7 @@ impl Network {
     /// qdisc (its peer goes with it), the pinned namespace (unmount + unlink). The lease stays
     /// with the name unless `release_lease`. Detaching twice is not an error.
     pub fn detach(&self, att: &Attachment, release_lease: bool) -> Result<(), NetworkErrors> {
-        let mut errors = Vec::new();
-        match Netlink::open_in(self.host_ns()) {
-            Ok(mut host) => errors.extend(self.teardown(&mut host, att)),
-            Err(e) => {
-                errors.push(e);
-                errors.extend(nft::unpublish(self.host_ns(), &att.id).err());
-                errors.extend(netns::remove_pinned(&att.netns).err());
-            }
-        }
+        let mut errors = self.remove_objects(&att.id);
         if release_lease {
             match self.leases.lock() {
                 Ok(mut leases) => {
@@ -261,6 +253,35 @@ impl Network {
             Ok(())
         } else {
             Err(NetworkErrors(errors))
+        }
+    }
+
+    /// Removes the kernel objects of container `id` (port rules, veth, pinned namespace) when
+    /// its [`Attachment`] was never recorded: a crash between attach and the record. The lease
+    /// stays. Nothing there is not an error.
+    pub fn detach_id(&self, id: &str) -> Result<(), NetworkErrors> {
+        let errors = self.remove_objects(id);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(NetworkErrors(errors))
+        }
+    }
+
+    /// Whether container `id` has a pinned namespace (an attach that was not undone).
+    pub fn is_attached(&self, id: &str) -> bool {
+        self.netns_path(id).exists()
+    }
+
+    fn remove_objects(&self, id: &str) -> Vec<NetworkError> {
+        match Netlink::open_in(self.host_ns()) {
+            Ok(mut host) => self.teardown(&mut host, id),
+            Err(e) => {
+                let mut errors = vec![e];
+                errors.extend(nft::unpublish(self.host_ns(), id).err());
+                errors.extend(netns::remove_pinned(&self.netns_path(id)).err());
+                errors
+            }
         }
     }
 
@@ -453,16 +474,17 @@ impl Network {
         Ok(())
     }
 
-    /// Removes what attach made for `att`, whatever is still there; returns the errors.
-    fn teardown(&self, host: &mut Netlink, att: &Attachment) -> Vec<NetworkError> {
+    /// Removes what attach made for container `id`, whatever is still there; returns the
+    /// errors.
+    fn teardown(&self, host: &mut Netlink, id: &str) -> Vec<NetworkError> {
         let mut errors = Vec::new();
-        errors.extend(nft::unpublish(self.host_ns(), &att.id).err());
-        let veth = att.host_veth.as_str();
+        errors.extend(nft::unpublish(self.host_ns(), id).err());
+        let veth = &addr::host_veth_name(id);
         let ours = |host: &mut Netlink, index| {
             // Only a link labelled with this id (or unlabelled) is ours: another id could hash
             // to the same name.
             host.alias(index)
-                .map(|a| a.map_or(true, |a| a == veth_alias(&att.id)))
+                .map(|a| a.map_or(true, |a| a == veth_alias(id)))
         };
         match host.link_index(veth) {
             Ok(Some(index)) if !ours(host, index).unwrap_or(true) => {}
@@ -479,7 +501,7 @@ impl Network {
             Ok(None) => {}
             Err(e) => errors.push(NetworkError::netlink("looking up veth", veth, e)),
         }
-        errors.extend(netns::remove_pinned(&att.netns).err());
+        errors.extend(netns::remove_pinned(&self.netns_path(id)).err());
         errors
     }
 }

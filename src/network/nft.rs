@@ -52,38 +52,40 @@ fn run(
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let script = script.map(str::to_string);
     netns::run_in(netns, move || {
-        let mut cmd = Command::new("nft");
-        cmd.args(&args)
-            .stdin(if script.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return Err(format!("running nft: {e}")),
-        };
-        if let (Some(script), Some(mut stdin)) = (script, child.stdin.take()) {
-            if let Err(e) = stdin.write_all(script.as_bytes()) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("writing the nft script: {e}"));
+        crate::sys::children::while_waited(|| {
+            let mut cmd = Command::new("nft");
+            cmd.args(&args)
+                .stdin(if script.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => return Err(format!("running nft: {e}")),
+            };
+            if let (Some(script), Some(mut stdin)) = (script, child.stdin.take()) {
+                if let Err(e) = stdin.write_all(script.as_bytes()) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("writing the nft script: {e}"));
+                }
             }
-        }
-        match child.wait_with_output() {
-            Ok(out) if out.status.success() => {
-                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            match child.wait_with_output() {
+                Ok(out) if out.status.success() => {
+                    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+                }
+                Ok(out) => Err(format!(
+                    "nft {} failed ({}): {}",
+                    args.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => Err(format!("waiting for nft: {e}")),
             }
-            Ok(out) => Err(format!(
-                "nft {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Err(format!("waiting for nft: {e}")),
-        }
+        })
     })
 }
 

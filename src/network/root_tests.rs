@@ -412,6 +412,20 @@ fn reattach_after_a_crash_does_not_duplicate_rules() {
     let again = net2.attach("web", "web-x", &s).unwrap();
     assert_eq!(again, first);
     assert_eq!(fx.rules(), before);
+    // The daemon dies again before recording the attachment: the id alone undoes it.
+    assert!(net2.is_attached("web-x"));
+    net2.detach_id("web-x").unwrap();
+    assert!(!net2.is_attached("web-x"));
+    assert!(!fx.links().contains(&again.host_veth));
+    assert!(
+        !fx.rules()
+            .iter()
+            .any(|(_, comment)| comment.contains("web-x")),
+        "{:?}",
+        fx.rules()
+    );
+    // Undoing twice is not an error.
+    net2.detach_id("web-x").unwrap();
     net2.detach(&again, true).unwrap();
 }
 

@@ -242,8 +242,8 @@ impl Runtime {
     /// not restarted).
     pub fn teardown_id(&self, id: &str, release_lease: bool) -> Result<(), TeardownErrors> {
         let mut errors = Vec::new();
-        if let Ok(data) = fs::read(network_file(&self.container_dir(id))) {
-            match serde_json::from_slice::<Attachment>(&data) {
+        match fs::read(network_file(&self.container_dir(id))) {
+            Ok(data) => match serde_json::from_slice::<Attachment>(&data) {
                 Ok(att) => {
                     if let Err(e) = self
                         .network(&att.name)
@@ -254,6 +254,17 @@ impl Runtime {
                     }
                 }
                 Err(e) => errors.push(format!("reading the network record of {id}: {e}")),
+            },
+            // No record: a crash between the attach and the record may still have left the
+            // namespace, the veth and rules.
+            Err(_) => {
+                if let Ok(n) = self.network(id) {
+                    if n.is_attached(id) {
+                        if let Err(e) = n.detach_id(id) {
+                            errors.push(e.to_string());
+                        }
+                    }
+                }
             }
         }
         match ContainerCgroup::open(&self.cgroup_parent, id) {
@@ -357,8 +368,12 @@ impl Runtime {
                         })?;
                     let data = serde_json::to_vec(&att).unwrap_or_default();
                     attachment = Some(att.clone());
-                    crate::state::write_atomic(&network_file(&paths.dir), &data)
-                        .map_err(|e| state_err(&paths.dir)(std::io::Error::other(e.to_string())))?;
+                    crate::state::write_atomic(
+                        &network_file(&paths.dir),
+                        &data,
+                        crate::state::Durability::Process,
+                    )
+                    .map_err(|e| state_err(&paths.dir)(std::io::Error::other(e.to_string())))?;
                     (Some(att.netns.clone()), net.hosts().unwrap_or_default())
                 }
                 NetworkMode::None | NetworkMode::Host => (None, Vec::new()),
@@ -438,30 +453,29 @@ impl Runtime {
             network,
             ..
         } = prepared;
-        // The network goes first (it releases the lease of a foreground container).
-        let net_result = match &network {
-            Some(att) => self
-                .network(&plan.name)
-                .map_err(|e| e.to_string())
-                .and_then(|n| n.detach(att, true).map_err(|e| e.to_string())),
-            None => Ok(()),
-        };
-        // The cgroup and the state dir are independent: remove both at once.
-        let (cgroup_result, dir_result) = std::thread::scope(|s| {
-            let dir = s.spawn(|| {
-                if keep {
-                    return Ok(());
-                }
-                fs::remove_dir_all(&plan.paths.dir)
-                    .map_err(|e| format!("removing {}: {e}", plan.paths.dir.display()))
+        // The network and the cgroup are independent: undo both at once. The state dir goes
+        // last, so a crash before leaves a dir that tells a later cleanup what to undo.
+        let (net_result, cgroup_result) = std::thread::scope(|s| {
+            let net = s.spawn(|| match &network {
+                Some(att) => self
+                    .network(&plan.name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| n.detach(att, true).map_err(|e| e.to_string())),
+                None => Ok(()),
             });
             let cg = cgroup.destroy().map_err(|e| e.to_string());
             (
+                net.join()
+                    .unwrap_or_else(|_| Err("detaching the network panicked".into())),
                 cg,
-                dir.join()
-                    .unwrap_or_else(|_| Err("removing the state dir panicked".into())),
             )
         });
+        let dir_result = if keep {
+            Ok(())
+        } else {
+            fs::remove_dir_all(&plan.paths.dir)
+                .map_err(|e| format!("removing {}: {e}", plan.paths.dir.display()))
+        };
         let errors: Vec<String> = [net_result, cgroup_result, dir_result]
             .into_iter()
             .filter_map(Result::err)

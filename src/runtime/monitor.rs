@@ -80,7 +80,8 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
                 };
                 if let Ok(data) = serde_json::to_vec(&record) {
                     // Nobody to tell if this fails: the supervisor then sees an unknown exit.
-                    let _ = crate::state::write_atomic(path, &data);
+                    let _ =
+                        crate::state::write_atomic(path, &data, crate::state::Durability::Process);
                 }
             }
             let _ = channel.send(&Event::Exited { status });

@@ -85,7 +85,7 @@ impl StateDir {
             path: path.clone(),
             source,
         })?;
-        write_atomic(&path, &data)
+        write_atomic(&path, &data, Durability::Machine)
     }
 
     pub fn remove(&self, name: &str) -> Result<(), StateError> {
@@ -130,8 +130,20 @@ impl StateDir {
     }
 }
 
-/// Writes `data` to `path` through a temp file in the same dir: fsync, rename, fsync the dir.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+/// How far a record written by [`write_atomic`] must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A crash of the machine: the file and its directory are fsynced.
+    Machine,
+    /// A crash of the process only (the page cache keeps it): for records of kernel objects
+    /// that a reboot removes anyway.
+    Process,
+}
+
+/// Writes `data` to `path` through a temp file in the same dir and a rename, so readers see the
+/// old or the new content, never a part; with [`Durability::Machine`] fsyncing the file before
+/// and the dir after the rename.
+pub fn write_atomic(path: &Path, data: &[u8], durability: Durability) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
@@ -139,10 +151,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
     ));
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
+    if durability == Durability::Machine {
+        f.sync_all().map_err(io(&tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io(path))?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
+    if durability == Durability::Machine {
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     Ok(())
 }

@@ -1159,7 +1159,7 @@ fn spawn_signal_handlers(tx: mpsc::UnboundedSender<Event>) {
     if let Ok(mut s) = signal(SignalKind::child()) {
         tokio::spawn(async move {
             while s.recv().await.is_some() {
-                super::pid1::reap_all();
+                crate::sys::children::reap_others();
             }
         });
     }

@@ -2,8 +2,6 @@
 //! are missing and reap every orphan.
 
 use nix::mount::{mount, MsFlags};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 
 /// The API filesystems: (target, fstype, flags (MS_NOSUID 0x2, MS_NODEV 0x4, MS_NOEXEC 0x8),
 /// data), each mounted when `target` is not a mount point yet.
@@ -31,16 +29,6 @@ pub fn prepare() {
             *data,
         ) {
             tracing::warn!("mounting {fstype} at {target}: {e}");
-        }
-    }
-}
-
-/// Reaps every exited child without blocking.
-pub fn reap_all() {
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => break,
-            Ok(_) => continue,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The only module with `unsafe`: thin wrappers over system calls that `nix` and `std` do not
-//! offer safely. Each wrapper states the contract its callers rely on; nothing here decides
-//! policy.
+//! offer safely, and the process-wide rules for waiting on children. Each wrapper states the
+//! contract its callers rely on; nothing here decides policy.
 
+pub mod children;
 pub mod exec;
 pub mod openat;
 pub mod process;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use super::netns::TestNetns;
 use super::{busybox_image, stderr, TestEnv};
 
 /// A daemon of one test: its own root, socket, spec dir and cgroup parent.
@@ -16,14 +17,28 @@ pub struct Daemon<'a> {
 
 impl<'a> Daemon<'a> {
     pub fn start(env: &'a TestEnv) -> Daemon<'a> {
+        Daemon::spawn(env, env.command())
+    }
+
+    /// A daemon inside the test's network namespace (for bridge mode).
+    pub fn start_in(env: &'a TestEnv, netns: &TestNetns) -> Daemon<'a> {
+        let mut c = netns.command(super::berth_bin());
+        c.arg("--root")
+            .arg(env.root())
+            .arg("--cgroup-parent")
+            .arg(&env.cgroup_parent);
+        Daemon::spawn(env, c)
+    }
+
+    /// `berth [global options] --socket S supervise --specs D` from `command`.
+    fn spawn(env: &'a TestEnv, mut command: std::process::Command) -> Daemon<'a> {
         std::fs::create_dir_all(env.specs()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(env.dir.path().join("daemon.log"))
             .unwrap();
-        let child = env
-            .command()
+        let child = command
             .arg("--socket")
             .arg(env.socket())
             .arg("supervise")

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod netns;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

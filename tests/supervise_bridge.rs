@@ -1,0 +1,259 @@
+//! `berth supervise` with bridge networking, as root: each daemon and its bridge live in a
+//! network namespace the test pins (so nothing touches the host's own netns, and a killed
+//! daemon's successor finds the same bridge). Containers find each other by name and are held
+//! to their bandwidth; stop/start cycles and a kill -9 of the daemon leave no veth, rule or
+//! lease behind and duplicate nothing.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::daemon::{wait_until, Daemon, SupervisorEnv};
+use common::netns::TestNetns;
+use common::*;
+
+/// Exits at once on SIGTERM.
+const SERVE: &str = "command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; httpd -p 80 -h /etc; sleep 100000 & wait\"]\n";
+const BRIDGE: &str = "[network]\nmode = \"bridge\"\n";
+
+fn skip(test: &str) -> bool {
+    if skip_unless_root(test) {
+        return true;
+    }
+    for tool in ["nft", "nsenter", "unshare", "ip"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("skipping {test}: {tool} not installed");
+            return true;
+        }
+    }
+    false
+}
+
+fn wait_running(env: &TestEnv, name: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = env.running_pid(name) {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {name} running: {:?}\ndaemon log:\n{}",
+            env.status(name),
+            env.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_down(env: &TestEnv, name: &str) {
+    wait_until(Duration::from_secs(20), &format!("{name} stopped"), || {
+        env.status(name).is_some_and(|s| {
+            s["pid"].is_null() && ["exited", "stopped"].contains(&s["state"].as_str().unwrap_or(""))
+        })
+    });
+}
+
+fn leases(env: &TestEnv) -> String {
+    std::fs::read_to_string(env.root().join("network/leases.json")).unwrap_or_default()
+}
+
+/// The pinned container namespaces under the root.
+fn pins(env: &TestEnv) -> Vec<String> {
+    std::fs::read_dir(env.root().join("netns"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks, once the daemon has stopped every container, that no veth, per-container rule or
+/// pinned namespace is left, then that nothing else leaked.
+fn assert_clean(env: &TestEnv, netns: TestNetns) {
+    // The kernel may still be finishing the deletion of a namespace's links.
+    wait_until(
+        Duration::from_secs(5),
+        "no container veths or rules",
+        || netns.container_leftovers().is_empty(),
+    );
+    assert_eq!(pins(env), Vec::<String>::new(), "pinned netns leaked");
+    drop(netns);
+    env.assert_no_leaks();
+}
+
+#[test]
+fn bridge_containers_find_each_other_by_name_under_the_supervisor() {
+    if skip("supervise bridge") {
+        return;
+    }
+    let env = TestEnv::new("sv-br");
+    let netns = TestNetns::new(&env);
+    let d = Daemon::start_in(&env, &netns);
+    const LOOP: &str = "command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n";
+    env.write_spec("alpha", &format!("{LOOP}{BRIDGE}egress = \"8mbit\"\n"));
+    wait_running(&env, "alpha");
+    env.write_spec("beta", &format!("{LOOP}{BRIDGE}"));
+    wait_running(&env, "beta");
+    // alpha started first: its /etc/hosts learns of beta when beta starts.
+    wait_until(
+        Duration::from_secs(10),
+        "beta in alpha's /etc/hosts",
+        || {
+            let out = env.ctl(&["exec", "alpha", "--", "cat", "/etc/hosts"]);
+            stdout(&out).contains("\tbeta\n")
+        },
+    );
+    let out = env.ctl(&["exec", "alpha", "--", "ping", "-c1", "-W2", "beta"]);
+    assert!(
+        out.status.success(),
+        "ping beta: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // TCP by name, held to alpha's egress limit: alpha serves 2 MiB (about 2.1 s at 8 Mbit/s).
+    let out = env.ctl(&[
+        "exec",
+        "alpha",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/big bs=64k count=32 2>/dev/null && httpd -p 80 -h /",
+    ]);
+    assert!(out.status.success(), "httpd: {}", stderr(&out));
+    let t0 = Instant::now();
+    let out = env.ctl(&[
+        "exec",
+        "beta",
+        "--",
+        "sh",
+        "-c",
+        "wget -q -O - http://alpha/big | wc -c",
+    ]);
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert!(out.status.success(), "wget: {}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "2097152");
+    let seconds = 2097152.0 * 8.0 / 8_000_000.0;
+    assert!(
+        (seconds * 0.85..=seconds * 1.15 + 0.3).contains(&elapsed),
+        "2 MiB took {elapsed:.2} s under an 8 Mbit/s limit (expected about {seconds:.2} s)"
+    );
+    d.stop();
+    assert_clean(&env, netns);
+}
+
+#[test]
+fn two_hundred_bridge_stop_start_cycles_leave_the_host_as_before() {
+    if skip("supervise bridge cycles") {
+        return;
+    }
+    let env = TestEnv::new("sv-brcyc");
+    let netns = TestNetns::new(&env);
+    let d = Daemon::start_in(&env, &netns);
+    // A neighbour that stays, and the container that cycles: a published port and both
+    // bandwidth limits, so every cycle adds and removes rules and qdiscs.
+    env.write_spec("stay", &format!("{SERVE}{BRIDGE}ip = \"10.89.0.9\"\n"));
+    env.write_spec(
+        "cyc",
+        &format!("{SERVE}{BRIDGE}ports = [\"18090:80/tcp\"]\negress = \"50mbit\"\ningress = \"50mbit\"\n"),
+    );
+    wait_running(&env, "stay");
+    wait_running(&env, "cyc");
+    let links = netns.links();
+    let rules = netns.rule_comments();
+    let lease_file = leases(&env);
+    assert_eq!(netns.veths().len(), 2, "{links:?}");
+    let cyc_rules = |rules: &[String]| {
+        rules
+            .iter()
+            .filter(|c| c.starts_with("berth id=cyc-"))
+            .count()
+    };
+    assert_eq!(cyc_rules(&rules), 2, "{rules:?}");
+
+    for i in 0..200 {
+        eprintln!("cycle {i}");
+        let out = env.ctl(&["stop", "cyc"]);
+        assert!(out.status.success(), "cycle {i}: stop: {}", stderr(&out));
+        wait_down(&env, "cyc");
+        if i % 50 == 0 {
+            // Stopped: only the neighbour's veth, and no rule of cyc's.
+            assert_eq!(netns.veths().len(), 1, "cycle {i}: {:?}", netns.links());
+            assert_eq!(cyc_rules(&netns.rule_comments()), 0, "cycle {i}");
+        }
+        let out = env.ctl(&["start", "cyc"]);
+        assert!(out.status.success(), "cycle {i}: start: {}", stderr(&out));
+        wait_running(&env, "cyc");
+    }
+    // The same links apart from cyc's veth (its name follows the instance), the same rules
+    // apart from the instance id in their comments, the same leases.
+    let without_veths = |l: Vec<String>| -> Vec<String> {
+        l.into_iter().filter(|n| !n.starts_with("bth")).collect()
+    };
+    assert_eq!(without_veths(netns.links()), without_veths(links.clone()));
+    assert_eq!(netns.veths().len(), 2, "{:?}", netns.links());
+    let now = netns.rule_comments();
+    assert_eq!(now.len(), rules.len(), "{now:?} against {rules:?}");
+    assert_eq!(cyc_rules(&now), 2, "{now:?}");
+    assert_eq!(leases(&env), lease_file);
+    assert_eq!(pins(&env).len(), 2, "{:?}", pins(&env));
+    // The published port still reaches the current instance.
+    let out = netns.sh("busybox wget -q -O - http://127.0.0.1:18090/passwd");
+    assert!(stdout(&out).starts_with("root:"), "{}", stderr(&out));
+    d.stop();
+    assert_clean(&env, netns);
+}
+
+#[test]
+fn a_killed_daemon_adopts_bridge_containers_without_duplicates() {
+    if skip("supervise bridge adoption") {
+        return;
+    }
+    let env = TestEnv::new("sv-bradopt");
+    let netns = TestNetns::new(&env);
+    let d = Daemon::start_in(&env, &netns);
+    env.write_spec(
+        "web",
+        &format!("{SERVE}{BRIDGE}ports = [\"18091:80/tcp\"]\negress = \"50mbit\"\n"),
+    );
+    env.write_spec("db", &format!("{SERVE}{BRIDGE}"));
+    let web = wait_running(&env, "web");
+    let db = wait_running(&env, "db");
+    let rules = netns.rule_comments();
+    let veths = netns.veths();
+    let lease_file = leases(&env);
+    d.kill9();
+    // db dies while no daemon runs: the next one cleans up its network and restarts it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(db as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let d = Daemon::start_in(&env, &netns);
+    wait_until(Duration::from_secs(20), "db restarted", || {
+        env.running_pid("db").is_some_and(|p| p != db)
+    });
+    assert_eq!(env.running_pid("web"), Some(web), "web was not adopted");
+    // web kept its veth and rules; db has a new veth; nothing is doubled.
+    wait_until(Duration::from_secs(5), "db's old veth gone", || {
+        netns.veths().len() == 2
+    });
+    let now = netns.rule_comments();
+    assert_eq!(now, rules, "rules changed or doubled");
+    let now_veths = netns.veths();
+    assert_eq!(
+        now_veths.iter().filter(|v| veths.contains(v)).count(),
+        1,
+        "{now_veths:?} against {veths:?}"
+    );
+    assert_eq!(pins(&env).len(), 2, "{:?}", pins(&env));
+    // Both keep their addresses.
+    assert_eq!(leases(&env), lease_file);
+    let out = netns.sh("busybox wget -q -O - http://127.0.0.1:18091/passwd");
+    assert!(stdout(&out).starts_with("root:"), "{}", stderr(&out));
+    let out = env.ctl(&["exec", "web", "--", "ping", "-c1", "-W2", "db"]);
+    assert!(out.status.success(), "ping db: {}", stderr(&out));
+    d.stop();
+    assert_clean(&env, netns);
+}
