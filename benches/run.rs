@@ -1,12 +1,29 @@
-//! Container start-to-exit benchmark: `berth run` of `/bin/true` on the busybox image against
-//! `runc run` (and `crun run` when installed) of the same rootfs, in the same run.
+//! `berth run` benchmarks on the busybox image, in one run:
 //!
+//! - start-to-exit of `/bin/true` (network none): median and p90 wall time of `berth run`
+//!   against `runc run` (and `crun run` when installed) of the same rootfs, and berth's peak
+//!   RSS;
+//! - container start and stop with `mode = "bridge"` against `mode = "none"`, min(runs, 100)
+//!   runs each, alternating: start is from spawning `berth run` until the container's first
+//!   output byte arrives on a pipe, stop from there until berth exits; median and p90 of start,
+//!   median of stop, and bridge - none of both (target: start adds < 5 ms per container);
+//! - TCP throughput of HTTP (busybox httpd serving 64 MiB from a tmpfs, busybox wget) between
+//!   two bridge containers against a bare veth pair between two network namespaces, the arms
+//!   alternating: median Mbit/s of each and bridge/veth in % (target: >= 80%).
+//!
+//! The network parts run inside network namespaces the benchmark creates, never the host's.
 //! Run as root: `cargo bench --bench run` (env `BENCH_RUNS`, default 200).
-//! Reports the median and p90 wall time of each and berth's peak RSS.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 fn main() {
     // Peak-RSS probe mode: run the given command once and print the largest child's max RSS,
@@ -140,139 +157,540 @@ fn main() {
         "  berth peak RSS (largest child): {:.1} MiB",
         peak_kib as f64 / 1024.0
     );
-    bridge_overhead(&berth, work.path(), &image, runs.min(100));
+    bridge_start(&berth, work.path(), &image, runs.min(100));
     bridge_throughput(&berth, work.path(), &image);
 }
 
-/// HTTP transfer (busybox httpd and wget, 10 x 48 MiB from tmpfs) between two bridge
-/// containers, against the same transfer over a bare veth pair between two network
-/// namespaces, in the same run. Everything happens inside a network namespace made for it.
-fn bridge_throughput(berth: &Path, work: &Path, image: &str) {
-    if which("unshare").is_none() || which("nft").is_none() || which("busybox").is_none() {
-        println!("throughput: unshare, nft or busybox missing, skipped");
+/// Container start and stop with `mode = "bridge"` against `mode = "none"`, in the same run.
+///
+/// Each mode's runs happen in a network namespace of its own that the spawning thread creates
+/// (so no bridge touches the host's; the bridge is made by a warm-up run and reused, as on a
+/// host); the runs alternate between the modes, so machine noise hits both alike. start is
+/// from spawning `berth run` of `/bin/echo up` until the first byte of that output arrives on
+/// a pipe (berth's start-up, prepare, network attach, clone, pivot_root, exec); stop is from
+/// there until berth exits (teardown including the network detach).
+fn bridge_start(berth: &Path, work: &Path, image: &str, runs: usize) {
+    if which("ip").is_none() || which("nft").is_none() {
+        println!("bridge start: ip or nft missing, skipped");
         return;
     }
+    const MODES: [&str; 2] = ["none", "bridge"];
+    let root = work.join("root-net");
+    let specs = MODES.map(|mode| {
+        let spec = work.join(format!("start-{mode}.toml"));
+        std::fs::write(
+            &spec,
+            format!(
+                "image = {image:?}\ncommand = [\"/bin/echo\", \"up\"]\n[network]\nmode = \"{mode}\"\n"
+            ),
+        )
+        .unwrap();
+        spec
+    });
+    let result = std::thread::scope(|s| {
+        s.spawn(|| -> Result<[Vec<(Duration, Duration)>; 2], String> {
+            // This thread alone changes namespaces; the processes it spawns inherit them.
+            let mut netns = Vec::new();
+            for mode in MODES {
+                unshare(CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("unshare(CLONE_NEWNET) for {mode}: {e}"))?;
+                netns.push(
+                    File::open("/proc/thread-self/ns/net")
+                        .map_err(|e| format!("opening the {mode} netns: {e}"))?,
+                );
+                run_quiet(Command::new("ip").args(["link", "set", "lo", "up"]))?;
+            }
+            let mut samples = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
+            // Round 0 is the warm-up (it creates the bridge); odd rounds start with bridge.
+            for round in 0..=runs {
+                for k in 0..MODES.len() {
+                    let m = (k + round) % MODES.len();
+                    setns(&netns[m], CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| format!("setns to the {} netns: {e}", MODES[m]))?;
+                    let err = work.join(format!("start-{}.err", MODES[m]));
+                    let t = start_and_stop(berth, &root, &specs[m], &err)?;
+                    if round > 0 {
+                        samples[m].push(t);
+                    }
+                }
+            }
+            Ok(samples)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    unmount_leftover_pins(&root);
+    let samples = match result {
+        Ok(s) => s,
+        Err(e) => {
+            println!("bridge start: failed: {e}");
+            return;
+        }
+    };
+    println!(
+        "{runs} runs each of /bin/echo, network none and bridge alternating, each mode in a netns of its own:"
+    );
+    let mut start_median = [Duration::ZERO; 2];
+    let mut stop_median = [Duration::ZERO; 2];
+    for (m, mode) in MODES.iter().enumerate() {
+        let mut start: Vec<Duration> = samples[m].iter().map(|t| t.0).collect();
+        let mut stop: Vec<Duration> = samples[m].iter().map(|t| t.1).collect();
+        start_median[m] = median(&mut start);
+        stop_median[m] = median(&mut stop);
+        println!(
+            "  {mode:<7} start median {:>7.2} ms  p90 {:>7.2} ms  stop median {:>7.2} ms",
+            ms(start_median[m]),
+            ms(start[start.len() * 9 / 10]),
+            ms(stop_median[m])
+        );
+    }
+    println!(
+        "  bridge - none: start {:+.2} ms per container (target < 5 ms), stop {:+.2} ms",
+        ms(start_median[1]) - ms(start_median[0]),
+        ms(stop_median[1]) - ms(stop_median[0])
+    );
+}
+
+/// One `berth run` of `spec`, whose container prints "up": the time until the first byte of
+/// its output arrives on our pipe, and from then until berth exits. berth's stderr goes to
+/// `err`, shown when the run fails.
+fn start_and_stop(
+    berth: &Path,
+    root: &Path,
+    spec: &Path,
+    err: &Path,
+) -> Result<(Duration, Duration), String> {
+    let stderr = File::create(err).map_err(|e| format!("{}: {e}", err.display()))?;
+    let mut cmd = berth_run(berth, root, spec);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let t0 = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawning {}: {e}", berth.display()))?;
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    let read = out.read_exact(&mut first);
+    let start = t0.elapsed();
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for berth: {e}"))?;
+    let total = t0.elapsed();
+    drop(out);
+    if read.is_err() || first[0] != b'u' || !status.success() {
+        return Err(format!(
+            "berth run {}: {status}, first output byte {:?}: {}",
+            spec.display(),
+            read.map(|()| first[0] as char),
+            std::fs::read_to_string(err).unwrap_or_default().trim()
+        ));
+    }
+    Ok((start, total - start))
+}
+
+/// Transfers of one 64 MiB file in a sample, samples per arm.
+const TPUT_TRANSFERS: usize = 8;
+const TPUT_SAMPLES: usize = 5;
+
+/// TCP throughput of HTTP (busybox httpd serving 64 MiB from a tmpfs, busybox wget to
+/// /dev/null) between two bridge containers, against the same programs over a bare veth pair
+/// between two network namespaces, in the same run; the arms alternate, the transfers are
+/// timed here. Everything happens inside a network namespace made for it.
+fn bridge_throughput(berth: &Path, work: &Path, image: &str) {
+    let (Some(busybox), Some(_), Some(_), Some(_)) = (
+        which("busybox"),
+        which("ip"),
+        which("nft"),
+        which("nsenter"),
+    ) else {
+        println!("throughput: busybox, ip, nft or nsenter missing, skipped");
+        return;
+    };
     let root = work.join("root-tput");
     let server = work.join("tput-server.toml");
     let client = work.join("tput-client.toml");
     std::fs::write(
         &server,
         format!(
-            "image = {image:?}\ncommand = [\"sh\", \"-c\", \"trap 'exit 0' TERM; dd if=/dev/zero of=/dev/shm/big bs=1M count=48 2>/dev/null; httpd -p 80 -h /dev/shm; while :; do sleep 0.2; done\"]\n\
+            "image = {image:?}\ncommand = [\"sh\", \"-c\", \"trap 'exit 0' TERM; dd if=/dev/zero of=/dev/shm/big bs=1M count=64 2>/dev/null; httpd -p 80 -h /dev/shm; while :; do sleep 0.2; done\"]\n\
              [network]\nmode = \"bridge\"\nip = \"10.89.0.50\"\n"
         ),
     )
     .unwrap();
-    let fetch = "s=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O /dev/null http://10.89.0.50/big || exit 1; done; e=$(cut -d' ' -f1 /proc/uptime); echo $s $e";
     std::fs::write(
         &client,
-        format!("image = {image:?}\ncommand = [\"sh\", \"-c\", {fetch:?}]\n[network]\nmode = \"bridge\"\n"),
+        format!(
+            "image = {image:?}\ncommand = [\"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.2; done\"]\n\
+             [network]\nmode = \"bridge\"\n"
+        ),
     )
     .unwrap();
-    let b = |spec: &Path| {
-        format!(
-            "{} --root {} --cgroup-parent berth-bench run {}",
-            berth.display(),
-            root.display(),
-            spec.display()
-        )
-    };
-    let shm = work.join("tput-shm");
-    std::fs::create_dir_all(&shm).unwrap();
-    // Bare veth: this netns <-> a second one held by `sleep`, the same httpd/wget pair.
-    let script = format!(
-        "ip link set lo up; {srv} & srv=$!; sleep 1; cli=$({cli}); kill $srv; wait $srv 2>/dev/null; \
-         mount -t tmpfs tmpfs {shm}; dd if=/dev/zero of={shm}/big bs=1M count=48 2>/dev/null; \
-         unshare --net sleep 30 & peer=$!; sleep 0.2; \
-         ip link add tpa type veth peer name tpb netns $peer; ip addr add 10.250.0.1/24 dev tpa; ip link set tpa up; \
-         nsenter -t $peer -n sh -c 'ip link set lo up; ip addr add 10.250.0.2/24 dev tpb; ip link set tpb up'; \
-         busybox httpd -f -p 10.250.0.1:80 -h {shm} & h=$!; sleep 0.3; \
-         veth=$(nsenter -t $peer -n sh -c \"s=\\$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -q -O /dev/null http://10.250.0.1/big || exit 1; done; e=\\$(cut -d' ' -f1 /proc/uptime); echo \\$s \\$e\"); \
-         kill $h $peer; wait 2>/dev/null; umount {shm}; echo \"$cli\"; echo \"$veth\"",
-        srv = b(&server),
-        cli = b(&client),
-        shm = shm.display(),
-    );
-    let out = Command::new("unshare")
-        .args(["--net", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let secs: Vec<f64> = text
-        .lines()
-        .filter_map(|l| {
-            let v: Vec<f64> = l
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            (v.len() == 2).then(|| v[1] - v[0])
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+            let mut started = Started::default();
+            let samples = throughput_arms(&mut started, berth, work, &root, &busybox);
+            let problems = started.stop_all();
+            match samples {
+                Ok(s) if problems.is_empty() => Ok(s),
+                Ok(_) => Err(format!("stopping: {}", problems.join("; "))),
+                Err(e) => Err(e),
+            }
         })
-        .collect();
-    if secs.len() != 2 || secs.iter().any(|s| *s <= 0.0) {
-        println!(
-            "throughput: failed: {text} {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return;
-    }
-    let mbit = |s: f64| 10.0 * 48.0 * 8.0 * 1.048576 / s;
-    println!(
-        "  HTTP 10 x 48 MiB: bridge container -> container {:.0} Mbit/s, bare veth pair {:.0} Mbit/s: {:.0}% of the veth",
-        mbit(secs[0]),
-        mbit(secs[1]),
-        100.0 * secs[1] / secs[0]
-    );
-}
-
-/// Start-to-exit with `mode = "bridge"` against `mode = "none"`, in the same run, each mode's
-/// runs inside one network namespace made for it (so no bridge touches the host's; the bridge
-/// is created by a warm-up run and reused, as on a host).
-fn bridge_overhead(berth: &Path, work: &Path, image: &str, runs: usize) {
-    if which("unshare").is_none() || which("nft").is_none() {
-        println!("bridge: unshare or nft missing, skipped");
-        return;
-    }
-    let root = work.join("root-net");
-    let mut means = Vec::new();
-    for mode in ["none", "bridge"] {
-        let spec = work.join(format!("true-{mode}.toml"));
-        std::fs::write(
-            &spec,
-            format!("image = {image:?}\ncommand = [\"/bin/true\"]\n[network]\nmode = \"{mode}\"\n"),
-        )
-        .unwrap();
-        let one = format!(
-            "{} --root {} --cgroup-parent berth-bench run {}",
-            berth.display(),
-            root.display(),
-            spec.display()
-        );
-        let script = format!(
-            "ip link set lo up && {one} && s=$(date +%s%N) && i=0 && while [ $i -lt {runs} ]; do {one} || exit 1; i=$((i+1)); done && e=$(date +%s%N) && echo $((e - s))"
-        );
-        let out = Command::new("unshare")
-            .args(["--net", "sh", "-c", &script])
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            println!(
-                "bridge: {mode} runs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    unmount_leftover_pins(&root);
+    let [mut bridge, mut veth] = match result {
+        Ok(s) => s,
+        Err(e) => {
+            println!("throughput: failed: {e}");
             return;
         }
-        let total_ns: f64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0.0);
-        means.push(total_ns / runs as f64 / 1e6);
-    }
+    };
+    let (b, v) = (median_f64(&mut bridge), median_f64(&mut veth));
     println!(
-        "  {runs} runs each inside a netns: mode none mean {:.2} ms, bridge mean {:.2} ms: bridge adds {:.2} ms per container",
-        means[0],
-        means[1],
-        means[1] - means[0]
+        "HTTP over TCP (busybox httpd -> wget), {TPUT_SAMPLES} samples of {TPUT_TRANSFERS} x 64 MiB per arm, alternating, inside a netns:"
     );
+    for (name, med, all) in [
+        ("bridge container -> container", b, &bridge),
+        ("bare veth pair", v, &veth),
+    ] {
+        println!(
+            "  {name:<30} median {med:>6.0} Mbit/s  (min {:.0}, max {:.0})",
+            all[0],
+            all[all.len() - 1]
+        );
+    }
+    println!("  bridge/veth {:.0}% (target >= 80%)", 100.0 * b / v);
+}
+
+/// Sets up both arms in the calling thread's (new) network namespace, recording in `started`
+/// what to undo, and returns the Mbit/s samples of the bridge and the veth arm.
+fn throughput_arms(
+    started: &mut Started,
+    berth: &Path,
+    work: &Path,
+    root: &Path,
+    busybox: &Path,
+) -> Result<[Vec<f64>; 2], String> {
+    const BIG: usize = 64 << 20;
+    run_quiet(Command::new("ip").args(["link", "set", "lo", "up"]))?;
+
+    // Bare veth arm: httpd here on tpa, the client's netns is held by a `sleep`.
+    let www = work.join("tput-www");
+    std::fs::create_dir_all(&www).map_err(|e| format!("{}: {e}", www.display()))?;
+    mount(
+        Some("tmpfs"),
+        &www,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=80m,mode=0755"),
+    )
+    .map_err(|e| format!("mounting a tmpfs on {}: {e}", www.display()))?;
+    started.mounts.push(www.clone());
+    std::fs::write(www.join("big"), vec![0u8; BIG]).map_err(|e| format!("writing big: {e}"))?;
+    let holder = started.spawn(
+        "netns holder",
+        Command::new("unshare").args(["--net", "sleep", "1000"]),
+        None,
+    )?;
+    let ours = std::fs::read_link("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
+    let peer = PathBuf::from(format!("/proc/{holder}/ns/net"));
+    wait_for(
+        "the netns holder to unshare",
+        Duration::from_secs(5),
+        || Ok(std::fs::read_link(&peer).is_ok_and(|ns| ns != ours)),
+    )?;
+    started.links.push("tpa".into());
+    run_quiet(Command::new("ip").args([
+        "link",
+        "add",
+        "tpa",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "tpb",
+        "netns",
+        &holder.to_string(),
+    ]))?;
+    run_quiet(Command::new("ip").args(["addr", "add", "10.250.0.1/24", "dev", "tpa"]))?;
+    run_quiet(Command::new("ip").args(["link", "set", "tpa", "up"]))?;
+    let in_peer = |args: &[&str]| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", peer.display())).args(args);
+        c
+    };
+    run_quiet(&mut in_peer(&["ip", "link", "set", "lo", "up"]))?;
+    run_quiet(&mut in_peer(&[
+        "ip",
+        "addr",
+        "add",
+        "10.250.0.2/24",
+        "dev",
+        "tpb",
+    ]))?;
+    run_quiet(&mut in_peer(&["ip", "link", "set", "tpb", "up"]))?;
+    let mut httpd = Command::new(busybox);
+    httpd
+        .args(["httpd", "-f", "-p", "10.250.0.1:80", "-h"])
+        .arg(&www);
+    started.spawn("busybox httpd", &mut httpd, None)?;
+
+    // Bridge arm: a server and a client container; the client's netns is pinned by berth.
+    let server = work.join("tput-server.toml");
+    let client = work.join("tput-client.toml");
+    let server_err = work.join("tput-server.err");
+    let client_err = work.join("tput-client.err");
+    started.spawn(
+        "berth run (server)",
+        &mut berth_run(berth, root, &server),
+        Some(&server_err),
+    )?;
+    let pin = |name: &str| -> Option<PathBuf> {
+        std::fs::read_dir(root.join("netns"))
+            .ok()?
+            .flatten()
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{name}-"))
+            })
+            .map(|e| e.path())
+    };
+    wait_for(
+        "the server container's netns",
+        Duration::from_secs(30),
+        || {
+            started.check_running()?;
+            Ok(pin("tput-server").is_some())
+        },
+    )?;
+    started.spawn(
+        "berth run (client)",
+        &mut berth_run(berth, root, &client),
+        Some(&client_err),
+    )?;
+    let mut client_ns = None;
+    wait_for(
+        "the client container's netns",
+        Duration::from_secs(30),
+        || {
+            started.check_running()?;
+            client_ns = pin("tput-client");
+            Ok(client_ns.is_some())
+        },
+    )?;
+    let client_ns = client_ns.unwrap();
+
+    let arms = [
+        (client_ns.as_path(), "http://10.89.0.50/big"),
+        (peer.as_path(), "http://10.250.0.1/big"),
+    ];
+    let fetch = |ns: &Path, url: &str, times: usize, spider: bool| -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(
+                "i=0; while [ $i -lt \"$1\" ]; do \
+                 nsenter --net=\"$2\" \"$3\" wget -q -O /dev/null $5 \"$4\" || exit 1; i=$((i+1)); \
+                 done",
+            )
+            .arg("sh")
+            .arg(times.to_string())
+            .arg(ns)
+            .arg(busybox)
+            .arg(url)
+            .arg(if spider { "--spider" } else { "" })
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    for (ns, url) in arms {
+        wait_for(&format!("{url} to answer"), Duration::from_secs(30), || {
+            started.check_running()?;
+            Ok(fetch(ns, url, 1, true).status().is_ok_and(|s| s.success()))
+        })?;
+        // One untimed transfer, so both arms start warm.
+        run_quiet(&mut fetch(ns, url, 1, false))?;
+    }
+    let mut samples = [Vec::new(), Vec::new()];
+    for round in 0..TPUT_SAMPLES {
+        for k in 0..arms.len() {
+            let a = (k + round) % arms.len();
+            let (ns, url) = arms[a];
+            let mut c = fetch(ns, url, TPUT_TRANSFERS, false);
+            let t0 = Instant::now();
+            let st = c.status().map_err(|e| format!("running sh: {e}"))?;
+            let secs = t0.elapsed().as_secs_f64();
+            if !st.success() {
+                started.check_running()?;
+                return Err(format!("wget {url} from {}: {st}", ns.display()));
+            }
+            samples[a].push((TPUT_TRANSFERS * BIG * 8) as f64 / secs / 1e6);
+        }
+    }
+    Ok(samples)
+}
+
+/// Processes, links and mounts the throughput arms made, undone by [`Started::stop_all`] or,
+/// on a failure path, when dropped. Must be dropped on the thread (netns) that made them.
+#[derive(Default)]
+struct Started {
+    children: Vec<(String, Child, Option<PathBuf>)>,
+    links: Vec<String>,
+    mounts: Vec<PathBuf>,
+}
+
+impl Started {
+    /// Spawns `cmd` in the background (stdout to /dev/null, stderr to `err` or /dev/null);
+    /// returns its pid.
+    fn spawn(&mut self, what: &str, cmd: &mut Command, err: Option<&Path>) -> Result<u32, String> {
+        let stderr = match err {
+            Some(p) => Stdio::from(File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
+            None => Stdio::null(),
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("spawning {what}: {e}"))?;
+        let pid = child.id();
+        self.children
+            .push((what.to_string(), child, err.map(Path::to_path_buf)));
+        Ok(pid)
+    }
+
+    /// An error naming the first background process that has already exited.
+    fn check_running(&mut self) -> Result<(), String> {
+        for (what, child, err) in &mut self.children {
+            if let Ok(Some(st)) = child.try_wait() {
+                let log = err
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                return Err(format!("{what} exited early: {st} {}", log.trim()));
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to every background process (by pid, newest first), waits for each (SIGKILL
+    /// after 10 s), then removes the links and unmounts the mounts. Returns what went wrong:
+    /// a process that needed SIGKILL or a `berth run` that did not exit with 0.
+    fn stop_all(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (_, child, _) in self.children.iter().rev() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (what, mut child, err) in self.children.drain(..).rev() {
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => break Some(st),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Ok(None) => {
+                        problems.push(format!("{what} ignored SIGTERM, killed"));
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                    Err(e) => {
+                        problems.push(format!("waiting for {what}: {e}"));
+                        break None;
+                    }
+                }
+            };
+            if let (Some(st), Some(err)) = (status, err) {
+                if !st.success() {
+                    let log = std::fs::read_to_string(&err).unwrap_or_default();
+                    problems.push(format!("{what}: {st} {}", log.trim()));
+                }
+            }
+        }
+        for link in self.links.drain(..) {
+            let _ = Command::new("ip")
+                .args(["link", "del", &link])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for m in self.mounts.drain(..).rev() {
+            if let Err(e) = umount2(&m, MntFlags::MNT_DETACH) {
+                problems.push(format!("unmounting {}: {e}", m.display()));
+            }
+        }
+        problems
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.stop_all();
+    }
+}
+
+/// `berth --root ROOT --cgroup-parent berth-bench run SPEC`.
+fn berth_run(berth: &Path, root: &Path, spec: &Path) -> Command {
+    let mut c = Command::new(berth);
+    c.arg("--root")
+        .arg(root)
+        .arg("--cgroup-parent")
+        .arg("berth-bench")
+        .arg("run")
+        .arg(spec);
+    c
+}
+
+/// Runs `cmd` to completion; an error with its stderr unless it succeeds.
+fn run_quiet(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {:?}: {e}", cmd.get_program()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} {:?}: {}: {}",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Polls `ready` every 10 ms until it returns true, at most for `limit`.
+fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> Result<bool, String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while !ready()? {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Unmounts namespace pins a `berth run` left under `<root>/netns/` (none when it tore down
+/// cleanly), so the work dir can be removed; says so when there were any.
+fn unmount_leftover_pins(root: &Path) {
+    let Ok(dir) = std::fs::read_dir(root.join("netns")) else {
+        return;
+    };
+    for e in dir.flatten() {
+        println!("  note: berth left {} behind", e.path().display());
+        let _ = umount2(&e.path(), MntFlags::MNT_DETACH);
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -281,6 +699,11 @@ fn ms(d: Duration) -> f64 {
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
+    v[v.len() / 2]
+}
+
+fn median_f64(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
