@@ -90,7 +90,9 @@ fn bridge_containers_find_each_other_by_name_under_the_supervisor() {
     }
     let env = TestEnv::new("sv-br");
     let netns = TestNetns::new(&env);
-    let d = Daemon::start_in(&env, &netns);
+    let config = "[network]\nbridge = \"brsv7\"\nsubnet = \"10.89.7.0/24\"\nmasquerade = false\n\
+                  mtu = 1400\ndns = [\"10.89.7.1\"]\ndns_search = [\"svc.test\"]\n";
+    let d = Daemon::start_in(&env, &netns, Some(config));
     const LOOP: &str = "command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n";
     env.write_spec("alpha", &format!("{LOOP}{BRIDGE}egress = \"8mbit\"\n"));
     wait_running(&env, "alpha");
@@ -105,6 +107,38 @@ fn bridge_containers_find_each_other_by_name_under_the_supervisor() {
             stdout(&out).contains("\tbeta\n")
         },
     );
+    // The config's bridge, subnet, MTU, masquerade switch and name servers.
+    assert!(
+        netns.links().contains(&"brsv7".to_string()),
+        "{:?}",
+        netns.links()
+    );
+    assert!(
+        !netns
+            .rule_comments()
+            .iter()
+            .any(|c| c.ends_with("masquerade")),
+        "{:?}",
+        netns.rule_comments()
+    );
+    let out = env.ctl(&[
+        "exec",
+        "alpha",
+        "--",
+        "cat",
+        "/etc/resolv.conf",
+        "/sys/class/net/eth0/mtu",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "nameserver 10.89.7.1\nsearch svc.test\n1400\n",
+        "{}",
+        stderr(&out)
+    );
+    let out = env.ctl(&[
+        "exec", "alpha", "--", "ip", "-4", "-o", "addr", "show", "eth0",
+    ]);
+    assert!(stdout(&out).contains(" 10.89.7."), "{}", stdout(&out));
     let out = env.ctl(&["exec", "alpha", "--", "ping", "-c1", "-W2", "beta"]);
     assert!(
         out.status.success(),
@@ -150,7 +184,7 @@ fn two_hundred_bridge_stop_start_cycles_leave_the_host_as_before() {
     }
     let env = TestEnv::new("sv-brcyc");
     let netns = TestNetns::new(&env);
-    let d = Daemon::start_in(&env, &netns);
+    let d = Daemon::start_in(&env, &netns, None);
     // A neighbour that stays, and the container that cycles: a published port and both
     // bandwidth limits, so every cycle adds and removes rules and qdiscs.
     env.write_spec("stay", &format!("{SERVE}{BRIDGE}ip = \"10.89.0.9\"\n"));
@@ -212,7 +246,7 @@ fn a_killed_daemon_adopts_bridge_containers_without_duplicates() {
     }
     let env = TestEnv::new("sv-bradopt");
     let netns = TestNetns::new(&env);
-    let d = Daemon::start_in(&env, &netns);
+    let d = Daemon::start_in(&env, &netns, None);
     env.write_spec(
         "web",
         &format!("{SERVE}{BRIDGE}ports = [\"18091:80/tcp\"]\negress = \"50mbit\"\n"),
@@ -230,7 +264,7 @@ fn a_killed_daemon_adopts_bridge_containers_without_duplicates() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let d = Daemon::start_in(&env, &netns);
+    let d = Daemon::start_in(&env, &netns, None);
     wait_until(Duration::from_secs(20), "db restarted", || {
         env.running_pid("db").is_some_and(|p| p != db)
     });

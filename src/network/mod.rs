@@ -56,6 +56,10 @@ pub struct NetworkConfig {
     pub masquerade: bool,
     /// MTU of the bridge and the veths.
     pub mtu: u32,
+    /// Name servers for containers' /etc/resolv.conf (empty: the host's).
+    pub dns: Vec<std::net::IpAddr>,
+    /// Search domains for containers' /etc/resolv.conf (empty: the host's).
+    pub dns_search: Vec<String>,
 }
 
 impl Default for NetworkConfig {
@@ -65,6 +69,8 @@ impl Default for NetworkConfig {
             subnet: (Ipv4Addr::new(10, 89, 0, 0), 24),
             masquerade: true,
             mtu: 1500,
+            dns: Vec::new(),
+            dns_search: Vec::new(),
         }
     }
 }

@@ -384,6 +384,8 @@ impl Runtime {
                 hosts,
                 cgroup2: cgroups::cgroup_mode() == CgroupMode::V2,
                 resolv_conf: host_resolv_conf(),
+                dns: self.network_config.dns.clone(),
+                dns_search: self.network_config.dns_search.clone(),
                 init_layer: self.init_layer(),
                 cgroup_procs: cgroup.join_files(),
                 capabilities: cap_names,

@@ -125,8 +125,11 @@ pub struct HostFacts {
     /// Bridge mode: the prepared netns and the /etc/hosts lines of the bridge's containers.
     pub netns: Option<PathBuf>,
     pub hosts: Vec<(String, std::net::Ipv4Addr)>,
-    /// The host's resolv.conf, passed on to containers.
+    /// The host's resolv.conf, the base of containers'.
     pub resolv_conf: String,
+    /// Name servers and search domains that replace the host's (the supervisor config's).
+    pub dns: Vec<std::net::IpAddr>,
+    pub dns_search: Vec<String>,
     pub init_layer: PathBuf,
     pub cgroup_procs: Vec<PathBuf>,
     pub capabilities: Vec<String>,
@@ -187,7 +190,12 @@ pub fn build(
         etc: EtcFiles {
             hosts: hosts_file(&spec.hostname, &host.hosts),
             hostname: format!("{}\n", spec.hostname),
-            resolv_conf: host.resolv_conf.clone(),
+            resolv_conf: resolv_conf(
+                &host.resolv_conf,
+                &host.dns,
+                &host.dns_search,
+                spec.network.mode,
+            ),
         },
         paths,
         lower_dirs,
@@ -213,6 +221,45 @@ pub fn build(
         exit_file: host.exit_file.clone(),
         log: host.log.clone(),
     })
+}
+
+/// The container's /etc/resolv.conf: the host's, with its name servers replaced by `dns` and
+/// its search domains by `search` when those are given. A container with its own network
+/// namespace cannot reach a name server on the host's loopback (systemd-resolved's
+/// 127.0.0.53, say): such lines are dropped, as Docker does.
+pub fn resolv_conf(
+    host: &str,
+    dns: &[std::net::IpAddr],
+    search: &[String],
+    mode: NetworkMode,
+) -> String {
+    let own_netns = mode != NetworkMode::Host;
+    let mut out = String::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        let keep = match words.next() {
+            Some("nameserver") => {
+                let loopback = words
+                    .next()
+                    .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                    .is_some_and(|a| a.is_loopback());
+                dns.is_empty() && !(own_netns && loopback)
+            }
+            Some("search") | Some("domain") => search.is_empty(),
+            _ => true,
+        };
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    for server in dns {
+        out.push_str(&format!("nameserver {server}\n"));
+    }
+    if !search.is_empty() {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    out
 }
 
 /// The container's /etc/hosts: localhost, its own name, and every container on its bridge.
@@ -333,6 +380,8 @@ mod tests {
             netns: None,
             hosts: vec![],
             resolv_conf: "nameserver 127.0.0.53\n".into(),
+            dns: vec![],
+            dns_search: vec![],
             init_layer: "/root/init".into(),
             cgroup_procs: vec![],
             capabilities: vec!["CHOWN".into()],
@@ -436,5 +485,40 @@ mod tests {
             Path::new("/w,x"),
         );
         assert_eq!(o, "lowerdir=/b\\:c:/a,upperdir=/u,workdir=/w\\,x,volatile");
+    }
+
+    #[test]
+    fn resolv_conf_from_the_host_or_the_config() {
+        let host = "# by resolved\nnameserver 127.0.0.53\nnameserver 192.168.1.1\nsearch lan\noptions edns0\n";
+        let dns: Vec<std::net::IpAddr> = vec!["10.0.0.2".parse().unwrap()];
+        let search = vec!["corp".to_string(), "example".to_string()];
+        let table: &[(&[std::net::IpAddr], &[String], NetworkMode, &str)] = &[
+            (
+                &[],
+                &[],
+                NetworkMode::Bridge,
+                "# by resolved\nnameserver 192.168.1.1\nsearch lan\noptions edns0\n",
+            ),
+            (&[], &[], NetworkMode::Host, host),
+            (
+                &dns,
+                &[],
+                NetworkMode::None,
+                "# by resolved\nsearch lan\noptions edns0\nnameserver 10.0.0.2\n",
+            ),
+            (
+                &dns,
+                &search,
+                NetworkMode::Bridge,
+                "# by resolved\noptions edns0\nnameserver 10.0.0.2\nsearch corp example\n",
+            ),
+        ];
+        for (dns, search, mode, want) in table {
+            assert_eq!(
+                resolv_conf(host, dns, search, *mode),
+                *want,
+                "{dns:?} {search:?} {mode:?}"
+            );
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! The supervisor config file (`configs/berth.toml`): every key optional, unknown keys refused
 //! with their line and column.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use toml::Spanned;
 
+use crate::network::NetworkConfig;
 use crate::runtime::container::LogLimits;
 use crate::spec::units;
 
@@ -39,8 +41,12 @@ struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
-    bridge: Option<String>,
-    subnet: Option<String>,
+    bridge: Option<Spanned<String>>,
+    subnet: Option<Spanned<String>>,
+    masquerade: Option<bool>,
+    mtu: Option<Spanned<u32>>,
+    dns: Option<Spanned<Vec<String>>>,
+    dns_search: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,8 +63,7 @@ pub struct Config {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub cgroup_parent: String,
-    pub bridge: String,
-    pub subnet: (Ipv4Addr, u8),
+    pub network: NetworkConfig,
     pub logs: LogLimits,
 }
 
@@ -69,8 +74,7 @@ impl Default for Config {
             root: "/var/lib/berth".into(),
             socket: "/run/berth/berth.sock".into(),
             cgroup_parent: "berth".into(),
-            bridge: "berth0".into(),
-            subnet: (Ipv4Addr::new(10, 89, 0, 0), 24),
+            network: NetworkConfig::default(),
             logs: LogLimits::default(),
         }
     }
@@ -112,18 +116,65 @@ impl Config {
             c.cgroup_parent = v;
         }
         if let Some(n) = raw.network {
+            let net = &mut c.network;
             if let Some(b) = n.bridge {
-                if b.is_empty() || b.len() > 15 {
+                let span = b.span();
+                let b = b.into_inner();
+                if b.is_empty() || b.len() > crate::network::IFNAME_MAX {
                     return Err(invalid(
-                        None,
-                        format!("network.bridge: {b:?} must be 1 to 15 characters"),
+                        Some(span),
+                        format!(
+                            "network.bridge: {b:?} must be 1 to {} characters",
+                            crate::network::IFNAME_MAX
+                        ),
                     ));
                 }
-                c.bridge = b;
+                net.bridge = b;
             }
             if let Some(s) = n.subnet {
-                c.subnet =
-                    parse_subnet(&s).map_err(|m| invalid(None, format!("network.subnet: {m}")))?;
+                net.subnet = parse_subnet(s.get_ref())
+                    .map_err(|m| invalid(Some(s.span()), format!("network.subnet: {m}")))?;
+            }
+            if let Some(m) = n.masquerade {
+                net.masquerade = m;
+            }
+            if let Some(m) = n.mtu {
+                if !(576..=65535).contains(m.get_ref()) {
+                    return Err(invalid(
+                        Some(m.span()),
+                        format!("network.mtu: {} must be between 576 and 65535", m.get_ref()),
+                    ));
+                }
+                net.mtu = m.into_inner();
+            }
+            if let Some(d) = n.dns {
+                let span = d.span();
+                net.dns = d
+                    .into_inner()
+                    .iter()
+                    .map(|a| {
+                        a.parse::<IpAddr>().map_err(|_| {
+                            invalid(
+                                Some(span.clone()),
+                                format!("network.dns: {a:?} is not an IP address"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            if let Some(d) = n.dns_search {
+                let span = d.span();
+                let domains = d.into_inner();
+                if let Some(bad) = domains
+                    .iter()
+                    .find(|d| d.is_empty() || d.len() > 253 || d.contains(char::is_whitespace))
+                {
+                    return Err(invalid(
+                        Some(span),
+                        format!("network.dns_search: {bad:?} is not a domain name"),
+                    ));
+                }
+                net.dns_search = domains;
             }
         }
         if let Some(l) = raw.logs {
@@ -181,7 +232,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.specs, PathBuf::from("/s"));
-        assert_eq!(c.subnet, (Ipv4Addr::new(10, 1, 0, 0), 16));
+        assert_eq!(c.network.subnet, (Ipv4Addr::new(10, 1, 0, 0), 16));
+        assert!(c.network.masquerade);
+        let n = Config::parse(
+            p,
+            "[network]\nmasquerade = false\nmtu = 1400\ndns = [\"10.0.0.2\", \"fd00::53\"]\ndns_search = [\"lan\"]\n",
+        )
+        .unwrap()
+        .network;
+        assert!(!n.masquerade);
+        assert_eq!(n.mtu, 1400);
+        assert_eq!(n.dns.len(), 2);
+        assert_eq!(n.dns_search, vec!["lan".to_string()]);
         assert_eq!(
             c.logs,
             LogLimits {
@@ -202,6 +264,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("logs.max_files"), "{e}");
+        for (text, key, line) in [
+            (
+                "[network]\nbridge = \"a-very-long-bridge-name\"\n",
+                "network.bridge",
+                2,
+            ),
+            ("\n[network]\nmtu = 100\n", "network.mtu", 3),
+            ("[network]\ndns = [\"8.8.8.x\"]\n", "network.dns", 2),
+            ("[network]\nsubnet = \"10.0.0.0\"\n", "network.subnet", 2),
+        ] {
+            let e = Config::parse(p, text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("/c.toml:{line}:")) && e.contains(key),
+                "{text:?}: {e}"
+            );
+        }
         assert!(parse_subnet("10.0.0.0/33").is_err());
     }
 

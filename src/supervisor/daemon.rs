@@ -138,13 +138,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
     let runtime = Arc::new(
-        Runtime::open(&config.root, &config.cgroup_parent)?.with_network(
-            crate::network::NetworkConfig {
-                bridge: config.bridge.clone(),
-                subnet: config.subnet,
-                ..Default::default()
-            },
-        ),
+        Runtime::open(&config.root, &config.cgroup_parent)?.with_network(config.network.clone()),
     );
     let state = StateDir::open(&config.root)?;
     let exe =
@@ -156,7 +150,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let ctx = ValidationContext {
-        subnet: config.subnet,
+        subnet: config.network.subnet,
     };
     let mut d = Daemon {
         rt: runtime,

@@ -20,18 +20,33 @@ impl<'a> Daemon<'a> {
         Daemon::spawn(env, env.command())
     }
 
-    /// A daemon inside the test's network namespace (for bridge mode).
-    pub fn start_in(env: &'a TestEnv, netns: &TestNetns) -> Daemon<'a> {
+    /// A daemon inside the test's network namespace (for bridge mode), with `config` (the
+    /// text of a supervisor config file) when given.
+    pub fn start_in(env: &'a TestEnv, netns: &TestNetns, config: Option<&str>) -> Daemon<'a> {
         let mut c = netns.command(super::berth_bin());
         c.arg("--root")
             .arg(env.root())
             .arg("--cgroup-parent")
-            .arg(&env.cgroup_parent);
-        Daemon::spawn(env, c)
+            .arg(&env.cgroup_parent)
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("supervise");
+        if let Some(text) = config {
+            let path = env.dir.path().join("berth.toml");
+            std::fs::write(&path, text).unwrap();
+            c.arg("--config").arg(path);
+        }
+        Daemon::spawn_supervise(env, c)
     }
 
     /// `berth [global options] --socket S supervise --specs D` from `command`.
     fn spawn(env: &'a TestEnv, mut command: std::process::Command) -> Daemon<'a> {
+        command.arg("--socket").arg(env.socket()).arg("supervise");
+        Daemon::spawn_supervise(env, command)
+    }
+
+    /// Adds `--specs D` to `command` (which ends in `supervise`) and starts it.
+    fn spawn_supervise(env: &'a TestEnv, mut command: std::process::Command) -> Daemon<'a> {
         std::fs::create_dir_all(env.specs()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -39,9 +54,6 @@ impl<'a> Daemon<'a> {
             .open(env.dir.path().join("daemon.log"))
             .unwrap();
         let child = command
-            .arg("--socket")
-            .arg(env.socket())
-            .arg("supervise")
             .arg("--specs")
             .arg(env.specs())
             .stdin(Stdio::null())
