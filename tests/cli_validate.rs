@@ -67,3 +67,36 @@ fn valid_and_invalid_files_and_dirs() {
     assert_eq!(db["errors"].as_array().unwrap().len(), 2);
     assert_eq!(db["errors"][0]["line"], 3);
 }
+
+#[test]
+fn a_static_ip_two_files_share_is_an_error_in_both() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            "image = \"oci:/img:v1\"\n\n[network]\nip = \"10.89.0.7\"\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "image = \"oci:/img:v1\"\n[network]\nip = \"10.89.0.8\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(berth_bin())
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for name in ["a", "b"] {
+        let file = dir.path().join(format!("{name}.toml"));
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{}:4:6: network.ip: 10.89.0.7", file.display()))),
+            "{err}"
+        );
+    }
+    assert!(!err.contains("c.toml"), "{err}");
+}

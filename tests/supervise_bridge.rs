@@ -291,3 +291,73 @@ fn a_killed_daemon_adopts_bridge_containers_without_duplicates() {
     d.stop();
     assert_clean(&env, netns);
 }
+
+#[test]
+fn bad_network_input_fails_one_container_and_spares_the_rest() {
+    if skip("supervise bridge bad input") {
+        return;
+    }
+    let env = TestEnv::new("sv-brbad");
+    let netns = TestNetns::new(&env);
+    // A host process holds port 18093 in the daemon's namespace.
+    let _holder = common::daemon::Guarded(Some(
+        netns
+            .command("busybox")
+            .args(["nc", "-l", "-p", "18093"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let d = Daemon::start_in(&env, &netns, None);
+    env.write_spec(
+        "good",
+        &format!("{SERVE}{BRIDGE}ip = \"10.89.0.5\"\nports = [\"18094:80/tcp\"]\n"),
+    );
+    let good = wait_running(&env, "good");
+    // Port bound on the host, port published by another container, address taken, address
+    // outside the subnet.
+    env.write_spec(
+        "bound",
+        &format!("{SERVE}{BRIDGE}ports = [\"18093:80/tcp\"]\n"),
+    );
+    env.write_spec(
+        "twice",
+        &format!("{SERVE}{BRIDGE}ports = [\"18094:81/tcp\"]\n"),
+    );
+    env.write_spec("taken", &format!("{SERVE}{BRIDGE}ip = \"10.89.0.5\"\n"));
+    env.write_spec("outside", &format!("{SERVE}{BRIDGE}ip = \"10.90.0.5\"\n"));
+    let problem = |name: &str| -> String {
+        env.status(name)
+            .map(|s| {
+                let note = s["note"].as_str().unwrap_or("");
+                let spec = s["spec_error"].as_str().unwrap_or("");
+                format!("{} {note}{spec}", s["state"].as_str().unwrap_or(""))
+            })
+            .unwrap_or_default()
+    };
+    let expect = [
+        ("bound", "failed", "port 18093"),
+        ("twice", "failed", "port 18094"),
+        ("taken", "", "10.89.0.5"),
+        ("outside", "", "10.90.0.5"),
+    ];
+    for (name, state, needle) in expect {
+        wait_until(Duration::from_secs(20), &format!("{name}'s error"), || {
+            let p = problem(name);
+            p.starts_with(state) && p.contains(needle)
+        });
+    }
+    // The spec errors name the file and the line of `ip`.
+    for name in ["taken", "outside"] {
+        let p = problem(name);
+        assert!(p.contains(&format!("{name}.toml:5:")), "{name}: {p}");
+    }
+    // Nothing of theirs was left behind, and good kept running and answering.
+    assert_eq!(env.running_pid("good"), Some(good));
+    assert_eq!(netns.veths().len(), 1, "{:?}", netns.links());
+    let out = netns.sh("busybox wget -q -O - http://127.0.0.1:18094/passwd");
+    assert!(stdout(&out).starts_with("root:"), "{}", stderr(&out));
+    d.stop();
+    assert_clean(&env, netns);
+}

@@ -79,9 +79,9 @@ impl SpecSource {
                 }
             }
         }
-        for (name, message) in static_ip_clashes(&fresh) {
+        for (name, diagnostic) in spec::static_ip_clashes(fresh.values().map(|s| &**s)) {
             fresh.remove(&name);
-            errors.insert(name, message);
+            errors.insert(name, diagnostic.to_string());
         }
         self.last_good.retain(|name, _| present.contains(name));
         self.last_good.extend(fresh);
@@ -103,31 +103,6 @@ impl SpecSource {
             .collect();
         Snapshot { desired, errors }
     }
-}
-
-/// Every file whose static IP another file also uses, with the error to report.
-fn static_ip_clashes(specs: &BTreeMap<String, Arc<ValidatedSpec>>) -> Vec<(String, String)> {
-    let mut by_ip: BTreeMap<std::net::Ipv4Addr, Vec<&Arc<ValidatedSpec>>> = BTreeMap::new();
-    for s in specs.values() {
-        if let Some(ip) = s.network.ip {
-            by_ip.entry(ip).or_default().push(s);
-        }
-    }
-    let mut out = Vec::new();
-    for (ip, users) in by_ip.into_iter().filter(|(_, u)| u.len() > 1) {
-        let files: Vec<String> = users.iter().map(|s| s.file.display().to_string()).collect();
-        for s in &users {
-            out.push((
-                s.name.clone(),
-                format!(
-                    "{}: network.ip: {ip} is used by more than one spec: {}",
-                    s.file.display(),
-                    files.join(", ")
-                ),
-            ));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -181,6 +156,11 @@ mod tests {
         assert!(s.desired.is_empty());
         assert_eq!(s.errors.len(), 2);
         assert!(s.errors["a"].contains("used by more than one spec"));
+        assert!(
+            s.errors["b"].contains("b.toml:3:6: network.ip"),
+            "{:?}",
+            s.errors
+        );
     }
 
     #[test]

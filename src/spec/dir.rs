@@ -2,7 +2,9 @@
 //! stays inside the directory (the `..data` swap config management tools use). Dotfiles and
 //! editor/temp files are ignored. Also expands the paths given to `berth validate`.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, SpecErrors};
@@ -144,12 +146,51 @@ pub fn load_paths(
                     }))
                     .collect();
                 results.sort_by(|a, b| a.0.cmp(&b.0));
+                // A static IP is one container's only: the files of a dir are checked together.
+                let clashes =
+                    static_ip_clashes(results.iter().filter_map(|(_, r)| r.as_ref().ok()));
+                for (name, diagnostic) in clashes {
+                    if let Some(slot) = results
+                        .iter_mut()
+                        .find(|(_, r)| r.as_ref().is_ok_and(|s| s.name == name))
+                    {
+                        slot.1 = Err(SpecErrors::from(diagnostic));
+                    }
+                }
                 out.extend(results);
             }
             Err(e) => {
                 let err = SpecErrors::from(Diagnostic::whole_file(path, e.to_string()));
                 out.push((path.clone(), Err(err)));
             }
+        }
+    }
+    out
+}
+
+/// The specs (by name) whose static IP another of `specs` also uses, each with a diagnostic at
+/// its `network.ip`.
+pub fn static_ip_clashes<'a>(
+    specs: impl IntoIterator<Item = &'a ValidatedSpec>,
+) -> Vec<(String, Diagnostic)> {
+    let mut by_ip: BTreeMap<Ipv4Addr, Vec<&ValidatedSpec>> = BTreeMap::new();
+    for s in specs {
+        if let Some(ip) = s.network.ip {
+            by_ip.entry(ip).or_default().push(s);
+        }
+    }
+    let mut out = Vec::new();
+    for (ip, users) in by_ip.into_iter().filter(|(_, u)| u.len() > 1) {
+        let files: Vec<String> = users.iter().map(|s| s.file.display().to_string()).collect();
+        for s in &users {
+            let message = format!(
+                "network.ip: {ip} is used by more than one spec: {}",
+                files.join(", ")
+            );
+            out.push((
+                s.name.clone(),
+                super::diagnostic_at_key(&s.file, "network.ip", message),
+            ));
         }
     }
     out

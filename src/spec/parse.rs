@@ -121,6 +121,35 @@ pub fn parse_str(
     }
 }
 
+/// A diagnostic about the value at `key` (a dotted path such as `network.ip`) of the spec file
+/// at `path`, at that value's line and column (1:1 when the file or the key cannot be read):
+/// for problems found across files, after each file was validated on its own.
+pub fn diagnostic_at_key(path: &Path, key: &str, message: String) -> Diagnostic {
+    let Ok(text) = read_capped(path) else {
+        return Diagnostic::whole_file(path, message);
+    };
+    let (doc, _) = DeTable::parse_recoverable(&text);
+    let mut table = doc.get_ref();
+    let mut offset = None;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Some(value) = table.get(part) else {
+            break;
+        };
+        if parts.peek().is_none() {
+            offset = Some(value.span().start);
+        } else if let DeValue::Table(t) = value.get_ref() {
+            table = t;
+        } else {
+            break;
+        }
+    }
+    match offset {
+        Some(o) => Diagnostic::at(path, &text, o, Some(key.to_string()), message),
+        None => Diagnostic::whole_file(path, message),
+    }
+}
+
 /// Reads and validates one spec file. Files over 1 MiB, unreadable files, files that are not
 /// regular files (a FIFO is never opened for blocking reads) and non-UTF-8 text are diagnostics
 /// at 1:1.
