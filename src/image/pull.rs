@@ -17,11 +17,11 @@ use super::archive::TarIndex;
 use super::content::{
     sha256_hex, BlobWriter, HistoryRecord, ImageRecord, LayerRecord, SourceStamp,
 };
-use super::extract::{self, MAX_LAYER_SIZE};
 use super::registry::RegistryClient;
 use super::store::{
-    chain_ids, host_arch, media_compression, sniff, Compression, Descriptor, HashReader, Index,
-    Manifest, CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_INDEX_DEPTH, MAX_JSON_SIZE, REF_NAME,
+    chain_ids, host_arch, media_compression, sniff, unpack_blob, Compression, Descriptor,
+    HashReader, Index, Manifest, CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_INDEX_DEPTH,
+    MAX_JSON_SIZE, REF_NAME,
 };
 use super::{ImageConfig, ImageError, ImageStore, ResolveStats};
 
@@ -782,43 +782,14 @@ impl ImageStore {
                 out: &mut blob,
             };
             let mut buf = BufReader::with_capacity(256 * 1024, tee);
-            let magic = buf
-                .fill_buf()
-                .map_err(|source| layer_err(ImageError::TarRead { source }))?;
-            let compression = sniff(magic).unwrap_or(hint);
-            {
-                let decoder: Box<dyn Read + '_> = match compression {
-                    Compression::None => Box::new(&mut buf),
-                    Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut buf)),
-                    Compression::Zstd => Box::new(
-                        zstd::stream::read::Decoder::with_buffer(&mut buf)
-                            .map_err(|source| layer_err(ImageError::TarRead { source }))?,
-                    ),
-                };
-                let mut hashed = HashReader {
-                    inner: decoder,
-                    hasher: Sha256::new(),
-                    count: 0,
-                };
-                extract::unpack_layer_limited(&mut hashed, tmp, MAX_LAYER_SIZE)
-                    .map_err(layer_err)?;
-                let rest = MAX_LAYER_SIZE.saturating_sub(hashed.count);
-                let drained = io::copy(&mut (&mut hashed).take(rest + 1), &mut io::sink())
-                    .map_err(|source| layer_err(ImageError::TarRead { source }))?;
-                if drained > rest {
-                    return Err(layer_err(ImageError::LayerTooLarge {
-                        limit: MAX_LAYER_SIZE,
-                    }));
-                }
-                let actual = format!("sha256:{}", hex::encode(hashed.hasher.finalize()));
-                if actual != diff_id {
-                    return Err(ImageError::DiffIdMismatch {
-                        image: image.into(),
-                        digest: desc.digest.clone(),
-                        expected: diff_id.into(),
-                        actual,
-                    });
-                }
+            let actual = unpack_blob(&mut buf, hint, tmp).map_err(layer_err)?;
+            if actual != diff_id {
+                return Err(ImageError::DiffIdMismatch {
+                    image: image.into(),
+                    digest: desc.digest.clone(),
+                    expected: diff_id.into(),
+                    actual,
+                });
             }
             // Whatever follows the compressed stream still counts for the blob digest.
             io::copy(&mut buf, &mut io::sink())

@@ -524,35 +524,7 @@ impl ImageStore {
         self.install_layer(chain, target, |tmp| {
             let file = layout.open_blob(desc)?;
             let mut buf = BufReader::with_capacity(256 * 1024, file.take(desc.size));
-            let blob_path = layout.blob_path(desc)?;
-            let magic = buf
-                .fill_buf()
-                .map_err(|source| layout.read_err(&blob_path, source))?;
-            let compression = sniff(magic).unwrap_or(compression_hint);
-            let decoder: Box<dyn Read + '_> = match compression {
-                Compression::None => Box::new(&mut buf),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut buf)),
-                Compression::Zstd => Box::new(
-                    zstd::stream::read::Decoder::with_buffer(&mut buf)
-                        .map_err(|source| layer_err(ImageError::TarRead { source }))?,
-                ),
-            };
-            let mut hashed = HashReader {
-                inner: decoder,
-                hasher: Sha256::new(),
-                count: 0,
-            };
-            extract::unpack_layer_limited(&mut hashed, tmp, MAX_LAYER_SIZE).map_err(layer_err)?;
-            // The diff ID covers the whole stream, including what follows the tar end marker.
-            let rest = MAX_LAYER_SIZE.saturating_sub(hashed.count);
-            let drained = io::copy(&mut (&mut hashed).take(rest + 1), &mut io::sink())
-                .map_err(|source| layer_err(ImageError::TarRead { source }))?;
-            if drained > rest {
-                return Err(layer_err(ImageError::LayerTooLarge {
-                    limit: MAX_LAYER_SIZE,
-                }));
-            }
-            let actual = format!("sha256:{}", hex::encode(hashed.hasher.finalize()));
+            let actual = unpack_blob(&mut buf, compression_hint, tmp).map_err(layer_err)?;
             if actual != diff_id {
                 return Err(ImageError::DiffIdMismatch {
                     image: layout.image.into(),
@@ -657,6 +629,40 @@ pub(crate) fn sniff(b: &[u8]) -> Option<Compression> {
     } else {
         None
     }
+}
+
+/// Unpacks a layer blob read from `buf` into the empty dir `dir`, decompressing by its magic
+/// bytes (else as `hint` says), and returns its diff ID: the sha256 of the whole uncompressed
+/// stream, including what follows the tar's end marker. Reads `buf` only to the end of the
+/// compressed stream.
+pub(crate) fn unpack_blob<R: Read>(
+    buf: &mut BufReader<R>,
+    hint: Compression,
+    dir: &Path,
+) -> Result<String, ImageError> {
+    let read_err = |source| ImageError::TarRead { source };
+    let magic = buf.fill_buf().map_err(read_err)?;
+    let decoder: Box<dyn Read + '_> = match sniff(magic).unwrap_or(hint) {
+        Compression::None => Box::new(buf),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(buf).map_err(read_err)?)
+        }
+    };
+    let mut hashed = HashReader {
+        inner: decoder,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    extract::unpack_layer_limited(&mut hashed, dir, MAX_LAYER_SIZE)?;
+    let rest = MAX_LAYER_SIZE.saturating_sub(hashed.count);
+    let drained = io::copy(&mut (&mut hashed).take(rest + 1), &mut io::sink()).map_err(read_err)?;
+    if drained > rest {
+        return Err(ImageError::LayerTooLarge {
+            limit: MAX_LAYER_SIZE,
+        });
+    }
+    Ok(format!("sha256:{}", hex::encode(hashed.hasher.finalize())))
 }
 
 pub(crate) struct HashReader<R> {
