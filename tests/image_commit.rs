@@ -190,6 +190,18 @@ fn commit_a_running_container() {
         "rm of a lower file leaves a whiteout in upper"
     );
     commit(&env, "web", "localhost/mine:v2");
+    // The container was frozen for the commit and runs again.
+    let out = ctl(&env, &["inspect", "web"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["instance"]["id"].as_str().unwrap().to_string();
+    if let Some(freezer) = controller_base("freezer") {
+        let state = freezer
+            .join(&env.cgroup_parent)
+            .join(&id)
+            .join("freezer.state");
+        assert_eq!(std::fs::read_to_string(state).unwrap().trim(), "THAWED");
+    }
+    assert_eq!(v["status"]["state"], "running");
 
     // The new image, resolved from its record (no registry behind localhost here).
     let got = run_with(&env, "probe2", "localhost/mine:v2", PROBE);

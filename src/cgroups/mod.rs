@@ -29,6 +29,10 @@ use crate::spec::Resources;
 /// Where the cgroup filesystems are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// How long [`ContainerCgroup::freeze`] waits for every task to stop (one in uninterruptible
+/// sleep delays it).
+const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How the host mounts cgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupMode {
@@ -222,6 +226,28 @@ impl ContainerCgroup {
         match self.mode {
             CgroupMode::V2 => v2::kill_all(self),
             CgroupMode::V1 | CgroupMode::Hybrid => v1::kill_all(self),
+        }
+    }
+
+    /// Stops every process of the cgroup where it is (the freezer), waiting until all are
+    /// stopped; a cgroup that does not freeze within `FREEZE_TIMEOUT` is thawed again and is
+    /// an error. Undo with [`ContainerCgroup::thaw`].
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        let result = match self.mode {
+            CgroupMode::V2 => v2::set_frozen(&self.dirs[0], true),
+            CgroupMode::V1 | CgroupMode::Hybrid => v1::set_frozen(&self.dirs, true),
+        };
+        if result.is_err() {
+            let _ = self.thaw();
+        }
+        result
+    }
+
+    /// Lets the processes of a frozen cgroup run again.
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        match self.mode {
+            CgroupMode::V2 => v2::set_frozen(&self.dirs[0], false),
+            CgroupMode::V1 | CgroupMode::Hybrid => v1::set_frozen(&self.dirs, false),
         }
     }
 

@@ -280,3 +280,39 @@ fn v1_kill_through_freezer() {
     cg.destroy().expect("destroy");
     ContainerCgroup::remove_parent_if_empty_at(root, CgroupMode::V1, &parent).expect("parent");
 }
+
+/// Freezing stops a busy process where it is; thawing lets it run again.
+#[test]
+fn freeze_stops_and_thaw_resumes() {
+    if !is_root() {
+        return;
+    }
+    let parent = unique_parent();
+    let _cleanup = Cleanup(parent.clone());
+    let cg = ContainerCgroup::create(&parent, "c4", &Resources::default()).expect("create");
+    let mut busy = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .expect("spawn");
+    join(&cg, busy.id());
+    let cpu_ticks = || -> u64 {
+        let stat = read(Path::new(&format!("/proc/{}/stat", busy.id())));
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    cg.freeze().expect("freeze");
+    let before = cpu_ticks();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(cpu_ticks(), before, "a frozen process ran");
+    cg.thaw().expect("thaw");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(cpu_ticks() > before, "a thawed process did not run");
+    // Freezing twice and thawing twice are fine.
+    cg.freeze().expect("freeze");
+    cg.freeze().expect("freeze again");
+    cg.thaw().expect("thaw");
+    cg.thaw().expect("thaw again");
+    cg.destroy().expect("destroy");
+    assert!(!busy.wait().unwrap().success());
+    ContainerCgroup::remove_parent_if_empty(&parent).expect("parent");
+}

@@ -217,6 +217,37 @@ fn freezer_err(step: &'static str, d: &Dir, e: cgroups_rs::fs::error::Error) -> 
     }
 }
 
+/// Freezes (and waits for FROZEN, at most `FREEZE_TIMEOUT`) or thaws through the freezer
+/// hierarchy.
+pub(super) fn set_frozen(dirs: &[Dir], frozen: bool) -> Result<(), CgroupError> {
+    let d = find(dirs, Controller::Freezer).ok_or_else(|| CgroupError::ControllerMissing {
+        controller: "freezer".into(),
+        path: dirs.first().map(|d| d.path.clone()).unwrap_or_default(),
+    })?;
+    let f = FreezerController::new(d.path.clone(), d.mount.clone(), false);
+    if !frozen {
+        return f.thaw().map_err(|e| freezer_err("thawing", d, e));
+    }
+    f.freeze().map_err(|e| freezer_err("freezing", d, e))?;
+    let deadline = std::time::Instant::now() + super::FREEZE_TIMEOUT;
+    loop {
+        match f.state() {
+            Ok(FreezerState::Frozen) => return Ok(()),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Ok(_) => {
+                return Err(CgroupError::Freezer {
+                    step: "freezing",
+                    path: d.path.clone(),
+                    source: format!("not frozen after {:?}", super::FREEZE_TIMEOUT).into(),
+                })
+            }
+            Err(e) => return Err(freezer_err("reading the freezer state of", d, e)),
+        }
+    }
+}
+
 /// Freeze, SIGKILL every pid, thaw, until empty.
 pub(super) fn kill_all(cg: &ContainerCgroup) -> Result<(), CgroupError> {
     let freezer = find(&cg.dirs, Controller::Freezer)

@@ -118,6 +118,31 @@ pub(super) fn update(dir: &Dir, res: &Resources) -> Result<(), CgroupError> {
     files::apply_writes(&writes)
 }
 
+/// Writes `cgroup.freeze` and, to freeze, waits (at most `FREEZE_TIMEOUT`) until
+/// `cgroup.events` says `frozen 1`.
+pub(super) fn set_frozen(dir: &Dir, frozen: bool) -> Result<(), CgroupError> {
+    files::write(
+        &dir.path.join("cgroup.freeze"),
+        if frozen { "1" } else { "0" },
+    )?;
+    if !frozen {
+        return Ok(());
+    }
+    let events = dir.path.join("cgroup.events");
+    let deadline = std::time::Instant::now() + super::FREEZE_TIMEOUT;
+    while files::read_keyed_or_zero(&events, "frozen")? != 1 {
+        if std::time::Instant::now() >= deadline {
+            return Err(CgroupError::Freezer {
+                step: "freezing",
+                path: dir.path.clone(),
+                source: format!("not frozen after {:?}", super::FREEZE_TIMEOUT).into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 /// `cgroup.kill` when the kernel has it (5.14+), else freeze, SIGKILL each pid, thaw; until
 /// the cgroup is empty.
 pub(super) fn kill_all(cg: &ContainerCgroup) -> Result<(), CgroupError> {

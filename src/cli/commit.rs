@@ -1,9 +1,13 @@
 //! `berth commit NAME REF`: asks the daemon which instance of NAME runs and from which image,
-//! then turns that instance's writable layer into a new image recorded as REF.
+//! then turns that instance's writable layer into a new image recorded as REF, with the
+//! container frozen meanwhile (as `docker commit` pauses it) so the layer is read in one state.
 
 use std::process::ExitCode;
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
 use super::{Cli, EXIT_BERTH_ERROR};
+use crate::cgroups::{CgroupError, ContainerCgroup};
 use crate::image::{ImageRef, ImageStore, Progress};
 use crate::spec::ValidatedSpec;
 use crate::state::Instance;
@@ -49,12 +53,33 @@ pub fn commit(cli: &Cli, name: &str, reference: &str) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("container {name}: image {:?}: {e}", spec.image)),
     };
-    let upper = cli.root().join("containers").join(id).join("upper");
-    let store = match ImageStore::open(&cli.root()) {
+    // The daemon's own state dir and cgroup parent, whatever this command was given.
+    let root = v["root"]
+        .as_str()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cli.root());
+    let cgroup_parent = v["cgroup_parent"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| cli.cgroup_parent());
+    let upper = root.join("containers").join(id).join("upper");
+    let store = match ImageStore::open(&root) {
         Ok(s) => s.with_progress(Progress::new(|line| eprintln!("{line}"))),
         Err(e) => return fail(e),
     };
-    match store.commit(&base, &upper, &target, &format!("berth commit {name}")) {
+    let cgroup = match ContainerCgroup::open(&cgroup_parent, id) {
+        Ok(Some(cg)) => cg,
+        Ok(None) => return fail(format!("container {name}: no cgroup {cgroup_parent}/{id}")),
+        Err(e) => return fail(e),
+    };
+    let result = {
+        let _frozen = match Frozen::new(&cgroup) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("container {name}: {e}")),
+        };
+        store.commit(&base, &upper, &target, &format!("berth commit {name}"))
+    };
+    match result {
         Ok((rec, stats)) => {
             eprintln!(
                 "{name}: {} entries ({} whiteouts, {} opaque dirs) committed",
@@ -64,5 +89,45 @@ pub fn commit(cli: &Cli, name: &str, reference: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// A frozen container cgroup, thawed on drop. Meanwhile the signals that end this command
+/// from a terminal or a service manager are held, so an interrupt takes effect only once the
+/// container runs again.
+struct Frozen<'a> {
+    cgroup: &'a ContainerCgroup,
+    held: SigSet,
+}
+
+impl<'a> Frozen<'a> {
+    fn new(cgroup: &'a ContainerCgroup) -> Result<Frozen<'a>, CgroupError> {
+        let mut held = SigSet::empty();
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            held.add(s);
+        }
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&held), None);
+        match cgroup.freeze() {
+            Ok(()) => Ok(Frozen { cgroup, held }),
+            Err(e) => {
+                let _ =
+                    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&held), None);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.cgroup.thaw() {
+            eprintln!("berth: thawing the container: {e}");
+        }
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&self.held), None);
     }
 }

@@ -212,6 +212,11 @@ impl Runtime {
         fs::File::from(fd).write_all(text.as_bytes())
     }
 
+    /// The cgroup under which containers' cgroups are made.
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -747,6 +747,8 @@ impl Daemon {
                         "instance": x.and_then(|x| x.instance.clone()),
                         "spec": spec.as_deref(),
                         "log_dir": self.rt.log_dir(&name),
+                        "root": self.rt.root(),
+                        "cgroup_parent": self.rt.cgroup_parent(),
                     }))
                 }
             },
