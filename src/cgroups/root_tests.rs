@@ -316,3 +316,42 @@ fn freeze_stops_and_thaw_resumes() {
     assert!(!busy.wait().unwrap().success());
     ContainerCgroup::remove_parent_if_empty(&parent).expect("parent");
 }
+
+/// The cgroup v2 paths on the kernel's own cgroup2 filesystem: the host's root on a v2 host,
+/// the controller-less `unified` mount on a hybrid one (where only the core files exist, which
+/// is what these paths use): join, list, freeze, kill, remove.
+#[test]
+fn v2_core_on_the_kernels_cgroup2() {
+    if !is_root() {
+        return;
+    }
+    let root = match cgroup_mode() {
+        CgroupMode::V2 => Path::new(CGROUP_ROOT).to_path_buf(),
+        _ => Path::new(CGROUP_ROOT).join("unified"),
+    };
+    if !root.join("cgroup.procs").exists() {
+        eprintln!("skipping: no cgroup2 mount at {}", root.display());
+        return;
+    }
+    let parent = unique_parent();
+    let cg =
+        ContainerCgroup::create_at(&root, CgroupMode::V2, &parent, "c5", &Resources::default())
+            .expect("create");
+    let mut kids: Vec<Child> = (0..2).map(|_| spawn_sleep()).collect();
+    for k in &kids {
+        join(&cg, k.id());
+    }
+    let mut want: Vec<i32> = kids.iter().map(|k| k.id() as i32).collect();
+    want.sort_unstable();
+    assert_eq!(cg.pids().unwrap(), want);
+    cg.freeze().expect("freeze");
+    assert_eq!(read(&root.join(&parent).join("c5/cgroup.freeze")), "1");
+    cg.thaw().expect("thaw");
+    cg.destroy().expect("destroy");
+    for k in &mut kids {
+        assert!(!k.wait().unwrap().success());
+    }
+    assert!(!root.join(&parent).join("c5").exists());
+    ContainerCgroup::remove_parent_if_empty_at(&root, CgroupMode::V2, &parent).expect("parent");
+    assert!(!root.join(&parent).exists());
+}
