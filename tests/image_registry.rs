@@ -360,6 +360,73 @@ fn basic_auth_registry() {
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("credentials were refused"), "{stderr}");
+
+    // A credential helper named for the registry (`credHelpers`) answers instead of `auths`;
+    // one that has nothing for it lets `auths` answer.
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-berthtest");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\n\
+             if [ \"$server\" = {host} ]; then echo '{{\"ServerURL\":\"{host}\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}'; \
+             else echo 'credentials not found in native keychain'; exit 1; fi\n"
+        ),
+    )
+    .unwrap();
+    let empty = bin.join("docker-credential-empty");
+    fs::write(
+        &empty,
+        "#!/bin/sh\necho 'credentials not found in native keychain'; exit 1\n",
+    )
+    .unwrap();
+    for h in [&helper, &empty] {
+        fs::set_permissions(h, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let with_helper = |name: &str, body: String| {
+        let p = dir.path().join(name);
+        fs::write(&p, body).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--root")
+            .arg(root.path())
+            .args(["image", "pull", &format!("{host}/bb:base")])
+            .env("REGISTRY_AUTH_FILE", &p)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let wrong_auths = fs::read_to_string(&wrong).unwrap();
+    let (code, err) = with_helper(
+        "helper.json",
+        format!(
+            "{{\"credHelpers\":{{\"{host}\":\"berthtest\"}},{}",
+            &wrong_auths[1..]
+        ),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let good_auths = fs::read_to_string(&good).unwrap();
+    let (code, err) = with_helper(
+        "store.json",
+        format!("{{\"credsStore\":\"empty\",{}", &good_auths[1..]),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = with_helper(
+        "missing.json",
+        format!("{{\"credHelpers\":{{\"{host}\":\"nosuchhelper\"}}}}"),
+    );
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("docker-credential-nosuchhelper"), "{err}");
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! anonymous, basic and bearer-token auth.
 //!
 //! Credentials come from `$REGISTRY_AUTH_FILE`, else `$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json` (the `auths` map) and are sent only to the registry they are filed
-//! under (and to the token service that registry names, over https or loopback). Redirects (blob
+//! `~/.docker/config.json`: from the credential helper it names for the registry (`credHelpers`)
+//! or for all (`credsStore`), run as `docker-credential-<name> get`, else from its `auths` map.
+//! They are sent only to the registry they are filed under (and to the token service that registry names, over https or loopback). Redirects (blob
 //! downloads are often redirected to a CDN) never carry an Authorization header. Plain HTTP is
 //! used only for loopback registries and ones listed as insecure.
 //! Owns no files; the store writes what this returns.
@@ -67,6 +68,22 @@ impl std::fmt::Debug for Credentials {
 struct AuthFile {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+}
+
+/// How long a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `docker-credential-<name> get` prints.
+#[derive(Deserialize)]
+struct HelperReply {
+    #[serde(rename = "Username")]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +150,18 @@ pub(crate) fn load_credentials(
     };
     let file: AuthFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     let want = normalize_auth_key(registry);
+    let helper = file
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| normalize_auth_key(k) == want)
+        .map(|(_, v)| v.clone())
+        .or(file.creds_store)
+        .filter(|h| !h.is_empty());
+    if let Some(helper) = helper {
+        if let Some(creds) = run_credential_helper(&helper, &want).map_err(bad)? {
+            return Ok(Some(creds));
+        }
+    }
     let Some(entry) = file
         .auths
         .iter()
@@ -162,6 +191,81 @@ pub(crate) fn load_credentials(
         })),
         _ => Ok(None),
     }
+}
+
+/// Asks `docker-credential-<helper> get` for the credentials of `registry` (a normalized
+/// auth key). `None` when the helper has none for it.
+fn run_credential_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if !helper
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "credential helper name {helper:?} is not a plain name"
+        ));
+    }
+    let program = format!("docker-credential-{helper}");
+    // Docker files Docker Hub under its v1 index URL; others under host[:port].
+    let server = if registry == "docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        registry.to_string()
+    };
+    let output = crate::sys::children::while_waited(|| -> Result<_, String> {
+        let mut child = Command::new(&program)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {program}: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(server.as_bytes());
+        }
+        let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
+        while child
+            .try_wait()
+            .map_err(|e| format!("waiting for {program}: {e}"))?
+            .is_none()
+        {
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{program} gave no answer within {HELPER_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
+            .wait_with_output()
+            .map_err(|e| format!("reading from {program}: {e}"))
+    })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let said = format!("{stdout} {}", String::from_utf8_lossy(&output.stderr));
+        if said.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(format!(
+            "{program} get {server}: {}: {}",
+            output.status,
+            said.trim()
+        ));
+    }
+    let reply: HelperReply = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("{program} get {server}: unreadable answer: {e}"))?;
+    if reply.username == "<token>" {
+        return Err(format!(
+            "{program} get {server}: answered with an identity token, which berth cannot use"
+        ));
+    }
+    Ok(Some(Credentials {
+        user: reply.username,
+        password: reply.secret,
+    }))
 }
 
 /// True for `localhost`, `127.x.y.z`, `[::1]`, with or without a port.
