@@ -6,107 +6,26 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::daemon::{wait_until, Daemon, SupervisorEnv};
 use common::*;
 
 const NONE: &str = "[network]\nmode = \"none\"\n";
 
-struct Daemon {
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn start(env: &TestEnv) -> Daemon {
-        std::fs::create_dir_all(specs(env)).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(env.dir.path().join("daemon.log"))
-            .unwrap();
-        let child = env
-            .command()
-            .arg("--socket")
-            .arg(socket(env))
-            .arg("supervise")
-            .arg("--specs")
-            .arg(specs(env))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon { child: Some(child) };
-        wait_until(Duration::from_secs(10), "the socket", || {
-            std::os::unix::net::UnixStream::connect(socket(env)).is_ok()
-        });
-        d
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn specs(env: &TestEnv) -> PathBuf {
-    env.dir.path().join("specs")
-}
-
-fn socket(env: &TestEnv) -> PathBuf {
-    env.dir.path().join("berth.sock")
-}
-
-fn daemon_log(env: &TestEnv) -> String {
-    std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap_or_default()
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn ctl(env: &TestEnv, args: &[&str]) -> Output {
-    env.command()
-        .arg("--socket")
-        .arg(socket(env))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// Puts a spec into the daemon's spec dir (temp file + rename).
 fn supervise_spec(env: &TestEnv, name: &str, image: &str, script: &str) {
-    let tmp = specs(env).join(format!(".{name}.toml.tmp"));
+    let tmp = env.specs().join(format!(".{name}.toml.tmp"));
     let body = format!("image = {image:?}\ncommand = [\"sh\", \"-c\", {script:?}]\n{NONE}");
     std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(&tmp, specs(env).join(format!("{name}.toml"))).unwrap();
+    std::fs::rename(&tmp, env.specs().join(format!("{name}.toml"))).unwrap();
 }
 
 /// The upper dir of `name`'s running instance, once `ready` exists in it.
 fn wait_ready_upper(env: &TestEnv, name: &str) -> PathBuf {
     let mut upper = None;
     wait_until(Duration::from_secs(30), &format!("{name} ready"), || {
-        let out = ctl(env, &["inspect", name]);
+        let out = env.ctl(&["inspect", name]);
         if !out.status.success() {
             return false;
         }
@@ -149,13 +68,13 @@ const PROBE: &str = "cat /new-file; \
     cat /second 2>/dev/null || echo second:absent";
 
 fn commit(env: &TestEnv, name: &str, reference: &str) {
-    let out = ctl(env, &["commit", name, reference]);
+    let out = env.ctl(&["commit", name, reference]);
     assert!(
         out.status.success(),
         "commit {name} {reference}: {}{}\ndaemon log:\n{}",
         stdout(&out),
         stderr(&out),
-        daemon_log(env)
+        env.daemon_log()
     );
     assert!(stdout(&out).starts_with(reference), "{}", stdout(&out));
 }
@@ -191,7 +110,7 @@ fn commit_a_running_container() {
     );
     commit(&env, "web", "localhost/mine:v2");
     // The container was frozen for the commit and runs again.
-    let out = ctl(&env, &["inspect", "web"]);
+    let out = env.ctl(&["inspect", "web"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = v["instance"]["id"].as_str().unwrap().to_string();
     if let Some(freezer) = controller_base("freezer") {
@@ -224,7 +143,7 @@ fn commit_a_running_container() {
         "{got}"
     );
 
-    let hist = ctl(&env, &["image", "history", "localhost/mine:v2"]);
+    let hist = env.ctl(&["image", "history", "localhost/mine:v2"]);
     assert!(hist.status.success(), "{}", stderr(&hist));
     let hist = stdout(&hist);
     assert!(hist.contains("berth commit web"), "{hist}");
@@ -247,7 +166,7 @@ fn commit_a_running_container() {
         ["v3", "true:absent", "home:only", "made", "second"],
         "{got}"
     );
-    let json = ctl(&env, &["image", "history", "--json", "localhost/mine:v3"]);
+    let json = env.ctl(&["image", "history", "--json", "localhost/mine:v3"]);
     let h: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
     let by: Vec<&str> = h.iter().filter_map(|e| e["created_by"].as_str()).collect();
     assert_eq!(
@@ -276,14 +195,14 @@ fn commit_a_running_container() {
     );
 
     // A stopped container cannot be committed.
-    let out = ctl(&env, &["stop", "web"]);
+    let out = env.ctl(&["stop", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_until(Duration::from_secs(30), "web stopped", || {
-        let out = ctl(&env, &["inspect", "web"]);
+        let out = env.ctl(&["inspect", "web"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         v["status"]["state"] == "stopped"
     });
-    let out = ctl(&env, &["commit", "web", "localhost/mine:v9"]);
+    let out = env.ctl(&["commit", "web", "localhost/mine:v9"]);
     assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
     assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
 
