@@ -75,33 +75,7 @@ impl Default for NetworkConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-/// A published port, as recorded in an [`Attachment`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortMapping {
-    pub host_port: u16,
-    pub container_port: u16,
-    pub protocol: Protocol,
-}
-
-impl From<&crate::spec::PortMapping> for PortMapping {
-    fn from(p: &crate::spec::PortMapping) -> Self {
-        PortMapping {
-            host_port: p.host_port,
-            container_port: p.container_port,
-            protocol: match p.protocol {
-                crate::spec::Protocol::Tcp => Protocol::Tcp,
-                crate::spec::Protocol::Udp => Protocol::Udp,
-            },
-        }
-    }
-}
+pub use crate::spec::{PortMapping, Protocol};
 
 /// What [`Network::attach`] set up; keep it (it serializes) to [`Network::detach`] later, also
 /// from a restarted daemon.
@@ -202,7 +176,7 @@ impl Network {
                 reason: "only bridge mode gets an attachment".to_string(),
             });
         }
-        let ports: Vec<PortMapping> = spec.ports.iter().map(PortMapping::from).collect();
+        let ports = spec.ports.clone();
         check_duplicate_ports(id, &ports)?;
 
         let mut leases = self.leases.lock()?;

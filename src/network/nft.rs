@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use super::addr::Subnet;
 use super::error::NetworkError;
 use super::netns;
-use super::{PortMapping, Protocol};
+use super::PortMapping;
 
 pub(crate) const TABLE: &str = "berth";
 
@@ -411,17 +411,9 @@ pub(crate) fn unpublish(netns: Option<&Path>, id: &str) -> Result<(), NetworkErr
     )
 }
 
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::Protocol;
     use super::*;
 
     #[test]

@@ -15,8 +15,7 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, SpecErrors};
 use super::types::{
-    MountSpec, NetworkMode, NetworkSpec, Protocol, Resources, RestartPolicy, RestartSpec,
-    ValidatedSpec,
+    MountSpec, NetworkMode, NetworkSpec, Resources, RestartPolicy, RestartSpec, ValidatedSpec,
 };
 use super::units;
 use super::ValidationContext;
@@ -847,10 +846,7 @@ impl Checker<'_> {
                     let Some(p) = self.parsed(item, &key, units::parse_port) else {
                         continue;
                     };
-                    let proto = match p.protocol {
-                        Protocol::Tcp => "tcp",
-                        Protocol::Udp => "udp",
-                    };
+                    let proto = p.protocol.as_str();
                     if seen.insert((p.host_port, proto)) {
                         n.ports.push(p);
                     } else {
