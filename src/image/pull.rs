@@ -19,11 +19,11 @@ use super::content::{
 };
 use super::registry::RegistryClient;
 use super::store::{
-    chain_ids, host_arch, media_compression, sniff, unpack_blob, Compression, Descriptor,
-    HashReader, Index, Manifest, CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_INDEX_DEPTH,
-    MAX_JSON_SIZE, REF_NAME,
+    chain_ids, host_arch, image_config, media_compression, sniff, unpack_blob, CheckedConfig,
+    Compression, Descriptor, HashReader, Index, Manifest, CONFIG_TYPES, INDEX_TYPES,
+    MANIFEST_TYPES, MAX_INDEX_DEPTH, MAX_JSON_SIZE, REF_NAME,
 };
-use super::{ImageConfig, ImageError, ImageStore, ResolveStats};
+use super::{ImageError, ImageStore, ResolveStats};
 
 /// How many layers are fetched at once.
 const PARALLEL_LAYERS: usize = 3;
@@ -580,57 +580,15 @@ impl ImageStore {
 
         // Config.
         let cdesc = &manifest.config;
-        if let Some(t) = cdesc.media_type.as_deref() {
-            if !CONFIG_TYPES.contains(&t) {
-                return Err(ImageError::MediaType {
-                    image: image.into(),
-                    digest: cdesc.digest.clone(),
-                    media_type: t.into(),
-                });
-            }
-        }
         let cbytes = match self.content.read_blob(&cdesc.digest, MAX_JSON_SIZE) {
             Some(b) if b.len() as u64 == cdesc.size => b,
             _ => origin.read_small(image, cdesc)?,
         };
-        let parsed =
-            oci_spec::image::ImageConfiguration::from_reader(&cbytes[..]).map_err(|e| {
-                ImageError::Parse {
-                    image: image.into(),
-                    what: "config",
-                    path: PathBuf::from(&cdesc.digest),
-                    message: e.to_string(),
-                }
-            })?;
-        let config = match parsed.config() {
-            Some(c) => ImageConfig {
-                entrypoint: c.entrypoint().clone(),
-                cmd: c.cmd().clone(),
-                env: c.env().clone().unwrap_or_default(),
-                working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
-                user: c.user().clone().filter(|u| !u.is_empty()),
-            },
-            None => ImageConfig::default(),
-        };
-        let diff_ids = parsed.rootfs().diff_ids().clone();
-        if diff_ids.len() != manifest.layers.len() {
-            return Err(ImageError::LayerCount {
-                image: image.into(),
-                layers: manifest.layers.len(),
-                diff_ids: diff_ids.len(),
-            });
-        }
-        for d in diff_ids
-            .iter()
-            .chain(manifest.layers.iter().map(|l| &l.digest))
-        {
-            if sha256_hex(d).is_none() {
-                return Err(ImageError::BadDigest {
-                    image: image.into(),
-                    digest: d.clone(),
-                });
-            }
-        }
+        let CheckedConfig {
+            parsed,
+            config,
+            diff_ids,
+        } = image_config(image, &manifest, &cbytes, Path::new(&cdesc.digest))?;
         let chains = chain_ids(&diff_ids);
         stats.chain_ids = chains.clone();
 

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::content::{sha256_hex, Content};
 use super::extract::{self, MAX_LAYER_SIZE};
+use super::pull::{pick_platform, Want};
 use super::registry::RegistryOptions;
 use super::{ImageConfig, ImageError, ImageRef, ResolvedImage};
 
@@ -395,19 +396,14 @@ impl ImageStore {
                 });
             }
             let nested: Index = layout.parse("index", &path, &bytes)?;
-            let arch = host_arch();
-            let found = nested.manifests.iter().find(|d| {
-                d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == arch)
-                    // Attestation manifests (buildx) carry platform unknown/unknown; skipped.
-                    && !d.media_type.as_deref().is_some_and(|t| !INDEX_TYPES.contains(&t) && !MANIFEST_TYPES.contains(&t))
-            });
-            desc = match found {
+            let want = Want::host();
+            desc = match pick_platform(&nested.manifests, &want) {
                 Some(d) => d.clone(),
                 None => {
                     return Err(ImageError::NoPlatform {
                         image: image.into(),
                         digest: desc.digest,
-                        platform: format!("linux/{arch}"),
+                        platform: want.describe(),
                     })
                 }
             };
@@ -415,52 +411,11 @@ impl ImageStore {
 
         // Config.
         let cdesc = &manifest.config;
-        if let Some(t) = cdesc.media_type.as_deref() {
-            if !CONFIG_TYPES.contains(&t) {
-                return Err(ImageError::MediaType {
-                    image: image.into(),
-                    digest: cdesc.digest.clone(),
-                    media_type: t.into(),
-                });
-            }
-        }
         let cbytes = layout.read_blob(cdesc, MAX_JSON_SIZE)?;
-        let cpath = layout.blob_path(cdesc)?;
-        let parsed =
-            oci_spec::image::ImageConfiguration::from_reader(&cbytes[..]).map_err(|e| {
-                ImageError::Parse {
-                    image: image.into(),
-                    what: "config",
-                    path: cpath.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-        let config = match parsed.config() {
-            Some(c) => ImageConfig {
-                entrypoint: c.entrypoint().clone(),
-                cmd: c.cmd().clone(),
-                env: c.env().clone().unwrap_or_default(),
-                working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
-                user: c.user().clone().filter(|u| !u.is_empty()),
-            },
-            None => ImageConfig::default(),
-        };
-        let diff_ids = parsed.rootfs().diff_ids();
-        if diff_ids.len() != manifest.layers.len() {
-            return Err(ImageError::LayerCount {
-                image: image.into(),
-                layers: manifest.layers.len(),
-                diff_ids: diff_ids.len(),
-            });
-        }
-        for d in diff_ids {
-            if sha256_hex(d).is_none() {
-                return Err(ImageError::BadDigest {
-                    image: image.into(),
-                    digest: d.clone(),
-                });
-            }
-        }
+        let CheckedConfig {
+            config, diff_ids, ..
+        } = image_config(image, &manifest, &cbytes, &layout.blob_path(cdesc)?)?;
+        let diff_ids = &diff_ids;
 
         // Layers, lowest first.
         let chains = chain_ids(diff_ids);
@@ -629,6 +584,76 @@ pub(crate) fn sniff(b: &[u8]) -> Option<Compression> {
     } else {
         None
     }
+}
+
+/// An image's config blob, parsed and checked against its manifest.
+pub(crate) struct CheckedConfig {
+    pub parsed: oci_spec::image::ImageConfiguration,
+    /// What a container runs with.
+    pub config: ImageConfig,
+    /// One per manifest layer, each a well-formed digest (as are the layers').
+    pub diff_ids: Vec<String>,
+}
+
+/// Parses the config of an image (`bytes`, the blob `manifest.config` names, read from
+/// `source`) and checks it against the manifest.
+pub(crate) fn image_config(
+    image: &str,
+    manifest: &Manifest,
+    bytes: &[u8],
+    source: &Path,
+) -> Result<CheckedConfig, ImageError> {
+    let cdesc = &manifest.config;
+    if let Some(t) = cdesc.media_type.as_deref() {
+        if !CONFIG_TYPES.contains(&t) {
+            return Err(ImageError::MediaType {
+                image: image.into(),
+                digest: cdesc.digest.clone(),
+                media_type: t.into(),
+            });
+        }
+    }
+    let parsed =
+        oci_spec::image::ImageConfiguration::from_reader(bytes).map_err(|e| ImageError::Parse {
+            image: image.into(),
+            what: "config",
+            path: source.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let config = match parsed.config() {
+        Some(c) => ImageConfig {
+            entrypoint: c.entrypoint().clone(),
+            cmd: c.cmd().clone(),
+            env: c.env().clone().unwrap_or_default(),
+            working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
+            user: c.user().clone().filter(|u| !u.is_empty()),
+        },
+        None => ImageConfig::default(),
+    };
+    let diff_ids = parsed.rootfs().diff_ids().clone();
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(ImageError::LayerCount {
+            image: image.into(),
+            layers: manifest.layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    for d in diff_ids
+        .iter()
+        .chain(manifest.layers.iter().map(|l| &l.digest))
+    {
+        if sha256_hex(d).is_none() {
+            return Err(ImageError::BadDigest {
+                image: image.into(),
+                digest: d.clone(),
+            });
+        }
+    }
+    Ok(CheckedConfig {
+        parsed,
+        config,
+        diff_ids,
+    })
 }
 
 /// Unpacks a layer blob read from `buf` into the empty dir `dir`, decompressing by its magic
