@@ -355,6 +355,17 @@ fn bad_network_input_fails_one_container_and_spares_the_rest() {
     }
     // Nothing of theirs was left behind, and good kept running and answering.
     assert_eq!(env.running_pid("good"), Some(good));
+    let status = env.status("good").unwrap();
+    assert_eq!(status["ip"], "10.89.0.5");
+    assert_eq!(status["ports"], serde_json::json!(["18094:80/tcp"]));
+    let out = env.ctl(&["ps"]);
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("good ")
+            && l.contains(" 10.89.0.5 ")
+            && l.contains(" 18094:80/tcp ")),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(netns.veths().len(), 1, "{:?}", netns.links());
     let out = netns.sh("busybox wget -q -O - http://127.0.0.1:18094/passwd");
     assert!(stdout(&out).starts_with("root:"), "{}", stderr(&out));

@@ -42,6 +42,12 @@ pub struct ContainerStatus {
     pub note: Option<String>,
     /// The spec file's current error, when its last good version is what runs.
     pub spec_error: Option<String>,
+    /// The address on the bridge of a running bridge-mode container.
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Published ports, `HOST:CONTAINER/PROTO`.
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// One row of `berth stats`.

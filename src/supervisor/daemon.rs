@@ -671,7 +671,23 @@ impl Daemon {
         });
     }
 
-    fn status_of(&self, name: &str) -> ContainerStatus {
+    /// The bridge addresses by container name, read only when some container is in bridge mode.
+    fn bridge_addresses(&self) -> BTreeMap<String, std::net::Ipv4Addr> {
+        let bridged = self
+            .observed
+            .values()
+            .any(|o| o.spec.network.mode == crate::spec::NetworkMode::Bridge);
+        if !bridged {
+            return BTreeMap::new();
+        }
+        self.rt.bridge_hosts().into_iter().collect()
+    }
+
+    fn status_of(
+        &self,
+        name: &str,
+        addresses: &BTreeMap<String, std::net::Ipv4Addr>,
+    ) -> ContainerStatus {
         let o = self.observed.get(name);
         let x = self.extra.get(name);
         let spec = o
@@ -707,11 +723,31 @@ impl Daemon {
                 _ => None,
             },
             id: x.and_then(|x| x.instance.as_ref()).map(|i| i.id.clone()),
-            image: spec.map(|s| s.image.clone()).unwrap_or_default(),
+            image: spec.as_ref().map(|s| s.image.clone()).unwrap_or_default(),
             restarts: o.map(|o| o.restarts).unwrap_or(0),
             last_exit,
             note: x.and_then(|x| x.note.clone()),
             spec_error: self.snapshot.errors.get(name).cloned(),
+            ip: match o.map(|o| &o.phase) {
+                Some(Phase::Running { .. }) => addresses.get(name).copied(),
+                _ => None,
+            },
+            ports: spec
+                .map(|s| {
+                    s.network
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}:{}/{}",
+                                p.host_port,
+                                p.container_port,
+                                p.protocol.as_str()
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -727,8 +763,12 @@ impl Daemon {
     fn on_control(&mut self, req: Request, reply: oneshot::Sender<Response>) {
         let resp = match req {
             Request::Ps => {
-                let rows: Vec<ContainerStatus> =
-                    self.names().iter().map(|n| self.status_of(n)).collect();
+                let addresses = self.bridge_addresses();
+                let rows: Vec<ContainerStatus> = self
+                    .names()
+                    .iter()
+                    .map(|n| self.status_of(n, &addresses))
+                    .collect();
                 Response::Ok(serde_json::to_value(rows).unwrap_or_default())
             }
             Request::Inspect { name } => match self.observed.get(&name) {
@@ -743,7 +783,7 @@ impl Daemon {
                         .map(|o| Arc::clone(&o.spec))
                         .or_else(|| self.desired_spec(&name));
                     Response::Ok(serde_json::json!({
-                        "status": self.status_of(&name),
+                        "status": self.status_of(&name, &self.bridge_addresses()),
                         "instance": x.and_then(|x| x.instance.clone()),
                         "spec": spec.as_deref(),
                         "log_dir": self.rt.log_dir(&name),
