@@ -468,16 +468,12 @@ impl Network {
         };
         match host.link_index(veth) {
             Ok(Some(index)) if !ours(host, index).unwrap_or(true) => {}
-            Ok(Some(index)) => {
-                if let Err(e) = host.del_root_qdisc(index) {
-                    errors.push(NetworkError::netlink("deleting the qdisc of", veth, e));
-                }
-                match host.del_link(index) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-                    Err(e) => errors.push(NetworkError::netlink("deleting veth", veth, e)),
-                }
-            }
+            // Its qdiscs and its peer (the container's eth0, with its qdiscs) go with it.
+            Ok(Some(index)) => match host.del_link(index) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                Err(e) => errors.push(NetworkError::netlink("deleting veth", veth, e)),
+            },
             Ok(None) => {}
             Err(e) => errors.push(NetworkError::netlink("looking up veth", veth, e)),
         }
