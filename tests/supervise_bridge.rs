@@ -372,3 +372,43 @@ fn bad_network_input_fails_one_container_and_spares_the_rest() {
     d.stop();
     assert_clean(&env, netns);
 }
+
+#[test]
+fn five_hundred_crash_restarts_on_the_bridge_leak_nothing() {
+    if skip("supervise bridge crash restarts") {
+        return;
+    }
+    let env = TestEnv::new("sv-brcrash");
+    let netns = TestNetns::new(&env);
+    let d = Daemon::start_in(&env, &netns, None);
+    env.write_spec("stay", &format!("{SERVE}{BRIDGE}ip = \"10.89.0.9\"\n"));
+    wait_running(&env, "stay");
+    let links = netns.links();
+    let rules = netns.rule_comments();
+    // Crashes at once, is restarted after 1 ms, with a port and a limit each time.
+    env.write_spec(
+        "crash",
+        &format!(
+            "command = [\"sh\", \"-c\", \"exit 3\"]\n[restart]\npolicy = \"always\"\n\
+             backoff = {{ initial = \"1ms\", max = \"1ms\" }}\n{BRIDGE}ports = [\"18095:80/tcp\"]\negress = \"10mbit\"\n"
+        ),
+    );
+    wait_until(Duration::from_secs(120), "500 restarts", || {
+        env.status("crash")
+            .is_some_and(|s| s["restarts"].as_u64().unwrap_or(0) >= 500)
+    });
+    std::fs::remove_file(env.specs().join("crash.toml")).unwrap();
+    wait_until(Duration::from_secs(20), "crash removed", || {
+        env.status("crash").is_none()
+    });
+    // The neighbour is untouched; the crash loop left no veth, rule, lease or pin.
+    wait_until(Duration::from_secs(5), "crash's last veth gone", || {
+        netns.links() == links
+    });
+    assert_eq!(netns.rule_comments(), rules);
+    assert!(!leases(&env).contains("\"crash\""), "{}", leases(&env));
+    assert_eq!(pins(&env).len(), 1, "{:?}", pins(&env));
+    assert_eq!(env.leftover_containers().len(), 1);
+    d.stop();
+    assert_clean(&env, netns);
+}
