@@ -412,3 +412,67 @@ fn five_hundred_crash_restarts_on_the_bridge_leak_nothing() {
     d.stop();
     assert_clean(&env, netns);
 }
+
+#[test]
+fn a_bandwidth_change_is_applied_in_place() {
+    if skip("supervise bridge bandwidth update") {
+        return;
+    }
+    if Command::new("tc").arg("-V").output().is_err() {
+        eprintln!("skipping: tc not installed");
+        return;
+    }
+    let env = TestEnv::new("sv-brbw");
+    let netns = TestNetns::new(&env);
+    let d = Daemon::start_in(&env, &netns, None);
+    env.write_spec("bw", &format!("{SERVE}{BRIDGE}egress = \"8mbit\"\n"));
+    let pid = wait_running(&env, "bw");
+    let id = env.status("bw").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pin = env.root().join("netns").join(&id);
+    // The qdisc line of a link: (kind, rate) as tc prints them.
+    let qdisc = |in_container: bool| -> String {
+        let script = if in_container {
+            format!("nsenter --net={} tc qdisc show dev eth0", pin.display())
+        } else {
+            format!("tc qdisc show dev {}", netns.veths()[0])
+        };
+        let out = netns.sh(&script);
+        assert!(out.status.success(), "{script}: {}", stderr(&out));
+        stdout(&out)
+    };
+    assert!(
+        qdisc(true).contains("tbf") && qdisc(true).contains("rate 8Mbit"),
+        "{}",
+        qdisc(true)
+    );
+    assert!(!qdisc(false).contains("tbf"), "{}", qdisc(false));
+
+    env.write_spec(
+        "bw",
+        &format!("{SERVE}{BRIDGE}egress = \"20mbit\"\ningress = \"5mbit\"\n"),
+    );
+    wait_until(Duration::from_secs(10), "the new limits", || {
+        qdisc(true).contains("rate 20Mbit") && qdisc(false).contains("rate 5Mbit")
+    });
+    assert_eq!(
+        env.running_pid("bw"),
+        Some(pid),
+        "the container was restarted"
+    );
+
+    env.write_spec("bw", &format!("{SERVE}{BRIDGE}ingress = \"5mbit\"\n"));
+    wait_until(Duration::from_secs(10), "egress unlimited", || {
+        !qdisc(true).contains("tbf")
+    });
+    assert!(qdisc(false).contains("rate 5Mbit"), "{}", qdisc(false));
+    assert_eq!(
+        env.running_pid("bw"),
+        Some(pid),
+        "the container was restarted"
+    );
+    d.stop();
+    assert_clean(&env, netns);
+}

@@ -248,6 +248,38 @@ impl Network {
         }
     }
 
+    /// Replaces the bandwidth limits of the attached container `id`: a TBF qdisc for a rate,
+    /// the default qdisc for `None` (egress on its eth0, ingress on the host end of its veth).
+    pub fn set_bandwidth(
+        &self,
+        id: &str,
+        egress: Option<u64>,
+        ingress: Option<u64>,
+    ) -> Result<(), NetworkError> {
+        let mtu = self.config.mtu;
+        let apply = |nl: &mut Netlink, ifname: &str, what: String, rate: Option<u64>| {
+            let index = nl
+                .link_index(ifname)
+                .and_then(|i| i.ok_or_else(|| io::ErrorKind::NotFound.into()))
+                .map_err(|e| NetworkError::netlink("looking up", what.clone(), e))?;
+            match rate {
+                Some(bits) => nl
+                    .set_tbf(index, &TbfParams::for_rate(bits, mtu))
+                    .map_err(|e| NetworkError::netlink("replacing the TBF qdisc on", what, e)),
+                None => nl
+                    .del_root_qdisc(index)
+                    .map_err(|e| NetworkError::netlink("removing the TBF qdisc of", what, e)),
+            }
+        };
+        let veth = addr::host_veth_name(id);
+        let mut host = Netlink::open_in(self.host_ns())?;
+        apply(&mut host, &veth, veth.clone(), ingress)?;
+        let netns = self.netns_path(id);
+        let mut ctr = Netlink::open_in(Some(&netns))?;
+        let what = format!("{CONTAINER_IFNAME} in {}", netns.display());
+        apply(&mut ctr, CONTAINER_IFNAME, what, egress)
+    }
+
     /// Whether container `id` has a pinned namespace (an attach that was not undone).
     pub fn is_attached(&self, id: &str) -> bool {
         self.netns_path(id).exists()

@@ -360,6 +360,18 @@ impl Netlink {
         )
     }
 
+    /// Deletes the root qdisc of link `index` (back to the default); a link without one is not
+    /// an error.
+    pub fn del_root_qdisc(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = TcMessage::default();
+        msg.header.index = index as i32;
+        msg.header.parent = TcHandle::ROOT;
+        match self.ack(RouteNetlinkMessage::DelQueueDiscipline(msg), 0) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINVAL)) => Ok(()),
+            other => other,
+        }
+    }
+
     #[cfg(test)]
     /// The kinds of the qdiscs attached to link `index` (e.g. "tbf", "noqueue").
     pub fn qdisc_kinds(&mut self, index: u32) -> io::Result<Vec<String>> {

@@ -8,14 +8,15 @@
 //! - **desired, not observed**: `Start`.
 //! - **observed, not desired** (its file is gone): `Remove`, once it is not busy.
 //! - Specs are compared by [`classify`], which ignores `file`: a difference in the image,
-//!   command, entrypoint, env, workdir, user, hostname, readonly_rootfs, caps, network or mounts
-//!   needs a new container; else a difference in `resources` can be applied in place; else a
-//!   difference in `restart`, `stop_signal` or `stop_timeout` only needs recording.
+//!   command, entrypoint, env, workdir, user, hostname, readonly_rootfs, caps, network mode,
+//!   ip, ports or mounts needs a new container; else a difference in `resources` or in a bridge
+//!   container's `egress`/`ingress` can be applied in place; else a difference in `restart`,
+//!   `stop_signal` or `stop_timeout` only needs recording.
 //! - **manual_stop** (`berth stop`): no action while the desired spec equals `observed.spec`,
 //!   whatever the phase and even when a restart was pending (the stop cancels it and sticks
 //!   across exits). A spec change clears it: the rules below apply as if it were not stopped.
-//! - **Running**: `Recreate` / `UpdateResources` (with the new limits) / `Adopt` / nothing,
-//!   following [`classify`].
+//! - **Running**: `Recreate` / `UpdateResources` (with the new limits, and the new bandwidth
+//!   when it changed) / `Adopt` / nothing, following [`classify`].
 //! - **Stopped** (and not held by a manual stop): `Start` (not started yet, or the spec changed
 //!   since the manual stop).
 //! - **Exited / StartFailed**: a spec change -> `Start` right away (the change is the fix).
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use crate::reconcile::policy;
 use crate::runtime::protocol::ExitStatus;
-use crate::spec::{Resources, RestartPolicy, ValidatedSpec};
+use crate::spec::{NetworkMode, NetworkSpec, Resources, RestartPolicy, ValidatedSpec};
 
 /// One container the spec dir asks for (the last good version of its file).
 #[derive(Debug, Clone, PartialEq)]
@@ -97,8 +98,13 @@ pub enum Action {
     /// The spec changed in a way that needs a new container: fetch the new image first, then stop
     /// the old one and start the new.
     Recreate { name: String },
-    /// Only [resources] changed: apply the new limits to the running cgroup in place.
-    UpdateResources { name: String, resources: Resources },
+    /// Only [resources] or the bandwidth limits changed: apply the new cgroup limits, and the
+    /// new bandwidth when it changed, to the running container in place.
+    UpdateResources {
+        name: String,
+        resources: Resources,
+        bandwidth: Option<Bandwidth>,
+    },
     /// Only restart/stop settings changed: record the new spec, nothing to do to the process.
     Adopt { name: String },
     /// Exited and the policy says restart after `delay` (the daemon arms a timer and sets
@@ -124,6 +130,22 @@ impl Action {
     }
 }
 
+/// A bridge-mode container's bandwidth limits, bits per second (`None`: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bandwidth {
+    pub egress: Option<u64>,
+    pub ingress: Option<u64>,
+}
+
+impl Bandwidth {
+    fn of(spec: &ValidatedSpec) -> Bandwidth {
+        Bandwidth {
+            egress: spec.network.egress,
+            ingress: spec.network.ingress,
+        }
+    }
+}
+
 /// How a new spec differs from the one the current instance was started from (the largest
 /// difference wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -132,7 +154,8 @@ pub enum SpecChange {
     None,
     /// Only `restart`, `stop_signal` or `stop_timeout` differ: nothing to do to the process.
     Settings,
-    /// `resources` differ (and maybe the settings): new limits for the running cgroup.
+    /// `resources` or a bridge container's `egress`/`ingress` differ (and maybe the settings):
+    /// new limits for the running container.
     Resources,
     /// Anything else differs: the container must be created again.
     Recreate,
@@ -172,11 +195,13 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
         || *readonly_rootfs != new.readonly_rootfs
         || *cap_add != new.cap_add
         || *cap_drop != new.cap_drop
-        || *network != new.network
+        || network_needs_new_container(network, &new.network)
         || *mounts != new.mounts;
     if needs_new_container {
         SpecChange::Recreate
-    } else if *resources != new.resources {
+    } else if *resources != new.resources
+        || (network.egress, network.ingress) != (new.network.egress, new.network.ingress)
+    {
         SpecChange::Resources
     } else if *restart != new.restart
         || *stop_signal != new.stop_signal
@@ -186,6 +211,15 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
     } else {
         SpecChange::None
     }
+}
+
+/// Whether a network change needs a new container: anything but a bridge container's
+/// bandwidth limits (which change in place).
+fn network_needs_new_container(old: &NetworkSpec, new: &NetworkSpec) -> bool {
+    old.mode != new.mode
+        || old.ip != new.ip
+        || old.ports != new.ports
+        || (old.mode != NetworkMode::Bridge && old != new)
 }
 
 /// Pure: what to do now. `jitter` in [0, 1) scales the random part of backoff delays (pass a
@@ -229,6 +263,8 @@ fn plan_one(
             SpecChange::Resources => Some(Action::UpdateResources {
                 name,
                 resources: desired.spec.resources.clone(),
+                bandwidth: (Bandwidth::of(&observed.spec) != Bandwidth::of(&desired.spec))
+                    .then(|| Bandwidth::of(&desired.spec)),
             }),
             SpecChange::Recreate => Some(Action::Recreate { name }),
         },
@@ -743,7 +779,53 @@ mod tests {
                         cpuset: Some("0-1".into()),
                         ..Resources::default()
                     },
+                    bandwidth: None,
                 }),
+            },
+            Case {
+                what: "running on the bridge, bandwidth only -> update in place",
+                desired: Some(with(|s| {
+                    s.network.mode = NetworkMode::Bridge;
+                    s.network.egress = Some(20_000_000);
+                })),
+                observed: Some(observed(
+                    with(|s| {
+                        s.network.mode = NetworkMode::Bridge;
+                        s.network.egress = Some(8_000_000);
+                        s.network.ingress = Some(8_000_000);
+                    }),
+                    running.clone(),
+                )),
+                want: Some(Action::UpdateResources {
+                    name: "web".into(),
+                    resources: Resources::default(),
+                    bandwidth: Some(Bandwidth {
+                        egress: Some(20_000_000),
+                        ingress: None,
+                    }),
+                }),
+            },
+            Case {
+                what: "running on the bridge, ports changed -> recreate",
+                desired: Some(with(|s| {
+                    s.network.mode = NetworkMode::Bridge;
+                    s.network.ports = vec![crate::spec::PortMapping {
+                        host_port: 8080,
+                        container_port: 80,
+                        protocol: crate::spec::Protocol::Tcp,
+                    }];
+                })),
+                observed: Some(observed(
+                    with(|s| s.network.mode = NetworkMode::Bridge),
+                    running.clone(),
+                )),
+                want: Some(Action::Recreate { name: "web".into() }),
+            },
+            Case {
+                what: "running, network mode changed -> recreate",
+                desired: Some(with(|s| s.network.mode = NetworkMode::Bridge)),
+                observed: Some(o(running.clone())),
+                want: Some(Action::Recreate { name: "web".into() }),
             },
             Case {
                 what: "running, restart settings only -> adopt",

@@ -241,6 +241,22 @@ impl Runtime {
         Ok(ContainerCgroup::open(&self.cgroup_parent, id)?)
     }
 
+    /// New bandwidth limits for the running bridge-mode instance `id` of container `name`.
+    pub fn set_bandwidth(
+        &self,
+        name: &str,
+        id: &str,
+        egress: Option<u64>,
+        ingress: Option<u64>,
+    ) -> Result<(), RuntimeError> {
+        self.network(name)?
+            .set_bandwidth(id, egress, ingress)
+            .map_err(|source| RuntimeError::Network {
+                name: name.to_string(),
+                source,
+            })
+    }
+
     /// Removes what is left of instance `id` (cgroup, state dir), e.g. after a restart of the
     /// daemon found it exited. Goes on past each error.
     /// `release_lease`: also give up the name's dynamic address (the container is removed,

@@ -409,7 +409,11 @@ impl Daemon {
                     });
                 });
             }
-            Action::UpdateResources { name, resources } => {
+            Action::UpdateResources {
+                name,
+                resources,
+                bandwidth,
+            } => {
                 let Some(spec) = self.desired_spec(&name) else {
                     return;
                 };
@@ -427,11 +431,17 @@ impl Daemon {
                 let rt = Arc::clone(&self.rt);
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
+                    let container = name.clone();
                     let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
                         match rt.cgroup(&id).map_err(|e| e.to_string())? {
-                            Some(cg) => cg.update(&resources).map_err(|e| e.to_string()),
-                            None => Err(format!("instance {id} has no cgroup")),
+                            Some(cg) => cg.update(&resources).map_err(|e| e.to_string())?,
+                            None => return Err(format!("instance {id} has no cgroup")),
                         }
+                        if let Some(b) = bandwidth {
+                            rt.set_bandwidth(&container, &id, b.egress, b.ingress)
+                                .map_err(|e| e.to_string())?;
+                        }
+                        Ok(())
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
