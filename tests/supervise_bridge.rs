@@ -476,3 +476,106 @@ fn a_bandwidth_change_is_applied_in_place() {
     d.stop();
     assert_clean(&env, netns);
 }
+
+#[test]
+fn as_pid_1_it_publishes_ports_while_reaping_orphans() {
+    if skip("supervise bridge as PID 1") {
+        return;
+    }
+    let env = TestEnv::new("sv-brpid1");
+    let netns = TestNetns::new(&env);
+    std::fs::create_dir_all(env.specs()).unwrap();
+    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
+    let mut daemon = common::daemon::Guarded(Some(
+        netns
+            .command("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(berth_bin())
+            .arg("--root")
+            .arg(env.root())
+            .arg("--cgroup-parent")
+            .arg(&env.cgroup_parent)
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("supervise")
+            .arg("--specs")
+            .arg(env.specs())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+    wait_until(Duration::from_secs(10), "the socket", || {
+        std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
+    });
+    // berth, PID 1 of the new pid namespace: the child of `unshare --fork`.
+    let init: i32 = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", daemon.pid()))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Orphans keep exiting (each must be reaped by berth) while containers publish ports
+    // (each runs nft, whose exit status berth must not reap from under itself).
+    let storm = std::thread::spawn(move || {
+        for _ in 0..10 {
+            let _ = Command::new("nsenter")
+                .args(["--target", &init.to_string(), "--pid", "--", "sh", "-c"])
+                .arg("for i in $(seq 30); do (true &); done")
+                .status();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    for i in 0..5 {
+        env.write_spec(
+            &format!("p{i}"),
+            &format!("{SERVE}{BRIDGE}ports = [\"{}:80/tcp\"]\n", 18100 + i),
+        );
+    }
+    for i in 0..5 {
+        wait_running(&env, &format!("p{i}"));
+    }
+    // Each restart unpublishes and publishes again.
+    for _ in 0..10 {
+        for i in 0..5 {
+            let out = env.ctl(&["restart", &format!("p{i}")]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        for i in 0..5 {
+            wait_running(&env, &format!("p{i}"));
+        }
+    }
+    storm.join().unwrap();
+    for i in 0..5 {
+        let out = netns.sh(&format!(
+            "busybox wget -q -O - http://127.0.0.1:{}/passwd",
+            18100 + i
+        ));
+        assert!(stdout(&out).starts_with("root:"), "p{i}: {}", stderr(&out));
+    }
+    assert!(
+        !env.daemon_log().contains("No child processes"),
+        "{}",
+        env.daemon_log()
+    );
+    wait_until(Duration::from_secs(10), "every orphan reaped", || {
+        let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+            .unwrap_or_default();
+        !children.split_whitespace().any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| s.contains(") Z "))
+        })
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        daemon.wait(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        env.daemon_log()
+    );
+    assert_clean(&env, netns);
+}
