@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{wait_until, Daemon, Guarded, SupervisorEnv};
+use common::daemon::{start_as_pid1, wait_until, Daemon, Guarded, SupervisorEnv};
 use common::*;
 
 const LOOP: &str =
@@ -290,32 +290,7 @@ fn as_pid_1_it_reaps_orphans() {
         return;
     }
     let env = TestEnv::new("sv-pid1");
-    std::fs::create_dir_all(env.specs()).unwrap();
-    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
-    let mut child = Guarded(Some(
-        Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(berth_bin())
-            .arg("--root")
-            .arg(env.root())
-            .arg("--cgroup-parent")
-            .arg(&env.cgroup_parent)
-            .arg("--socket")
-            .arg(env.socket())
-            .arg("supervise")
-            .arg("--specs")
-            .arg(env.specs())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    ));
-    wait_until(Duration::from_secs(10), "the socket", || {
-        std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
-    });
-    let init =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.pid())).unwrap();
-    let init: i32 = init.split_whitespace().next().unwrap().parse().unwrap();
+    let (mut child, init) = start_as_pid1(&env, None);
     // 100 processes whose parent exits at once: they are reparented to the namespace's init.
     let st = Command::new("nsenter")
         .args([

@@ -484,38 +484,7 @@ fn as_pid_1_it_publishes_ports_while_reaping_orphans() {
     }
     let env = TestEnv::new("sv-brpid1");
     let netns = TestNetns::new(&env);
-    std::fs::create_dir_all(env.specs()).unwrap();
-    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
-    let mut daemon = common::daemon::Guarded(Some(
-        netns
-            .command("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(berth_bin())
-            .arg("--root")
-            .arg(env.root())
-            .arg("--cgroup-parent")
-            .arg(&env.cgroup_parent)
-            .arg("--socket")
-            .arg(env.socket())
-            .arg("supervise")
-            .arg("--specs")
-            .arg(env.specs())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    ));
-    wait_until(Duration::from_secs(10), "the socket", || {
-        std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
-    });
-    // berth, PID 1 of the new pid namespace: the child of `unshare --fork`.
-    let init: i32 = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", daemon.pid()))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut daemon, init) = common::daemon::start_as_pid1(&env, Some(&netns));
     // Orphans keep exiting (each must be reaped by berth) while containers publish ports
     // (each runs nft, whose exit status berth must not reap from under itself).
     let storm = std::thread::spawn(move || {

@@ -213,3 +213,44 @@ impl Drop for Guarded {
         }
     }
 }
+
+/// A daemon as PID 1 of a new pid namespace (`unshare --pid --fork --mount-proc`), inside
+/// `netns` when given. Returns the guarded `unshare` process and berth's pid (as seen here).
+pub fn start_as_pid1(env: &TestEnv, netns: Option<&TestNetns>) -> (Guarded, i32) {
+    std::fs::create_dir_all(env.specs()).unwrap();
+    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
+    let mut command = match netns {
+        Some(n) => n.command("unshare"),
+        None => std::process::Command::new("unshare"),
+    };
+    let child = Guarded(Some(
+        command
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(super::berth_bin())
+            .arg("--root")
+            .arg(env.root())
+            .arg("--cgroup-parent")
+            .arg(&env.cgroup_parent)
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("supervise")
+            .arg("--specs")
+            .arg(env.specs())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+    wait_until(Duration::from_secs(10), "the socket", || {
+        std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
+    });
+    // berth is the only child of `unshare --fork`.
+    let init = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.pid()))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, init)
+}
