@@ -393,7 +393,7 @@ fn five_hundred_crash_restarts_on_the_bridge_leak_nothing() {
              backoff = {{ initial = \"1ms\", max = \"1ms\" }}\n{BRIDGE}ports = [\"18095:80/tcp\"]\negress = \"10mbit\"\n"
         ),
     );
-    wait_until(Duration::from_secs(120), "500 restarts", || {
+    wait_until(Duration::from_secs(300), "500 restarts", || {
         env.status("crash")
             .is_some_and(|s| s["restarts"].as_u64().unwrap_or(0) >= 500)
     });
