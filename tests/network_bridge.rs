@@ -88,3 +88,61 @@ fn containers_on_a_bridge_talk_by_name_and_publish_ports() {
         .unwrap_or(0);
     assert_eq!(netns, 0);
 }
+
+#[test]
+fn run_takes_the_supervisors_network_config() {
+    if skip_unless_root("run --config") {
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipping run --config: nft not installed");
+        return;
+    }
+    let env = TestEnv::new("bridge-cfg");
+    let config = env.dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        "[network]\nbridge = \"brrun9\"\nsubnet = \"10.89.9.0/24\"\ndns = [\"10.89.9.1\"]\n",
+    )
+    .unwrap();
+    let spec = env.spec(
+        "probe",
+        "command = [\"sh\", \"-c\", \"ip -4 -o addr show eth0 | awk '{print $4}'; cat /etc/resolv.conf\"]\n\
+         [network]\nmode = \"bridge\"\nip = \"10.89.9.7\"\n",
+    );
+    let script = format!(
+        "ip link set lo up; {} --root {} --cgroup-parent {} run --config {} {} && ip -o link show brrun9 >/dev/null && echo bridge-ok",
+        berth_bin(),
+        env.root().display(),
+        env.cgroup_parent,
+        config.display(),
+        spec.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "10.89.9.7/24\nnameserver 10.89.9.1\nbridge-ok\n",
+        "{}",
+        stderr(&out)
+    );
+    // The spec is checked against the config's subnet.
+    let outside = env.spec(
+        "outside",
+        "command = [\"true\"]\n[network]\nmode = \"bridge\"\nip = \"10.89.0.7\"\n",
+    );
+    let out = env
+        .command()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg(&outside)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("outside.toml:5:6: network.ip"), "{}", stderr(&out));
+    env.assert_no_leaks();
+}

@@ -58,6 +58,10 @@ pub enum Command {
         /// Keep the container's writable layer and state dir after it exits.
         #[arg(long)]
         keep: bool,
+        /// Supervisor config file whose root, cgroup parent and [network] to use (the
+        /// supervisor's bridge, subnet, DNS...).
+        #[arg(long)]
+        config: Option<PathBuf>,
         spec: PathBuf,
     },
     /// The daemon: keep containers matching the spec dir, restart them, answer the socket.
@@ -188,8 +192,9 @@ pub fn main() -> ExitCode {
         Command::Run {
             interactive,
             keep,
+            config,
             spec,
-        } => run::run(&cli, spec, *interactive, *keep),
+        } => run::run(&cli, config.as_deref(), spec, *interactive, *keep),
         Command::Image { cmd } => image::image(&cli, cmd),
         Command::Commit { name, reference } => commit::commit(&cli, name, reference),
         Command::Exec {

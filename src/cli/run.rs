@@ -23,7 +23,13 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BERTH_ERROR)
 }
 
-pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCode {
+pub fn run(
+    cli: &Cli,
+    config: Option<&Path>,
+    spec_path: &Path,
+    interactive: bool,
+    keep: bool,
+) -> ExitCode {
     // The helper's start-up (a sealed copy of our binary, exec) does not depend on the
     // container: it runs while the spec, image and cgroup are prepared.
     let stdin = if interactive {
@@ -32,12 +38,19 @@ pub fn run(cli: &Cli, spec_path: &Path, interactive: bool, keep: bool) -> ExitCo
         Stdin::Null
     };
     let helper = std::thread::spawn(move || launch::start_helper(stdin));
-    let spec = match spec::load_file(spec_path, &ValidationContext::default()) {
+    let cfg = match super::supervise::settings(cli, config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let ctx = ValidationContext {
+        subnet: cfg.network.subnet,
+    };
+    let spec = match spec::load_file(spec_path, &ctx) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let rt = match Runtime::open(&cli.root(), &cli.cgroup_parent()) {
-        Ok(rt) => rt,
+    let rt = match Runtime::open(&cfg.root, &cfg.cgroup_parent) {
+        Ok(rt) => rt.with_network(cfg.network),
         Err(e) => return fail(e),
     };
     let prepared = match rt.prepare(&spec, &Mode::Foreground) {
