@@ -143,6 +143,10 @@ fn run_takes_the_supervisors_network_config() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("outside.toml:5:6: network.ip"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("outside.toml:5:6: network.ip"),
+        "{}",
+        stderr(&out)
+    );
     env.assert_no_leaks();
 }

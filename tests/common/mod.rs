@@ -29,24 +29,43 @@ pub fn skip_unless_root(test: &str) -> bool {
     true
 }
 
-/// `oci:DIR:latest` of the busybox image, built once per test binary.
+/// `oci:DIR:latest` of the busybox image. Built once for a given busybox binary and build
+/// script, and shared by every test binary and run (built aside and renamed into place, so
+/// concurrent builders never see a half-made layout), so nothing piles up in the temp dir.
 pub fn busybox_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("berth-test-busybox-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        use std::hash::{Hash, Hasher};
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/busybox-image.sh");
-        let out = Command::new("sh")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .expect("running busybox-image.sh");
-        assert!(
-            out.status.success(),
-            "busybox-image.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(&script).unwrap().hash(&mut h);
+        std::fs::read("/bin/busybox")
+            .unwrap_or_default()
+            .hash(&mut h);
+        let dir = std::env::temp_dir().join(format!("berth-test-busybox-{:016x}", h.finish()));
+        if !dir.join("index.json").is_file() {
+            let tmp = std::env::temp_dir().join(format!(
+                ".berth-test-busybox-{}-{}",
+                std::process::id(),
+                h.finish()
+            ));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let out = Command::new("sh")
+                .arg(&script)
+                .arg(&tmp)
+                .output()
+                .expect("running busybox-image.sh");
+            assert!(
+                out.status.success(),
+                "busybox-image.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Another test binary may have got there first: its copy is as good.
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+        format!("oci:{}:latest", dir.display())
     })
 }
 
