@@ -100,3 +100,40 @@ fn a_static_ip_two_files_share_is_an_error_in_both() {
     }
     assert!(!err.contains("c.toml"), "{err}");
 }
+
+#[test]
+fn addresses_are_checked_against_the_configs_subnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("db.toml");
+    std::fs::write(
+        &spec,
+        "image = \"oci:/img:v1\"\n[network]\nip = \"10.50.0.7\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, "[network]\nsubnet = \"10.50.0.0/24\"\n").unwrap();
+    let validate = |config: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(berth_bin());
+        c.arg("validate");
+        if let Some(f) = config {
+            c.arg("--config").arg(f);
+        }
+        c.arg(&spec).output().unwrap()
+    };
+    let out = validate(None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "db.toml:3:6: network.ip: 10.50.0.7 is outside the bridge subnet 10.89.0.0/24"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = validate(Some(&config));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A broken config is berth's error, not the spec's.
+    std::fs::write(&config, "[network]\nsubnet = \"10.50.0.0\"\n").unwrap();
+    let out = validate(Some(&config));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("berth.toml:2:"), "{}", stderr(&out));
+}

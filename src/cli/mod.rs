@@ -47,6 +47,9 @@ pub enum Command {
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
+        /// Supervisor config file whose bridge subnet static addresses must fall in.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -188,7 +191,11 @@ pub fn main() -> ExitCode {
             timestamps,
             name,
         } => control::logs(&cli, name, *follow, *tail, *timestamps),
-        Command::Validate { json, paths } => validate::validate(paths, *json),
+        Command::Validate {
+            json,
+            config,
+            paths,
+        } => validate::validate(&cli, config.as_deref(), paths, *json),
         Command::Run {
             interactive,
             keep,

@@ -1,10 +1,11 @@
 //! `berth validate PATH...`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::{Cli, EXIT_BERTH_ERROR};
 use crate::spec::{self, Diagnostic, ValidationContext};
 
 #[derive(Serialize)]
@@ -14,8 +15,16 @@ struct FileReport<'a> {
     errors: &'a [Diagnostic],
 }
 
-pub fn validate(paths: &[PathBuf], json: bool) -> ExitCode {
-    let ctx = ValidationContext::default();
+pub fn validate(cli: &Cli, config: Option<&Path>, paths: &[PathBuf], json: bool) -> ExitCode {
+    let ctx = match super::supervise::settings(cli, config) {
+        Ok(c) => ValidationContext {
+            subnet: c.network.subnet,
+        },
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(EXIT_BERTH_ERROR);
+        }
+    };
     let results = spec::load_paths(paths, &ctx);
     let mut failed = false;
     let mut reports = Vec::new();
