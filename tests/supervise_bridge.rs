@@ -173,6 +173,14 @@ fn bridge_containers_find_each_other_by_name_under_the_supervisor() {
         (seconds * 0.85..=seconds * 1.15 + 0.3).contains(&elapsed),
         "2 MiB took {elapsed:.2} s under an 8 Mbit/s limit (expected about {seconds:.2} s)"
     );
+    // `berth stats` counts the transfer on each side.
+    let out = env.ctl(&["stats", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
+    let bytes = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap_or(0);
+    assert!(bytes(&row("alpha"), "net_tx_bytes") >= 2097152, "{rows:?}");
+    assert!(bytes(&row("beta"), "net_rx_bytes") >= 2097152, "{rows:?}");
+    assert!(bytes(&row("beta"), "net_tx_bytes") < 2097152, "{rows:?}");
     d.stop();
     assert_clean(&env, netns);
 }

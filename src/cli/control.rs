@@ -78,14 +78,18 @@ pub fn stats(cli: &Cli, json: bool) -> ExitCode {
     }
     let rows: Vec<ContainerStats> = serde_json::from_value(v).unwrap_or_default();
     println!(
-        "{:<20} {:>7} {:>12} {:>12} {:>6}",
-        "NAME", "CPU %", "MEM", "LIMIT", "PIDS"
+        "{:<20} {:>7} {:>12} {:>12} {:>6} {:>23}",
+        "NAME", "CPU %", "MEM", "LIMIT", "PIDS", "NET I/O"
     );
     let mib = |b: u64| format!("{:.1}MiB", b as f64 / (1 << 20) as f64);
     for r in rows {
         let limit = r.memory_limit.map(mib).unwrap_or_else(|| "-".into());
+        let net = match (r.net_rx_bytes, r.net_tx_bytes) {
+            (Some(rx), Some(tx)) => format!("{} / {}", mib(rx), mib(tx)),
+            _ => "-".into(),
+        };
         println!(
-            "{:<20} {:>7.1} {:>12} {:>12} {:>6}",
+            "{:<20} {:>7.1} {:>12} {:>12} {:>6} {net:>23}",
             r.name,
             r.cpu_percent,
             mib(r.memory_bytes),

@@ -280,6 +280,17 @@ impl Network {
         apply(&mut ctr, CONTAINER_IFNAME, what, egress)
     }
 
+    /// Bytes container `id` has received and sent on its eth0 (read from the host end of its
+    /// veth, which sees them the other way round); None when it has no veth.
+    pub fn traffic(&self, id: &str) -> Result<Option<(u64, u64)>, NetworkError> {
+        let veth = addr::host_veth_name(id);
+        let mut host = Netlink::open_in(self.host_ns())?;
+        let counters = host
+            .byte_counters(&veth)
+            .map_err(|e| NetworkError::netlink("reading the counters of", veth, e))?;
+        Ok(counters.map(|(host_rx, host_tx)| (host_tx, host_rx)))
+    }
+
     /// Whether container `id` has a pinned namespace (an attach that was not undone).
     pub fn is_attached(&self, id: &str) -> bool {
         self.netns_path(id).exists()

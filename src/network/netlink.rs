@@ -172,6 +172,24 @@ impl Netlink {
         }))
     }
 
+    /// The byte counters (received, sent) of the link named `name`, None if there is none.
+    pub fn byte_counters(&mut self, name: &str) -> io::Result<Option<(u64, u64)>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let replies = match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(replies.into_iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Stats64(s) => Some((s.rx_bytes, s.tx_bytes)),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+
     /// Every link's index and name.
     pub fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
         let replies = self.request(

@@ -241,6 +241,11 @@ impl Runtime {
         Ok(ContainerCgroup::open(&self.cgroup_parent, id)?)
     }
 
+    /// Bytes the bridge-mode instance `id` has received and sent; None without a network.
+    pub fn traffic(&self, id: &str) -> Option<(u64, u64)> {
+        self.network(id).ok()?.traffic(id).ok().flatten()
+    }
+
     /// New bandwidth limits for the running bridge-mode instance `id` of container `name`.
     pub fn set_bandwidth(
         &self,

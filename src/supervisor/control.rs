@@ -58,6 +58,11 @@ pub struct ContainerStats {
     pub memory_bytes: u64,
     pub memory_limit: Option<u64>,
     pub pids: u64,
+    /// Bytes received and sent on the bridge (bridge mode only).
+    #[serde(default)]
+    pub net_rx_bytes: Option<u64>,
+    #[serde(default)]
+    pub net_tx_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

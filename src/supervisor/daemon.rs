@@ -803,10 +803,17 @@ impl Daemon {
                 }
             },
             Request::Stats => {
-                let running: Vec<(String, String)> = self
+                let running: Vec<(String, String, bool)> = self
                     .extra
                     .iter()
-                    .filter_map(|(n, x)| x.instance.as_ref().map(|i| (n.clone(), i.id.clone())))
+                    .filter_map(|(n, x)| {
+                        let bridged = self.observed.get(n).is_some_and(|o| {
+                            o.spec.network.mode == crate::spec::NetworkMode::Bridge
+                        });
+                        x.instance
+                            .as_ref()
+                            .map(|i| (n.clone(), i.id.clone(), bridged))
+                    })
                     .collect();
                 let rt = Arc::clone(&self.rt);
                 tokio::spawn(async move {
@@ -1055,17 +1062,20 @@ fn cleanup_instance(
     (exit.map(|e| (e.status, oom)), ran_for)
 }
 
-fn sample_stats(rt: &Runtime, running: &[(String, String)]) -> Vec<ContainerStats> {
+/// CPU over a 200 ms window, memory and pids from the cgroups, and bridge traffic, of the
+/// running instances (name, id, in bridge mode).
+fn sample_stats(rt: &Runtime, running: &[(String, String, bool)]) -> Vec<ContainerStats> {
     let read = |id: &str| rt.cgroup(id).ok().flatten().and_then(|cg| cg.stats().ok());
-    let first: Vec<_> = running.iter().map(|(_, id)| read(id)).collect();
+    let first: Vec<_> = running.iter().map(|(_, id, _)| read(id)).collect();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis(200));
     let elapsed = t0.elapsed().as_nanos() as f64;
     running
         .iter()
         .zip(first)
-        .filter_map(|((name, id), before)| {
+        .filter_map(|((name, id, bridged), before)| {
             let after = read(id)?;
+            let traffic = if *bridged { rt.traffic(id) } else { None };
             let used = after
                 .cpu_usage_ns
                 .saturating_sub(before.map(|b| b.cpu_usage_ns).unwrap_or(after.cpu_usage_ns));
@@ -1075,6 +1085,8 @@ fn sample_stats(rt: &Runtime, running: &[(String, String)]) -> Vec<ContainerStat
                 memory_bytes: after.memory_bytes,
                 memory_limit: after.memory_limit,
                 pids: after.pids_current,
+                net_rx_bytes: traffic.map(|t| t.0),
+                net_tx_bytes: traffic.map(|t| t.1),
             })
         })
         .collect()
