@@ -16,6 +16,7 @@ mod error;
 mod leases;
 mod netlink;
 mod netns;
+mod nfnetlink;
 mod nft;
 mod tc;
 
@@ -306,6 +307,17 @@ impl Network {
                 errors
             }
         }
+    }
+
+    /// Frees whatever address `name` holds (its container is removed while none of its
+    /// instances runs, e.g. between crash restarts). No lease is not an error.
+    pub fn release_name(&self, name: &str) -> Result<(), NetworkError> {
+        let mut leases = self.leases.lock()?;
+        if let Some(lease) = leases.get(name) {
+            leases.release(name, lease.ip);
+            leases.save()?;
+        }
+        Ok(())
     }
 
     /// Names and addresses of every lease, sorted by name, for /etc/hosts.

@@ -1,5 +1,6 @@
-//! berth's nftables rules, all in the table `ip berth`, driven through the `nft` tool run in the
-//! bridge's network namespace.
+//! berth's nftables rules, all in the table `ip berth` of the bridge's network namespace: the
+//! table, its chains and the bridge-wide rules through the `nft` tool (once per bridge), each
+//! container's port rules over nfnetlink (`nfnetlink.rs`: no process per container).
 //!
 //! Every rule carries a comment that says who owns it:
 //! - `berth bridge=<bridge> <what>`: the bridge-wide NAT rules (masquerade, localhost, hairpin);
@@ -7,8 +8,8 @@
 //!   both `prerouting` (traffic from elsewhere) and `output` (traffic from the host itself).
 //!
 //! Before adding, the table is listed and rules with the same owner are deleted by handle in the
-//! same atomic `nft -f` transaction, so a restart never duplicates them. Nothing outside this
-//! table is touched.
+//! same atomic transaction, so a restart never duplicates them. Nothing outside this table is
+//! touched.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -18,6 +19,7 @@ use std::process::{Command, Stdio};
 use super::addr::Subnet;
 use super::error::NetworkError;
 use super::netns;
+use super::nfnetlink::Transaction;
 use super::PortMapping;
 
 pub(crate) const TABLE: &str = "berth";
@@ -363,7 +365,8 @@ pub(crate) fn published_elsewhere(rules: &[Rule], id: &str, p: &PortMapping) -> 
         .map(|r| r.comment.clone())
 }
 
-/// Replaces the port rules of container `id` with DNATs of `ports` to `ip`, in one transaction.
+/// Replaces the port rules of container `id` with DNATs of `ports` to `ip`, in one transaction
+/// (over nfnetlink: no process to spawn).
 pub(crate) fn publish(
     netns: Option<&Path>,
     id: &str,
@@ -372,43 +375,42 @@ pub(crate) fn publish(
 ) -> Result<(), NetworkError> {
     let existing = rules(netns)?;
     let own = id_tag(id);
-    let stale: Vec<&Rule> = existing
-        .iter()
-        .filter(|r| r.comment.starts_with(&own))
-        .collect();
-    let mut script = delete_lines(&stale);
+    let mut tx = Transaction::new(TABLE);
+    for r in existing.iter().filter(|r| r.comment.starts_with(&own)) {
+        tx.delete_rule(&r.chain, r.handle);
+    }
     for p in ports {
-        let proto = p.protocol.as_str();
         let comment = port_tag(id, p);
         for chain in ["prerouting", "output"] {
-            script.push_str(&format!(
-                "add rule ip {TABLE} {chain} fib daddr type local {proto} dport {} dnat to {ip}:{} comment \"{comment}\"\n",
-                p.host_port, p.container_port
-            ));
+            tx.add_dnat(
+                chain,
+                p.protocol,
+                p.host_port,
+                ip,
+                p.container_port,
+                &comment,
+            );
         }
     }
-    if script.is_empty() {
-        return Ok(());
-    }
-    apply(netns, &format!("publishing the ports of {id}"), &script)
+    commit(netns, tx, &format!("publishing the ports of {id}"))
 }
 
 /// Deletes every rule of container `id`.
 pub(crate) fn unpublish(netns: Option<&Path>, id: &str) -> Result<(), NetworkError> {
     let existing = rules(netns)?;
     let own = id_tag(id);
-    let stale: Vec<&Rule> = existing
-        .iter()
-        .filter(|r| r.comment.starts_with(&own))
-        .collect();
-    if stale.is_empty() {
+    let mut tx = Transaction::new(TABLE);
+    for r in existing.iter().filter(|r| r.comment.starts_with(&own)) {
+        tx.delete_rule(&r.chain, r.handle);
+    }
+    commit(netns, tx, &format!("deleting the port rules of {id}"))
+}
+
+fn commit(netns: Option<&Path>, tx: Transaction, step: &str) -> Result<(), NetworkError> {
+    if tx.is_empty() {
         return Ok(());
     }
-    apply(
-        netns,
-        &format!("deleting the port rules of {id}"),
-        &delete_lines(&stale),
-    )
+    netns::run_in(netns, move || tx.commit())?.map_err(|e| nft_err(step)(format!("nfnetlink: {e}")))
 }
 
 #[cfg(test)]

@@ -241,6 +241,16 @@ impl Runtime {
         Ok(ContainerCgroup::open(&self.cgroup_parent, id)?)
     }
 
+    /// Frees the bridge address of container `name`, removed while no instance of it runs.
+    pub fn release_address(&self, name: &str) -> Result<(), RuntimeError> {
+        self.network(name)?
+            .release_name(name)
+            .map_err(|source| RuntimeError::Network {
+                name: name.to_string(),
+                source,
+            })
+    }
+
     /// Bytes the bridge-mode instance `id` has received and sent; None without a network.
     pub fn traffic(&self, id: &str) -> Option<(u64, u64)> {
         self.network(id).ok()?.traffic(id).ok().flatten()

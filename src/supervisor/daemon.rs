@@ -397,12 +397,22 @@ impl Daemon {
                 let rt = Arc::clone(&self.rt);
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
-                    if let (Some(inst), Some(spec)) = (inst, old_spec) {
-                        let _ = tokio::task::spawn_blocking(move || {
-                            stop_instance(&rt, &inst, &spec, true)
-                        })
-                        .await;
-                    }
+                    let container = name.clone();
+                    let _ = tokio::task::spawn_blocking(move || match (inst, old_spec) {
+                        (Some(inst), Some(spec)) => {
+                            stop_instance(&rt, &inst, &spec, true);
+                        }
+                        // Between two instances (a restart pending): only its address is held.
+                        (None, Some(spec))
+                            if spec.network.mode == crate::spec::NetworkMode::Bridge =>
+                        {
+                            if let Err(e) = rt.release_address(&container) {
+                                tracing::warn!(name = %container, "{e}");
+                            }
+                        }
+                        _ => {}
+                    })
+                    .await;
                     let _ = tx.send(Event::Done {
                         name,
                         outcome: Outcome::Removed,
