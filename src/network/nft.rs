@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use super::addr::Subnet;
 use super::error::NetworkError;
 use super::netns;
-use super::nfnetlink::Transaction;
+use super::nfnetlink::{self, Transaction};
 use super::PortMapping;
 
 pub(crate) const TABLE: &str = "berth";
@@ -101,7 +101,7 @@ fn apply(netns: Option<&Path>, step: &str, script: &str) -> Result<(), NetworkEr
 /// Every rule in berth's table (none if the table does not exist). Read over nfnetlink (no
 /// process to spawn); falls back to `nft -j` if that fails.
 pub(crate) fn rules(netns: Option<&Path>) -> Result<Vec<Rule>, NetworkError> {
-    if let Ok(Ok(rules)) = netns::run_in(netns, dump_rules) {
+    if let Ok(Ok(rules)) = netns::run_in(netns, || nfnetlink::dump_rules(TABLE)) {
         return Ok(rules);
     }
     rules_via_nft(netns)
@@ -114,144 +114,6 @@ pub(crate) fn rules_via_nft(netns: Option<&Path>) -> Result<Vec<Rule>, NetworkEr
         Err(e) => return Err(nft_err("listing the table ip berth")(e)),
     };
     parse_rules(&out).map_err(nft_err("parsing the listing of table ip berth"))
-}
-
-// nfnetlink constants (linux/netfilter/nfnetlink.h, nf_tables.h; libnftnl udata.h).
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_USERDATA: u16 = 7;
-const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const AF_INET: u8 = 2;
-
-/// Dumps the rules of table `ip berth` over an nfnetlink socket opened in the calling thread's
-/// netns. A missing table yields no rules.
-pub(crate) fn dump_rules() -> std::io::Result<Vec<Rule>> {
-    use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-    let mut sock = Socket::new(NETLINK_NETFILTER)?;
-    sock.bind_auto()?;
-    sock.connect(&SocketAddr::new(0, 0))?;
-    let seq: u32 = 1;
-    let mut name = TABLE.as_bytes().to_vec();
-    name.push(0);
-    let attr_len = 4 + name.len();
-    let mut msg = Vec::with_capacity(16 + 4 + attr_len + 3);
-    let total = 16 + 4 + ((attr_len + 3) & !3);
-    msg.extend_from_slice(&(total as u32).to_ne_bytes());
-    msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE).to_ne_bytes());
-    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    // struct nfgenmsg { family, version, res_id (big endian) }
-    msg.extend_from_slice(&[AF_INET, 0, 0, 0]);
-    msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    msg.extend_from_slice(&NFTA_RULE_TABLE.to_ne_bytes());
-    msg.extend_from_slice(&name);
-    msg.resize(total, 0);
-    sock.send(&msg, 0)?;
-
-    let bad = |what: &str| std::io::Error::other(format!("malformed nfnetlink reply: {what}"));
-    let mut out = Vec::new();
-    loop {
-        let (data, _) = sock.recv_from_full()?;
-        let mut off = 0;
-        while off + 16 <= data.len() {
-            let u32_at = |o: usize| u32::from_ne_bytes(data[o..o + 4].try_into().unwrap());
-            let u16_at = |o: usize| u16::from_ne_bytes(data[o..o + 2].try_into().unwrap());
-            let len = u32_at(off) as usize;
-            if len < 16 || off + len > data.len() {
-                return Err(bad("message length"));
-            }
-            let kind = u16_at(off + 4);
-            let msg_seq = u32_at(off + 8);
-            let body = &data[off + 16..off + len];
-            off += (len + 3) & !3;
-            if msg_seq != seq {
-                continue;
-            }
-            match kind {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    if body.len() < 4 {
-                        return Err(bad("error message"));
-                    }
-                    let code = i32::from_ne_bytes(body[..4].try_into().unwrap());
-                    if code == -libc::ENOENT {
-                        return Ok(Vec::new());
-                    }
-                    if code != 0 {
-                        return Err(std::io::Error::from_raw_os_error(-code));
-                    }
-                    return Ok(out);
-                }
-                k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE => {
-                    if body.len() < 4 {
-                        return Err(bad("rule message"));
-                    }
-                    if let Some(rule) = parse_rule_attrs(&body[4..]) {
-                        out.push(rule);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// The chain, handle and comment of one NEWRULE message's attributes (None for a rule of
-/// another table).
-fn parse_rule_attrs(mut attrs: &[u8]) -> Option<Rule> {
-    let cstr = |v: &[u8]| {
-        let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-        String::from_utf8_lossy(&v[..end]).into_owned()
-    };
-    let (mut table, mut chain, mut handle, mut comment) = (None, None, None, String::new());
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > attrs.len() {
-            return None;
-        }
-        let value = &attrs[4..len];
-        match kind {
-            NFTA_RULE_TABLE => table = Some(cstr(value)),
-            NFTA_RULE_CHAIN => chain = Some(cstr(value)),
-            NFTA_RULE_HANDLE if value.len() == 8 => {
-                handle = Some(u64::from_be_bytes(value.try_into().unwrap()))
-            }
-            NFTA_RULE_USERDATA => {
-                let mut u = value;
-                while u.len() >= 2 {
-                    let (t, l) = (u[0], u[1] as usize);
-                    if 2 + l > u.len() {
-                        break;
-                    }
-                    if t == NFTNL_UDATA_RULE_COMMENT {
-                        comment = cstr(&u[2..2 + l]);
-                    }
-                    u = &u[2 + l..];
-                }
-            }
-            _ => {}
-        }
-        attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
-    }
-    if table.as_deref() != Some(TABLE) {
-        return None;
-    }
-    Some(Rule {
-        chain: chain?,
-        handle: handle?,
-        comment,
-    })
 }
 
 fn parse_rules(json: &str) -> Result<Vec<Rule>, String> {
@@ -373,12 +235,7 @@ pub(crate) fn publish(
     ip: Ipv4Addr,
     ports: &[PortMapping],
 ) -> Result<(), NetworkError> {
-    let existing = rules(netns)?;
-    let own = id_tag(id);
-    let mut tx = Transaction::new(TABLE);
-    for r in existing.iter().filter(|r| r.comment.starts_with(&own)) {
-        tx.delete_rule(&r.chain, r.handle);
-    }
+    let mut tx = deleting_rules_of(netns, id)?;
     for p in ports {
         let comment = port_tag(id, p);
         for chain in ["prerouting", "output"] {
@@ -397,13 +254,18 @@ pub(crate) fn publish(
 
 /// Deletes every rule of container `id`.
 pub(crate) fn unpublish(netns: Option<&Path>, id: &str) -> Result<(), NetworkError> {
-    let existing = rules(netns)?;
+    let tx = deleting_rules_of(netns, id)?;
+    commit(netns, tx, &format!("deleting the port rules of {id}"))
+}
+
+/// A transaction that starts by deleting every rule container `id` has now.
+fn deleting_rules_of(netns: Option<&Path>, id: &str) -> Result<Transaction, NetworkError> {
     let own = id_tag(id);
     let mut tx = Transaction::new(TABLE);
-    for r in existing.iter().filter(|r| r.comment.starts_with(&own)) {
+    for r in rules(netns)?.iter().filter(|r| r.comment.starts_with(&own)) {
         tx.delete_rule(&r.chain, r.handle);
     }
-    commit(netns, tx, &format!("deleting the port rules of {id}"))
+    Ok(tx)
 }
 
 fn commit(netns: Option<&Path>, tx: Transaction, step: &str) -> Result<(), NetworkError> {

@@ -396,7 +396,9 @@ fn reattach_after_a_crash_does_not_duplicate_rules() {
     let first = fx.net.attach("web", "web-x", &s).unwrap();
     let before = fx.rules();
     // The nfnetlink listing agrees with nft's own.
-    let mut via_netlink = netns::run_in(fx.ns(), nft::dump_rules).unwrap().unwrap();
+    let mut via_netlink = netns::run_in(fx.ns(), || nfnetlink::dump_rules(nft::TABLE))
+        .unwrap()
+        .unwrap();
     let mut via_nft = nft::rules_via_nft(fx.ns()).unwrap();
     via_netlink.sort_by_key(|r| r.handle);
     via_nft.sort_by_key(|r| r.handle);
