@@ -33,6 +33,26 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// sleep delays it).
 const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Polls `frozen` (the freezer state of cgroup `path`) every millisecond until it says so, at
+/// most `FREEZE_TIMEOUT`.
+fn wait_frozen(
+    path: &Path,
+    mut frozen: impl FnMut() -> Result<bool, CgroupError>,
+) -> Result<(), CgroupError> {
+    let deadline = std::time::Instant::now() + FREEZE_TIMEOUT;
+    while !frozen()? {
+        if std::time::Instant::now() >= deadline {
+            return Err(CgroupError::Freezer {
+                step: "freezing",
+                path: path.to_path_buf(),
+                source: format!("not frozen after {FREEZE_TIMEOUT:?}").into(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 /// How the host mounts cgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupMode {

@@ -229,23 +229,11 @@ pub(super) fn set_frozen(dirs: &[Dir], frozen: bool) -> Result<(), CgroupError> 
         return f.thaw().map_err(|e| freezer_err("thawing", d, e));
     }
     f.freeze().map_err(|e| freezer_err("freezing", d, e))?;
-    let deadline = std::time::Instant::now() + super::FREEZE_TIMEOUT;
-    loop {
-        match f.state() {
-            Ok(FreezerState::Frozen) => return Ok(()),
-            Ok(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1))
-            }
-            Ok(_) => {
-                return Err(CgroupError::Freezer {
-                    step: "freezing",
-                    path: d.path.clone(),
-                    source: format!("not frozen after {:?}", super::FREEZE_TIMEOUT).into(),
-                })
-            }
-            Err(e) => return Err(freezer_err("reading the freezer state of", d, e)),
-        }
-    }
+    super::wait_frozen(&d.path, || {
+        f.state()
+            .map(|s| matches!(s, FreezerState::Frozen))
+            .map_err(|e| freezer_err("reading the freezer state of", d, e))
+    })
 }
 
 /// Freeze, SIGKILL every pid, thaw, until empty.

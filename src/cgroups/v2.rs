@@ -129,18 +129,9 @@ pub(super) fn set_frozen(dir: &Dir, frozen: bool) -> Result<(), CgroupError> {
         return Ok(());
     }
     let events = dir.path.join("cgroup.events");
-    let deadline = std::time::Instant::now() + super::FREEZE_TIMEOUT;
-    while files::read_keyed_or_zero(&events, "frozen")? != 1 {
-        if std::time::Instant::now() >= deadline {
-            return Err(CgroupError::Freezer {
-                step: "freezing",
-                path: dir.path.clone(),
-                source: format!("not frozen after {:?}", super::FREEZE_TIMEOUT).into(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
+    super::wait_frozen(&dir.path, || {
+        Ok(files::read_keyed_or_zero(&events, "frozen")? == 1)
+    })
 }
 
 /// `cgroup.kill` when the kernel has it (5.14+), else freeze, SIGKILL each pid, thaw; until
