@@ -4,9 +4,10 @@
 //! Credentials come from `$REGISTRY_AUTH_FILE`, else `$DOCKER_CONFIG/config.json`, else
 //! `~/.docker/config.json`: from the credential helper it names for the registry (`credHelpers`)
 //! or for all (`credsStore`), run as `docker-credential-<name> get`, else from its `auths` map.
-//! They are sent only to the registry they are filed under (and to the token service that registry names, over https or loopback). Redirects (blob
-//! downloads are often redirected to a CDN) never carry an Authorization header. Plain HTTP is
-//! used only for loopback registries and ones listed as insecure.
+//! They are sent only to the registry they are filed under (and to the token service that
+//! registry names, over https or loopback). Redirects (blob downloads are often redirected to a
+//! CDN) never carry an Authorization header. Plain HTTP is used only for loopback registries and
+//! ones listed as insecure.
 //! Owns no files; the store writes what this returns.
 
 use std::collections::HashMap;
@@ -196,8 +197,7 @@ pub(crate) fn load_credentials(
 /// Asks `docker-credential-<helper> get` for the credentials of `registry` (a normalized
 /// auth key). `None` when the helper has none for it.
 fn run_credential_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, String> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     if !helper
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -213,36 +213,12 @@ fn run_credential_helper(helper: &str, registry: &str) -> Result<Option<Credenti
     } else {
         registry.to_string()
     };
-    let output = crate::sys::children::while_waited(|| -> Result<_, String> {
-        let mut child = Command::new(&program)
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running {program}: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(server.as_bytes());
-        }
-        let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
-        while child
-            .try_wait()
-            .map_err(|e| format!("waiting for {program}: {e}"))?
-            .is_none()
-        {
-            if std::time::Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{program} gave no answer within {HELPER_TIMEOUT:?}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child
-            .wait_with_output()
-            .map_err(|e| format!("reading from {program}: {e}"))
-    })?;
+    let output = crate::sys::children::output(
+        Command::new(&program).arg("get"),
+        Some(server.as_bytes()),
+        Some(HELPER_TIMEOUT),
+    )
+    .map_err(|e| format!("running {program}: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let said = format!("{stdout} {}", String::from_utf8_lossy(&output.stderr));

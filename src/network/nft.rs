@@ -11,10 +11,9 @@
 //! same atomic transaction, so a restart never duplicates them. Nothing outside this table is
 //! touched.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::addr::Subnet;
 use super::error::NetworkError;
@@ -54,40 +53,20 @@ fn run(
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let script = script.map(str::to_string);
     netns::run_in(netns, move || {
-        crate::sys::children::while_waited(|| {
-            let mut cmd = Command::new("nft");
-            cmd.args(&args)
-                .stdin(if script.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = match cmd.spawn() {
-                Ok(c) => c,
-                Err(e) => return Err(format!("running nft: {e}")),
-            };
-            if let (Some(script), Some(mut stdin)) = (script, child.stdin.take()) {
-                if let Err(e) = stdin.write_all(script.as_bytes()) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("writing the nft script: {e}"));
-                }
+        let mut cmd = Command::new("nft");
+        cmd.args(&args);
+        match crate::sys::children::output(&mut cmd, script.as_deref().map(str::as_bytes), None) {
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
             }
-            match child.wait_with_output() {
-                Ok(out) if out.status.success() => {
-                    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-                }
-                Ok(out) => Err(format!(
-                    "nft {} failed ({}): {}",
-                    args.join(" "),
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-                Err(e) => Err(format!("waiting for nft: {e}")),
-            }
-        })
+            Ok(out) => Err(format!(
+                "nft {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!("running nft: {e}")),
+        }
     })
 }
 

@@ -5,8 +5,11 @@
 //! from under `std::process::Child::wait`. Such a tool runs inside [`while_waited`], during
 //! which [`reap_others`] defers; the last waiter to finish does the deferred reaping.
 
+use std::io::{self, Write};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -43,4 +46,51 @@ pub fn reap_others() {
             Ok(_) => continue,
         }
     }
+}
+
+/// Runs `cmd` with `input` on its stdin (none: /dev/null) and its stdout and stderr captured,
+/// as a child waited for here (see [`while_waited`]). With `timeout`, a child still running
+/// then is killed and the result is a `TimedOut` error; its output is then read once it has
+/// exited, so it must fit in the pipes (a tool's short answer).
+pub fn output(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Option<Duration>,
+) -> io::Result<Output> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    while_waited(|| {
+        let mut child = cmd.spawn()?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            match stdin.write_all(input) {
+                // It stopped reading: its exit status says why.
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+                _ => {}
+            }
+        }
+        if let Some(timeout) = timeout {
+            let deadline = Instant::now() + timeout;
+            while child.try_wait()?.is_none() {
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {timeout:?}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        child.wait_with_output()
+    })
 }
