@@ -9,10 +9,12 @@ mod run;
 mod supervise;
 mod validate;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::supervisor::config::{Config, ConfigError};
 
 /// The exit code for berth's own errors (as docker uses).
 pub const EXIT_BERTH_ERROR: u8 = 125;
@@ -150,6 +152,25 @@ impl Cli {
 
     pub fn cgroup_parent(&self) -> String {
         self.cgroup_parent.clone().unwrap_or_else(|| "berth".into())
+    }
+
+    /// The supervisor config file's settings (the defaults without one), overridden by the
+    /// global flags: for the daemon, and for `run` and `validate` given `--config`.
+    pub fn settings(&self, config: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = match config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(r) = &self.root {
+            cfg.root = r.clone();
+        }
+        if let Some(s) = &self.socket {
+            cfg.socket = s.clone();
+        }
+        if let Some(c) = &self.cgroup_parent {
+            cfg.cgroup_parent = c.clone();
+        }
+        Ok(cfg)
     }
 }
 

@@ -38,7 +38,7 @@ pub fn run(
         Stdin::Null
     };
     let helper = std::thread::spawn(move || launch::start_helper(stdin));
-    let cfg = match super::supervise::settings(cli, config) {
+    let cfg = match cli.settings(config) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

@@ -4,10 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{Cli, EXIT_BERTH_ERROR};
-use crate::supervisor::config::{Config, ConfigError};
 
 pub fn supervise(cli: &Cli, config: Option<&Path>, specs: Option<&Path>) -> ExitCode {
-    let mut cfg = match settings(cli, config) {
+    let mut cfg = match cli.settings(config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth: {e}");
@@ -24,23 +23,4 @@ pub fn supervise(cli: &Cli, config: Option<&Path>, specs: Option<&Path>) -> Exit
             ExitCode::from(EXIT_BERTH_ERROR)
         }
     }
-}
-
-/// The config file's settings (the defaults without one), overridden by the global flags.
-pub(super) fn settings(cli: &Cli, config: Option<&Path>) -> Result<Config, ConfigError> {
-    let mut cfg = match config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    // The command line wins over the config file.
-    if let Some(r) = &cli.root {
-        cfg.root = r.clone();
-    }
-    if let Some(s) = &cli.socket {
-        cfg.socket = s.clone();
-    }
-    if let Some(c) = &cli.cgroup_parent {
-        cfg.cgroup_parent = c.clone();
-    }
-    Ok(cfg)
 }

@@ -16,7 +16,7 @@ struct FileReport<'a> {
 }
 
 pub fn validate(cli: &Cli, config: Option<&Path>, paths: &[PathBuf], json: bool) -> ExitCode {
-    let ctx = match super::supervise::settings(cli, config) {
+    let ctx = match cli.settings(config) {
         Ok(c) => ValidationContext {
             subnet: c.network.subnet,
         },
