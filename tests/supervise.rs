@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{start_as_pid1, wait_until, Daemon, Guarded, SupervisorEnv};
+use common::daemon::{
+    children_of, start_as_pid1, wait_until, zombie_children, Daemon, Guarded, SupervisorEnv,
+};
 use common::*;
 
 const LOOP: &str =
@@ -305,31 +307,17 @@ fn as_pid_1_it_reaps_orphans() {
         .status()
         .unwrap();
     assert!(st.success());
-    let zombies = || -> usize {
-        let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
-            .unwrap_or_default();
-        children
-            .split_whitespace()
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .map(|s| s.contains(") Z "))
-                    .unwrap_or(false)
-            })
-            .count()
-    };
-    let orphans =
-        std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+    let orphans = children_of(init);
     assert!(
-        orphans.split_whitespace().count() >= 90,
-        "orphans were not reparented to berth: {orphans}"
+        orphans.len() >= 90,
+        "orphans were not reparented to berth: {orphans:?}"
     );
     std::thread::sleep(Duration::from_millis(800));
     wait_until(Duration::from_secs(10), "every orphan reaped", || {
-        zombies() == 0
+        zombie_children(init) == 0
     });
-    let remaining =
-        std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
-    assert_eq!(remaining.split_whitespace().count(), 0, "{remaining}");
+    let remaining = children_of(init);
+    assert_eq!(remaining.len(), 0, "{remaining:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(init),
         nix::sys::signal::Signal::SIGTERM,

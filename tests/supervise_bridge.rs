@@ -537,11 +537,7 @@ fn as_pid_1_it_publishes_ports_while_reaping_orphans() {
         env.daemon_log()
     );
     wait_until(Duration::from_secs(10), "every orphan reaped", || {
-        let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
-            .unwrap_or_default();
-        !children.split_whitespace().any(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| s.contains(") Z "))
-        })
+        common::daemon::zombie_children(init) == 0
     });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(init),

@@ -245,12 +245,25 @@ pub fn start_as_pid1(env: &TestEnv, netns: Option<&TestNetns>) -> (Guarded, i32)
         std::os::unix::net::UnixStream::connect(env.socket()).is_ok()
     });
     // berth is the only child of `unshare --fork`.
-    let init = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.pid()))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let init = children_of(child.pid() as i32)[0];
     (child, init)
+}
+
+/// The children of process `pid` (as listed in /proc).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// How many children of process `pid` are zombies (exited, not reaped yet).
+pub fn zombie_children(pid: i32) -> usize {
+    children_of(pid)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| s.contains(") Z "))
+        })
+        .count()
 }
