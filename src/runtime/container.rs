@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cgroups::{self, CgroupMode, ContainerCgroup};
 use crate::image::{ImageRef, ImageStore};
-use crate::network::{Attachment, Network, NetworkConfig};
+use crate::network::{Attachment, Network, NetworkConfig, NetworkError};
 use crate::runtime::capabilities;
 use crate::runtime::launch::{self, Helper, Running};
 use crate::runtime::plan::{self, ContainerPaths, ContainerPlan, HostFacts, LogTarget};
@@ -162,28 +162,30 @@ impl Runtime {
 
     /// The bridge network, set up on first use.
     fn network(&self, name: &str) -> Result<&Network, RuntimeError> {
-        if let Some(n) = self.network.get() {
-            return Ok(n);
-        }
-        let n = Network::new(&self.root, self.network_config.clone(), None).map_err(|source| {
-            RuntimeError::Network {
-                name: name.to_string(),
-                source,
-            }
-        })?;
-        Ok(self.network.get_or_init(|| n))
+        self.on_network(name, Ok)
+    }
+
+    /// Runs `f` on the bridge network (set up on first use), its errors attributed to
+    /// container `name`.
+    fn on_network<'a, T>(
+        &'a self,
+        name: &str,
+        f: impl FnOnce(&'a Network) -> Result<T, NetworkError>,
+    ) -> Result<T, RuntimeError> {
+        let network = match self.network.get() {
+            Some(n) => Ok(n),
+            None => Network::new(&self.root, self.network_config.clone(), None)
+                .map(|n| self.network.get_or_init(|| n)),
+        };
+        network.and_then(f).map_err(|source| RuntimeError::Network {
+            name: name.to_string(),
+            source,
+        })
     }
 
     /// Names and addresses of every container on the bridge (for /etc/hosts).
     pub fn bridge_hosts(&self) -> Vec<(String, std::net::Ipv4Addr)> {
-        self.network("hosts")
-            .and_then(|n| {
-                n.hosts().map_err(|source| RuntimeError::Network {
-                    name: "hosts".into(),
-                    source,
-                })
-            })
-            .unwrap_or_default()
+        self.on_network("hosts", Network::hosts).unwrap_or_default()
     }
 
     /// Rewrites the /etc/hosts of a running bridge-mode container (pid `init_pid`) with the
@@ -243,17 +245,12 @@ impl Runtime {
 
     /// Frees the bridge address of container `name`, removed while no instance of it runs.
     pub fn release_address(&self, name: &str) -> Result<(), RuntimeError> {
-        self.network(name)?
-            .release_name(name)
-            .map_err(|source| RuntimeError::Network {
-                name: name.to_string(),
-                source,
-            })
+        self.on_network(name, |n| n.release_name(name))
     }
 
     /// Bytes the bridge-mode instance `id` has received and sent; None without a network.
     pub fn traffic(&self, id: &str) -> Option<(u64, u64)> {
-        self.network(id).ok()?.traffic(id).ok().flatten()
+        self.on_network(id, |n| n.traffic(id)).ok().flatten()
     }
 
     /// New bandwidth limits for the running bridge-mode instance `id` of container `name`.
@@ -264,12 +261,7 @@ impl Runtime {
         egress: Option<u64>,
         ingress: Option<u64>,
     ) -> Result<(), RuntimeError> {
-        self.network(name)?
-            .set_bandwidth(id, egress, ingress)
-            .map_err(|source| RuntimeError::Network {
-                name: name.to_string(),
-                source,
-            })
+        self.on_network(name, |n| n.set_bandwidth(id, egress, ingress))
     }
 
     /// Removes what is left of instance `id` (cgroup, state dir), e.g. after a restart of the
@@ -395,13 +387,8 @@ impl Runtime {
         let result = self.prepare_dirs(&paths).and_then(|()| {
             let (netns, hosts) = match spec.network.mode {
                 NetworkMode::Bridge => {
-                    let net = self.network(&spec.name)?;
-                    let att = net
-                        .attach(&spec.name, &id, &spec.network)
-                        .map_err(|source| RuntimeError::Network {
-                            name: spec.name.clone(),
-                            source,
-                        })?;
+                    let att =
+                        self.on_network(&spec.name, |n| n.attach(&spec.name, &id, &spec.network))?;
                     let data = serde_json::to_vec(&att).unwrap_or_default();
                     attachment = Some(att.clone());
                     crate::state::write_atomic(
@@ -410,7 +397,7 @@ impl Runtime {
                         crate::state::Durability::Process,
                     )
                     .map_err(|e| state_err(&paths.dir)(std::io::Error::other(e.to_string())))?;
-                    (Some(att.netns.clone()), net.hosts().unwrap_or_default())
+                    (Some(att.netns.clone()), self.bridge_hosts())
                 }
                 NetworkMode::None | NetworkMode::Host => (None, Vec::new()),
             };
