@@ -73,16 +73,7 @@ fn main() {
     )
     .unwrap();
     let root = work.path().join("root");
-    let berth_cmd = || {
-        let mut c = Command::new(&berth);
-        c.arg("--root")
-            .arg(&root)
-            .arg("--cgroup-parent")
-            .arg("berth-bench")
-            .arg("run")
-            .arg(&spec);
-        c
-    };
+    let berth_cmd = || berth_run(&berth, &root, &spec);
     // Warm the layer store.
     assert!(berth_cmd().status().unwrap().success(), "berth run failed");
 
