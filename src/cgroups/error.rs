@@ -85,6 +85,18 @@ pub enum CgroupError {
         rounds: u32,
     },
 
+    #[error(
+        "cgroup v2 device control for {path}: {step}: {source}; berth does not run containers \
+         without it (set device_control = \"best-effort\" in the supervisor config to run them \
+         anyway)"
+    )]
+    DeviceControl {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Cause,
+    },
+
     #[error("removing cgroup {path}: {source}")]
     Remove {
         path: PathBuf,

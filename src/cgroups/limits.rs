@@ -106,8 +106,6 @@ pub struct DeviceRule {
     pub minor: Option<u32>,
     /// Any of "r", "w", "m".
     pub access: &'static str,
-    /// The /dev name the runtime binds for this rule, if it is a single node.
-    pub dev_name: Option<&'static str>,
 }
 
 impl DeviceRule {
@@ -125,50 +123,66 @@ impl DeviceRule {
             self.access
         )
     }
+
+    /// Whether this rule lets `access` (a set of [`DeviceAccess`] bits) reach the device:
+    /// the kind and numbers match and every requested access is in the rule's.
+    pub fn permits(&self, kind: DeviceKind, major: u32, minor: u32, access: u32) -> bool {
+        self.kind == kind
+            && self.major.map_or(true, |m| m == major)
+            && self.minor.map_or(true, |m| m == minor)
+            && access & !DeviceAccess::bits(self.access) == 0
+    }
 }
 
-const fn dev(major: u32, minor: u32, name: &'static str) -> DeviceRule {
+/// The access bits of a device request, as the kernel numbers them (BPF_DEVCG_ACC_*).
+pub struct DeviceAccess;
+
+impl DeviceAccess {
+    pub const MKNOD: u32 = 1;
+    pub const READ: u32 = 2;
+    pub const WRITE: u32 = 4;
+    pub const ALL: u32 = 7;
+
+    /// The bits of an access string such as "rwm".
+    pub fn bits(access: &str) -> u32 {
+        access.chars().fold(0, |b, c| {
+            b | match c {
+                'm' => Self::MKNOD,
+                'r' => Self::READ,
+                'w' => Self::WRITE,
+                _ => 0,
+            }
+        })
+    }
+}
+
+const fn dev(major: u32, minor: u32) -> DeviceRule {
     DeviceRule {
         kind: DeviceKind::Char,
         major: Some(major),
         minor: Some(minor),
         access: "rwm",
-        dev_name: Some(name),
     }
 }
 
-/// Devices a container may use; everything else is denied (`a` is written to devices.deny
-/// first). `mknod` of any node is allowed (as Docker does); opening one outside this list is not.
+/// Devices a container may use (`a` is written to devices.deny first on v1; the v2 program
+/// denies by default): the nodes of its /dev and the pseudo-terminals of its devpts. Every
+/// other char and block device is denied for read, write and mknod.
 pub const ALLOWED_DEVICES: &[DeviceRule] = &[
-    DeviceRule {
-        kind: DeviceKind::Char,
-        major: None,
-        minor: None,
-        access: "m",
-        dev_name: None,
-    },
-    DeviceRule {
-        kind: DeviceKind::Block,
-        major: None,
-        minor: None,
-        access: "m",
-        dev_name: None,
-    },
-    dev(1, 3, "null"),
-    dev(1, 5, "zero"),
-    dev(1, 7, "full"),
-    dev(1, 8, "random"),
-    dev(1, 9, "urandom"),
-    dev(5, 0, "tty"),
-    dev(5, 1, "console"),
-    dev(5, 2, "ptmx"),
+    dev(1, 3), // null
+    dev(1, 5), // zero
+    dev(1, 7), // full
+    dev(1, 8), // random
+    dev(1, 9), // urandom
+    dev(5, 0), // tty
+    dev(5, 1), // console
+    dev(5, 2), // ptmx
     DeviceRule {
         kind: DeviceKind::Char,
         major: Some(136),
         minor: None,
         access: "rwm",
-        dev_name: Some("pts"),
-    },
+    }, // pts/*
 ];
 
 /// How an executor treats a file named in a write list.
@@ -555,8 +569,6 @@ mod tests {
         assert_eq!(
             allows,
             [
-                "c *:* m",
-                "b *:* m",
                 "c 1:3 rwm",
                 "c 1:5 rwm",
                 "c 1:7 rwm",

@@ -10,6 +10,7 @@
 //! cgroups-rs provides mount detection and, on v1, directory creation (with the cpuset parent
 //! copy), removal and the freezer; the rest is written directly where noted.
 
+mod devices;
 mod error;
 mod files;
 pub mod limits;
@@ -21,8 +22,9 @@ mod root_tests;
 
 use std::path::{Component, Path, PathBuf};
 
+pub use devices::DeviceControl;
 pub use error::{CgroupError, CgroupErrors};
-pub use limits::{Controller, DeviceKind, DeviceRule, ALLOWED_DEVICES};
+pub use limits::{Controller, DeviceAccess, DeviceKind, DeviceRule, ALLOWED_DEVICES};
 
 use crate::spec::Resources;
 
@@ -127,11 +129,24 @@ pub struct ContainerCgroup {
 }
 
 impl ContainerCgroup {
-    /// Creates `<parent>/<name>` in every hierarchy of this host and applies `res`. An existing
-    /// cgroup of that name is reused (its limits are rewritten). On error, what was created is
-    /// removed again.
-    pub fn create(parent: &str, name: &str, res: &Resources) -> Result<Self, CgroupError> {
-        Self::create_at(Path::new(CGROUP_ROOT), cgroup_mode(), parent, name, res)
+    /// Creates `<parent>/<name>` in every hierarchy of this host and applies `res` and the
+    /// device allowlist (v1's devices controller, or v2's device program as `devices` says).
+    /// An existing cgroup of that name is reused (its limits are rewritten). On error, what was
+    /// created is removed again.
+    pub fn create(
+        parent: &str,
+        name: &str,
+        res: &Resources,
+        devices: DeviceControl,
+    ) -> Result<Self, CgroupError> {
+        Self::create_at(
+            Path::new(CGROUP_ROOT),
+            cgroup_mode(),
+            parent,
+            name,
+            res,
+            devices,
+        )
     }
 
     /// `create` under another mount root (tests use a tempdir laid out like a cgroup mount).
@@ -143,10 +158,11 @@ impl ContainerCgroup {
         parent: &str,
         name: &str,
         res: &Resources,
+        devices: DeviceControl,
     ) -> Result<Self, CgroupError> {
         let cg = Self::layout(root, mode, parent, name)?;
         let result = match mode {
-            CgroupMode::V2 => v2::create(root, &cg.rel, &cg.dirs[0], res),
+            CgroupMode::V2 => v2::create(root, &cg.rel, &cg.dirs[0], res, devices),
             CgroupMode::V1 | CgroupMode::Hybrid => v1::create(&cg.dirs, res),
         };
         if let Err(e) = result {
@@ -220,10 +236,12 @@ impl ContainerCgroup {
         self.dirs.iter().map(|d| d.path.join(file)).collect()
     }
 
-    /// Changes the limits in place to `res`; limits absent from `res` go back to unlimited.
-    pub fn update(&self, res: &Resources) -> Result<(), CgroupError> {
+    /// Changes the limits in place to `res`; limits absent from `res` go back to unlimited. On
+    /// v2 the device program is replaced atomically (v1's device list is left as it is: its
+    /// rewrite would deny everything for a moment).
+    pub fn update(&self, res: &Resources, devices: DeviceControl) -> Result<(), CgroupError> {
         match self.mode {
-            CgroupMode::V2 => v2::update(&self.dirs[0], res),
+            CgroupMode::V2 => v2::update(&self.dirs[0], res, devices),
             CgroupMode::V1 | CgroupMode::Hybrid => v1::update(&self.dirs, res),
         }
     }

@@ -91,11 +91,13 @@ fn lifecycle_on_this_host() {
     let _cleanup = Cleanup(parent.clone());
 
     let t0 = Instant::now();
-    let cg = ContainerCgroup::create(&parent, "c1", &limits()).expect("create");
+    let cg =
+        ContainerCgroup::create(&parent, "c1", &limits(), DeviceControl::Required).expect("create");
     eprintln!("first create took {:?} ({mode:?})", t0.elapsed());
     // A second one, with the parent and the mount table cache in place: the start-path cost.
     let t0 = Instant::now();
-    let cg_b = ContainerCgroup::create(&parent, "c1b", &limits()).expect("create");
+    let cg_b = ContainerCgroup::create(&parent, "c1b", &limits(), DeviceControl::Required)
+        .expect("create");
     eprintln!("second create took {:?}", t0.elapsed());
     cg_b.destroy().expect("destroy c1b");
 
@@ -151,7 +153,7 @@ fn lifecycle_on_this_host() {
         cpus: None,
         ..limits()
     };
-    cg.update(&res).expect("update");
+    cg.update(&res, DeviceControl::Required).expect("update");
     assert_eq!(cg.stats().unwrap().memory_limit, Some(256 << 20));
     if let Some(cpu) = dir_of(Controller::Cpu).filter(|_| mode != CgroupMode::V2) {
         assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "-1");
@@ -191,7 +193,13 @@ fn destroy_kills_what_is_left_and_cpuset_defaults_to_parent() {
     let mode = cgroup_mode();
     let parent = unique_parent();
     let _cleanup = Cleanup(parent.clone());
-    let cg = ContainerCgroup::create(&parent, "c2", &Resources::default()).expect("create");
+    let cg = ContainerCgroup::create(
+        &parent,
+        "c2",
+        &Resources::default(),
+        DeviceControl::Required,
+    )
+    .expect("create");
     if mode != CgroupMode::V2 {
         let cs = cg
             .dirs
@@ -233,7 +241,15 @@ fn create_cost() {
     let mut cgs = Vec::new();
     for i in 0..20 {
         let t0 = Instant::now();
-        cgs.push(ContainerCgroup::create(&parent, &format!("c{i}"), &limits()).expect("create"));
+        cgs.push(
+            ContainerCgroup::create(
+                &parent,
+                &format!("c{i}"),
+                &limits(),
+                DeviceControl::Required,
+            )
+            .expect("create"),
+        );
         times.push(t0.elapsed());
     }
     let mut dtimes = Vec::new();
@@ -263,8 +279,15 @@ fn v1_kill_through_freezer() {
     let parent = unique_parent();
     let _cleanup = Cleanup(parent.clone());
     let root = Path::new(CGROUP_ROOT);
-    let cg =
-        ContainerCgroup::create_at(root, CgroupMode::V1, &parent, "c3", &limits()).expect("create");
+    let cg = ContainerCgroup::create_at(
+        root,
+        CgroupMode::V1,
+        &parent,
+        "c3",
+        &limits(),
+        DeviceControl::Required,
+    )
+    .expect("create");
     assert!(cg.dirs.iter().all(|d| !d.has(Controller::Unified)));
     let mut kids: Vec<Child> = (0..2).map(|_| spawn_sleep()).collect();
     for k in &kids {
@@ -289,7 +312,13 @@ fn freeze_stops_and_thaw_resumes() {
     }
     let parent = unique_parent();
     let _cleanup = Cleanup(parent.clone());
-    let cg = ContainerCgroup::create(&parent, "c4", &Resources::default()).expect("create");
+    let cg = ContainerCgroup::create(
+        &parent,
+        "c4",
+        &Resources::default(),
+        DeviceControl::Required,
+    )
+    .expect("create");
     let mut busy = Command::new("sh")
         .args(["-c", "while :; do :; done"])
         .spawn()
@@ -334,9 +363,15 @@ fn v2_core_on_the_kernels_cgroup2() {
         return;
     }
     let parent = unique_parent();
-    let cg =
-        ContainerCgroup::create_at(&root, CgroupMode::V2, &parent, "c5", &Resources::default())
-            .expect("create");
+    let cg = ContainerCgroup::create_at(
+        &root,
+        CgroupMode::V2,
+        &parent,
+        "c5",
+        &Resources::default(),
+        DeviceControl::Required,
+    )
+    .expect("create");
     let mut kids: Vec<Child> = (0..2).map(|_| spawn_sleep()).collect();
     for k in &kids {
         join(&cg, k.id());
@@ -354,4 +389,121 @@ fn v2_core_on_the_kernels_cgroup2() {
     assert!(!root.join(&parent).join("c5").exists());
     ContainerCgroup::remove_parent_if_empty_at(&root, CgroupMode::V2, &parent).expect("parent");
     assert!(!root.join(&parent).exists());
+}
+
+/// Runs the device probes of [`device_probes`] in a shell; with `cgroup_procs`, the shell first
+/// moves itself into that cgroup. Returns the probes that succeeded, one per line.
+fn device_probes(cgroup_procs: Option<&Path>, scratch: &Path) -> String {
+    let join = match cgroup_procs {
+        Some(p) => format!("echo $$ > {} || exit 99; ", p.display()),
+        None => String::new(),
+    };
+    let script = format!(
+        "{join}cd {dir} || exit 98; \
+         true </dev/null && echo null-read; \
+         true >/dev/null && echo null-write; \
+         true </dev/loop0 && echo block-read; \
+         true >/dev/loop0 && echo block-write; \
+         true </dev/kmsg && echo kmsg-read; \
+         mknod blk b 7 0 && echo block-mknod; \
+         mknod kmsg c 1 11 && echo kmsg-mknod; \
+         mknod nul c 1 3 && echo null-mknod; \
+         true <nul && echo made-null-read; \
+         exit 0",
+        dir = scratch.display()
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("spawn sh");
+    assert!(out.status.success(), "probe shell failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The v2 device program on the kernel's own cgroup2 filesystem (on a hybrid host the
+/// `unified` mount, where the v1 devices cgroup of the test allows everything, so only the
+/// program decides): the allowlist opens and mknods, a block device and a char device outside
+/// it do neither; an update replaces the one program in place; removing the cgroup frees it.
+#[test]
+fn v2_device_program_denies_outside_the_allowlist() {
+    if !is_root() {
+        return;
+    }
+    let root = match cgroup_mode() {
+        CgroupMode::V2 => Path::new(CGROUP_ROOT).to_path_buf(),
+        _ => Path::new(CGROUP_ROOT).join("unified"),
+    };
+    if !root.join("cgroup.procs").exists() || !Path::new("/dev/loop0").exists() {
+        eprintln!("skipping: needs a cgroup2 mount and /dev/loop0");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    // Without the program every probe works: the probes themselves are sound.
+    let free = device_probes(None, scratch.path());
+    for f in ["blk", "kmsg", "nul"] {
+        let _ = std::fs::remove_file(scratch.path().join(f));
+    }
+    assert_eq!(
+        free.lines().collect::<Vec<_>>(),
+        [
+            "null-read",
+            "null-write",
+            "block-read",
+            "block-write",
+            "kmsg-read",
+            "block-mknod",
+            "kmsg-mknod",
+            "null-mknod",
+            "made-null-read"
+        ]
+    );
+
+    let parent = unique_parent();
+    let cg = ContainerCgroup::create_at(
+        &root,
+        CgroupMode::V2,
+        &parent,
+        "dev",
+        &Resources::default(),
+        DeviceControl::Required,
+    )
+    .expect("create");
+    let dir = cg.paths()[0].clone();
+    let attached = |dir: &Path| {
+        let f = std::fs::File::open(dir).unwrap();
+        crate::sys::bpf::attached_device_programs(std::os::fd::AsFd::as_fd(&f)).unwrap()
+    };
+    let first = attached(&dir);
+    assert_eq!(first.len(), 1, "one program attached: {first:?}");
+
+    let confined = device_probes(Some(&dir.join("cgroup.procs")), scratch.path());
+    assert_eq!(
+        confined.lines().collect::<Vec<_>>(),
+        ["null-read", "null-write", "null-mknod", "made-null-read"]
+    );
+
+    cg.update(&Resources::default(), DeviceControl::Required)
+        .expect("update");
+    let second = attached(&dir);
+    assert_eq!(second.len(), 1, "still one program: {second:?}");
+    assert_ne!(first, second, "the program was replaced");
+    let _ = std::fs::remove_file(scratch.path().join("nul"));
+    assert_eq!(
+        device_probes(Some(&dir.join("cgroup.procs")), scratch.path()),
+        confined
+    );
+
+    cg.destroy().expect("destroy");
+    ContainerCgroup::remove_parent_if_empty_at(&root, CgroupMode::V2, &parent).expect("parent");
+    // The kernel frees a removed cgroup's programs asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::sys::bpf::program_by_id(second[0]).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "program {} outlived its cgroup",
+            second[0]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -5,14 +5,15 @@
 //! mount (so it cannot run against a fixture root) and enables every available controller,
 //! ignoring failures.
 //!
-//! Devices: v2 device control needs an eBPF program attached to the cgroup, which cgroups-rs
-//! 0.5 does not provide; berth relies on mounting everything nodev except the allowed device
-//! binds (see `limits::ALLOWED_DEVICES`).
+//! Devices: v2 has no devices controller; `devices` attaches the BPF device program for
+//! `limits::ALLOWED_DEVICES` to the cgroup once its limits are written, before any process
+//! joins it.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::devices::{self, DeviceControl};
 use super::error::CgroupError;
 use super::files;
 use super::limits;
@@ -74,6 +75,7 @@ pub(super) fn create(
     rel: &Path,
     dir: &Dir,
     res: &Resources,
+    device_control: DeviceControl,
 ) -> Result<(), CgroupError> {
     let available = files::read(&root.join("cgroup.controllers"))?;
     let available: Vec<&str> = available.split_whitespace().collect();
@@ -98,7 +100,8 @@ pub(super) fn create(
         enable(&cur, &want, &required)?;
     }
     mkdir(&dir.path)?;
-    files::apply_writes(&paths(dir, limits::v2_writes(res)))
+    files::apply_writes(&paths(dir, limits::v2_writes(res)))?;
+    devices::attach(&dir.path, limits::ALLOWED_DEVICES, device_control)
 }
 
 fn paths(dir: &Dir, writes: Vec<(&'static str, String)>) -> Vec<(PathBuf, &'static str, String)> {
@@ -108,14 +111,19 @@ fn paths(dir: &Dir, writes: Vec<(&'static str, String)>) -> Vec<(PathBuf, &'stat
         .collect()
 }
 
-pub(super) fn update(dir: &Dir, res: &Resources) -> Result<(), CgroupError> {
+pub(super) fn update(
+    dir: &Dir,
+    res: &Resources,
+    device_control: DeviceControl,
+) -> Result<(), CgroupError> {
     // Resets only touch files present (controllers the host lacks have none).
     let mut writes: Vec<_> = paths(dir, limits::v2_resets(res))
         .into_iter()
         .filter(|(d, f, _)| d.join(f).exists())
         .collect();
     writes.extend(paths(dir, limits::v2_writes(res)));
-    files::apply_writes(&writes)
+    files::apply_writes(&writes)?;
+    devices::attach(&dir.path, limits::ALLOWED_DEVICES, device_control)
 }
 
 /// Writes `cgroup.freeze` and, to freeze, waits (at most `FREEZE_TIMEOUT`) until
@@ -189,6 +197,7 @@ mod tests {
     use super::super::CgroupMode;
     use super::*;
     use std::fs;
+    use DeviceControl::BestEffort;
 
     /// Files the kernel would put in a v2 cgroup with the given controllers enabled.
     fn cgroup_files(dir: &Path, with_io_weight: bool) {
@@ -252,7 +261,9 @@ mod tests {
     fn create_writes_limits_and_enables_controllers() {
         let t = fixture(false);
         let root = t.path();
-        let cg = ContainerCgroup::create_at(root, CgroupMode::V2, "berth", "web", &full()).unwrap();
+        let cg =
+            ContainerCgroup::create_at(root, CgroupMode::V2, "berth", "web", &full(), BestEffort)
+                .unwrap();
         let leaf = root.join("berth/web");
         // Root lacked cpuset, cpu and io; the parent already had everything.
         assert_eq!(
@@ -283,7 +294,8 @@ mod tests {
             io_weight: Some(300),
             ..Resources::default()
         };
-        ContainerCgroup::create_at(t.path(), CgroupMode::V2, "berth", "web", &res).unwrap();
+        ContainerCgroup::create_at(t.path(), CgroupMode::V2, "berth", "web", &res, BestEffort)
+            .unwrap();
         let leaf = t.path().join("berth/web");
         assert_eq!(read(leaf.join("io.weight")), "default 300");
         assert_eq!(read(leaf.join("io.bfq.weight")), "");
@@ -297,13 +309,20 @@ mod tests {
     #[test]
     fn update_resets_absent_limits() {
         let t = fixture(true);
-        let cg =
-            ContainerCgroup::create_at(t.path(), CgroupMode::V2, "berth", "web", &full()).unwrap();
+        let cg = ContainerCgroup::create_at(
+            t.path(),
+            CgroupMode::V2,
+            "berth",
+            "web",
+            &full(),
+            BestEffort,
+        )
+        .unwrap();
         let res = Resources {
             memory: Some(128 << 20),
             ..Resources::default()
         };
-        cg.update(&res).unwrap();
+        cg.update(&res, BestEffort).unwrap();
         let leaf = t.path().join("berth/web");
         assert_eq!(read(leaf.join("memory.max")), "134217728");
         assert_eq!(read(leaf.join("memory.swap.max")), "0");
@@ -318,8 +337,15 @@ mod tests {
     fn missing_required_controller_is_an_error() {
         let t = fixture(false);
         fs::write(t.path().join("cgroup.controllers"), "cpu io memory\n").unwrap();
-        let err = ContainerCgroup::create_at(t.path(), CgroupMode::V2, "berth", "web", &full())
-            .unwrap_err();
+        let err = ContainerCgroup::create_at(
+            t.path(),
+            CgroupMode::V2,
+            "berth",
+            "web",
+            &full(),
+            BestEffort,
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, CgroupError::ControllerMissing { controller, .. } if controller == "cpuset"),
             "{err}"
@@ -337,7 +363,8 @@ mod tests {
             memory: Some(64 << 20),
             ..Resources::default()
         };
-        let err = ContainerCgroup::create_at(root, CgroupMode::V2, "", "web", &res).unwrap_err();
+        let err = ContainerCgroup::create_at(root, CgroupMode::V2, "", "web", &res, BestEffort)
+            .unwrap_err();
         match &err {
             CgroupError::Write { path, value, .. } => {
                 assert_eq!(path, &root.join("web/memory.max"));
@@ -346,6 +373,28 @@ mod tests {
             other => panic!("unexpected {other}"),
         }
         assert!(!root.join("web").exists());
+    }
+
+    /// A dir that is no cgroup takes no device program (and without root none loads): with
+    /// device control required, that is an error naming the cgroup, and nothing is left.
+    #[test]
+    fn required_device_control_refuses_without_a_program() {
+        let t = fixture(false);
+        let err = ContainerCgroup::create_at(
+            t.path(),
+            CgroupMode::V2,
+            "berth",
+            "db",
+            &Resources::default(),
+            DeviceControl::Required,
+        )
+        .unwrap_err();
+        match &err {
+            CgroupError::DeviceControl { path, .. } => assert_eq!(path, &t.path().join("berth/db")),
+            other => panic!("unexpected {other}"),
+        }
+        assert!(err.to_string().contains("best-effort"), "{err}");
+        assert!(!t.path().join("berth/db").exists());
     }
 
     #[test]

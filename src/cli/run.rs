@@ -50,7 +50,9 @@ pub fn run(
         Err(e) => return fail(e),
     };
     let rt = match Runtime::open(&cfg.root, &cfg.cgroup_parent) {
-        Ok(rt) => rt.with_network(cfg.network),
+        Ok(rt) => rt
+            .with_network(cfg.network)
+            .with_device_control(cfg.device_control),
         Err(e) => return fail(e),
     };
     let prepared = match rt.prepare(&spec, &Mode::Foreground) {

@@ -6,13 +6,13 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::cgroups::{self, CgroupMode, ContainerCgroup};
+use crate::cgroups::{self, CgroupMode, ContainerCgroup, DeviceControl};
 use crate::image::{ImageRef, ImageStore};
 use crate::network::{Attachment, Network, NetworkConfig, NetworkError};
 use crate::runtime::capabilities;
 use crate::runtime::launch::{self, Helper, Running};
 use crate::runtime::plan::{self, ContainerPaths, ContainerPlan, HostFacts, LogTarget};
-use crate::spec::{NetworkMode, ValidatedSpec};
+use crate::spec::{NetworkMode, Resources, ValidatedSpec};
 
 /// Dirs and empty files the init layer provides over every image, so whatever the image has
 /// there (a symlink at /dev, say) is hidden before anything is mounted on them.
@@ -43,6 +43,8 @@ pub enum RuntimeError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error("instance {id} has no cgroup")]
+    NoCgroup { id: String },
     #[error(transparent)]
     Plan(#[from] crate::runtime::plan::PlanError),
     #[error("container {name}: {source}")]
@@ -111,6 +113,7 @@ pub struct Runtime {
     images: ImageStore,
     network_config: NetworkConfig,
     network: std::sync::OnceLock<Network>,
+    device_control: DeviceControl,
 }
 
 /// A container ready to start: state dir made, cgroup created, plan decided.
@@ -149,9 +152,16 @@ impl Runtime {
             images,
             network_config: NetworkConfig::default(),
             network: std::sync::OnceLock::new(),
+            device_control: DeviceControl::default(),
         };
         rt.ensure_init_layer()?;
         Ok(rt)
+    }
+
+    /// Whether containers may run where the kernel cannot attach a cgroup v2 device program.
+    pub fn with_device_control(mut self, control: DeviceControl) -> Runtime {
+        self.device_control = control;
+        self
     }
 
     /// Sets the bridge network (name, subnet) used by bridge-mode containers.
@@ -241,6 +251,14 @@ impl Runtime {
     /// The cgroup of instance `id`, if it still exists.
     pub fn cgroup(&self, id: &str) -> Result<Option<ContainerCgroup>, RuntimeError> {
         Ok(ContainerCgroup::open(&self.cgroup_parent, id)?)
+    }
+
+    /// Changes the cgroup limits of the running instance `id` in place.
+    pub fn update_limits(&self, id: &str, res: &Resources) -> Result<(), RuntimeError> {
+        match self.cgroup(id)? {
+            Some(cg) => Ok(cg.update(res, self.device_control)?),
+            None => Err(RuntimeError::NoCgroup { id: id.to_string() }),
+        }
     }
 
     /// Frees the bridge address of container `name`, removed while no instance of it runs.
@@ -401,7 +419,12 @@ impl Runtime {
                 }
                 NetworkMode::None | NetworkMode::Host => (None, Vec::new()),
             };
-            let cgroup = ContainerCgroup::create(&self.cgroup_parent, &id, &spec.resources)?;
+            let cgroup = ContainerCgroup::create(
+                &self.cgroup_parent,
+                &id,
+                &spec.resources,
+                self.device_control,
+            )?;
             let host = HostFacts {
                 netns,
                 hosts,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::cgroups::DeviceControl;
 use crate::network::NetworkConfig;
 use crate::runtime::container::LogLimits;
 use crate::spec::units;
@@ -34,6 +35,7 @@ struct RawConfig {
     root: Option<PathBuf>,
     socket: Option<PathBuf>,
     cgroup_parent: Option<String>,
+    device_control: Option<Spanned<String>>,
     network: Option<RawNetwork>,
     logs: Option<RawLogs>,
 }
@@ -63,6 +65,8 @@ pub struct Config {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub cgroup_parent: String,
+    /// Whether containers may run where cgroup v2 device control is unavailable.
+    pub device_control: DeviceControl,
     pub network: NetworkConfig,
     pub logs: LogLimits,
 }
@@ -74,6 +78,7 @@ impl Default for Config {
             root: "/var/lib/berth".into(),
             socket: "/run/berth/berth.sock".into(),
             cgroup_parent: "berth".into(),
+            device_control: DeviceControl::Required,
             network: NetworkConfig::default(),
             logs: LogLimits::default(),
         }
@@ -114,6 +119,20 @@ impl Config {
         }
         if let Some(v) = raw.cgroup_parent {
             c.cgroup_parent = v;
+        }
+        if let Some(d) = raw.device_control {
+            c.device_control = match d.get_ref().as_str() {
+                "required" => DeviceControl::Required,
+                "best-effort" => DeviceControl::BestEffort,
+                other => {
+                    return Err(invalid(
+                        Some(d.span()),
+                        format!(
+                            "device_control: {other:?} is not one of \"required\", \"best-effort\""
+                        ),
+                    ))
+                }
+            };
         }
         if let Some(n) = raw.network {
             let net = &mut c.network;
@@ -234,6 +253,9 @@ mod tests {
         assert_eq!(c.specs, PathBuf::from("/s"));
         assert_eq!(c.network.subnet, (Ipv4Addr::new(10, 1, 0, 0), 16));
         assert!(c.network.masquerade);
+        assert_eq!(c.device_control, DeviceControl::Required);
+        let c = Config::parse(p, "device_control = \"best-effort\"\n").unwrap();
+        assert_eq!(c.device_control, DeviceControl::BestEffort);
         let n = Config::parse(
             p,
             "[network]\nmasquerade = false\nmtu = 1400\ndns = [\"10.0.0.2\", \"fd00::53\"]\ndns_search = [\"lan\"]\n",
@@ -273,6 +295,11 @@ mod tests {
             ("\n[network]\nmtu = 100\n", "network.mtu", 3),
             ("[network]\ndns = [\"8.8.8.x\"]\n", "network.dns", 2),
             ("[network]\nsubnet = \"10.0.0.0\"\n", "network.subnet", 2),
+            (
+                "root = \"/r\"\ndevice_control = \"off\"\n",
+                "device_control",
+                2,
+            ),
         ] {
             let e = Config::parse(p, text).unwrap_err().to_string();
             assert!(

@@ -138,7 +138,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
     let runtime = Arc::new(
-        Runtime::open(&config.root, &config.cgroup_parent)?.with_network(config.network.clone()),
+        Runtime::open(&config.root, &config.cgroup_parent)?
+            .with_network(config.network.clone())
+            .with_device_control(config.device_control),
     );
     let state = StateDir::open(&config.root)?;
     let exe =
@@ -443,10 +445,8 @@ impl Daemon {
                 tokio::spawn(async move {
                     let container = name.clone();
                     let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-                        match rt.cgroup(&id).map_err(|e| e.to_string())? {
-                            Some(cg) => cg.update(&resources).map_err(|e| e.to_string())?,
-                            None => return Err(format!("instance {id} has no cgroup")),
-                        }
+                        rt.update_limits(&id, &resources)
+                            .map_err(|e| e.to_string())?;
                         if let Some(b) = bandwidth {
                             rt.set_bandwidth(&container, &id, b.egress, b.ingress)
                                 .map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 //! offer safely, and the process-wide rules for waiting on children. Each wrapper states the
 //! contract its callers rely on; nothing here decides policy.
 
+pub mod bpf;
 pub mod children;
 pub mod exec;
 pub mod openat;
