@@ -254,8 +254,8 @@ mod tests {
         assert_eq!(c.network.subnet, (Ipv4Addr::new(10, 1, 0, 0), 16));
         assert!(c.network.masquerade);
         assert_eq!(c.device_control, DeviceControl::Required);
-        let c = Config::parse(p, "device_control = \"best-effort\"\n").unwrap();
-        assert_eq!(c.device_control, DeviceControl::BestEffort);
+        let best = Config::parse(p, "device_control = \"best-effort\"\n").unwrap();
+        assert_eq!(best.device_control, DeviceControl::BestEffort);
         let n = Config::parse(
             p,
             "[network]\nmasquerade = false\nmtu = 1400\ndns = [\"10.0.0.2\", \"fd00::53\"]\ndns_search = [\"lan\"]\n",
