@@ -6,4 +6,4 @@
 pub mod plan;
 pub mod policy;
 
-pub use plan::{plan, Action, Desired, DesiredSet, Observed, ObservedSet, Phase};
+pub use plan::{plan, plan_shutdown, Action, Desired, DesiredSet, Observed, ObservedSet, Phase};

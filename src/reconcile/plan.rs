@@ -12,9 +12,14 @@
 //!   ip, ports or mounts needs a new container; else a difference in `resources` or in a bridge
 //!   container's `egress`/`ingress` can be applied in place; else a difference in `restart`,
 //!   `stop_signal` or `stop_timeout` only needs recording.
-//! - **manual_stop** (`berth stop`): no action while the desired spec equals `observed.spec`,
-//!   whatever the phase and even when a restart was pending (the stop cancels it and sticks
-//!   across exits). A spec change clears it: the rules below apply as if it were not stopped.
+//! - **Exiting** (its process ended, not cleaned up yet): `Cleanup`.
+//! - **manual_stop** (`berth stop`): `Stop` while it runs, then no action while the desired
+//!   spec equals `observed.spec`, whatever the phase and even when a restart was pending (the
+//!   stop cancels it and sticks across exits). A spec change clears it: the rules below apply
+//!   as if it were not stopped.
+//! - **restart_requested** (`berth restart`): `Stop` while it runs, then `Start`.
+//! - **failed_update**: a `Recreate` to that desired spec failed and the old instance runs on:
+//!   no action until the desired spec is another one.
 //! - **Running**: `Recreate` / `UpdateResources` (with the new limits, and the new bandwidth
 //!   when it changed) / `Adopt` / nothing, following [`classify`].
 //! - **Stopped** (and not held by a manual stop): `Start` (not started yet, or the spec changed
@@ -35,6 +40,10 @@
 //!   `policy::consecutive_after_run(..)`.
 //! - `Leave` is returned on every planning pass while the container stays ended: record the
 //!   reason, report it once.
+//! - `Stop` ends in `Stopped` (and clears `restart_requested`); `Cleanup` in `Exited`; an exit
+//!   the daemon observes sets `Exiting`. A failed `Recreate` keeps (or restores) the old
+//!   instance and sets `failed_update` to the desired spec.
+//! - [`plan_shutdown`] replaces `plan` once the daemon shuts down.
 //! - A file that turns invalid is not the planner's concern: the source keeps its last good
 //!   version in the `DesiredSet`, so the container keeps running.
 
@@ -69,6 +78,8 @@ pub enum Phase {
     StartFailed { error: String, at: Instant },
     /// Stopped on request (`berth stop`) or not started yet.
     Stopped,
+    /// Its process ended and what it leaves (cgroup, state dir, network) is not cleaned up yet.
+    Exiting { at: Instant },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +95,27 @@ pub struct Observed {
     pub restarts: u32,
     /// When the pending restart is due (set by the daemon from an `Action::ScheduleRestart`).
     pub restart_at: Option<Instant>,
+    /// `berth restart`: stop the running instance, then start it again.
+    pub restart_requested: bool,
+    /// A desired spec whose `Recreate` failed (its image could not be fetched or its container
+    /// did not start); the old instance runs on and that spec is not tried again.
+    pub failed_update: Option<Arc<ValidatedSpec>>,
+}
+
+impl Observed {
+    /// A container first seen with `spec`, not started yet.
+    pub fn new(spec: Arc<ValidatedSpec>) -> Observed {
+        Observed {
+            spec,
+            phase: Phase::Stopped,
+            busy: false,
+            manual_stop: false,
+            restarts: 0,
+            restart_at: None,
+            restart_requested: false,
+            failed_update: None,
+        }
+    }
 }
 
 /// The observed containers, by container name.
@@ -95,6 +127,11 @@ pub enum Action {
     Start { name: String },
     /// Stop it and remove it (no longer desired).
     Remove { name: String },
+    /// Stop the running instance (its stop signal, SIGKILL after its stop_timeout) and clean it
+    /// up: `berth stop`, `berth restart`, the daemon's shutdown.
+    Stop { name: String },
+    /// Its process ended: record how, and remove what it left.
+    Cleanup { name: String },
     /// The spec changed in a way that needs a new container: fetch the new image first, then stop
     /// the old one and start the new.
     Recreate { name: String },
@@ -121,6 +158,8 @@ impl Action {
         match self {
             Action::Start { name }
             | Action::Remove { name }
+            | Action::Stop { name }
+            | Action::Cleanup { name }
             | Action::Recreate { name }
             | Action::UpdateResources { name, .. }
             | Action::Adopt { name }
@@ -237,6 +276,22 @@ pub fn plan(
         .collect()
 }
 
+/// The planner while the daemon shuts down: every running container is stopped and every
+/// ended one cleaned up, all at once (each has its own worker); nothing starts or restarts.
+/// Busy containers finish what they are doing first. The shutdown is over when this returns
+/// nothing and no container is busy.
+pub fn plan_shutdown(observed: &ObservedSet) -> Vec<Action> {
+    observed
+        .iter()
+        .filter(|(_, o)| !o.busy)
+        .filter_map(|(name, o)| match o.phase {
+            Phase::Running { .. } => Some(Action::Stop { name: name.clone() }),
+            Phase::Exiting { .. } => Some(Action::Cleanup { name: name.clone() }),
+            _ => None,
+        })
+        .collect()
+}
+
 fn plan_one(
     name: &str,
     desired: Option<&Desired>,
@@ -252,11 +307,28 @@ fn plan_one(
         (None, Some(_)) => return Some(Action::Remove { name }),
         (Some(d), Some(o)) => (d, o),
     };
+    if let Phase::Exiting { .. } = observed.phase {
+        return Some(Action::Cleanup { name });
+    }
     let change = classify(&observed.spec, &desired.spec);
+    let running = matches!(observed.phase, Phase::Running { .. });
     if observed.manual_stop && change == SpecChange::None {
+        return running.then_some(Action::Stop { name });
+    }
+    if running && observed.restart_requested {
+        return Some(Action::Stop { name });
+    }
+    if running
+        && change == SpecChange::Recreate
+        && observed
+            .failed_update
+            .as_ref()
+            .is_some_and(|f| classify(f, &desired.spec) == SpecChange::None)
+    {
         return None;
     }
     match &observed.phase {
+        Phase::Exiting { .. } => None,
         Phase::Running { .. } => match change {
             SpecChange::None => None,
             SpecChange::Settings => Some(Action::Adopt { name }),
@@ -336,7 +408,7 @@ fn after_end(
     now: Instant,
     jitter: f64,
 ) -> Option<Action> {
-    if change != SpecChange::None {
+    if change != SpecChange::None || observed.restart_requested {
         return Some(Action::Start { name });
     }
     match observed.restart_at {
@@ -425,12 +497,8 @@ mod tests {
 
     fn observed(spec: ValidatedSpec, phase: Phase) -> Observed {
         Observed {
-            spec: Arc::new(spec),
             phase,
-            busy: false,
-            manual_stop: false,
-            restarts: 0,
-            restart_at: None,
+            ..Observed::new(Arc::new(spec))
         }
     }
 
@@ -1085,9 +1153,97 @@ mod tests {
                 want: Some(start()),
             },
             Case {
-                what: "manual stop still running (stop not yet seen), unchanged -> nothing",
+                what: "manual stop, running, unchanged -> stop",
                 desired: Some(spec()),
                 observed: Some(o_with(running.clone(), &|ob| ob.manual_stop = true)),
+                want: Some(Action::Stop { name: "web".into() }),
+            },
+            Case {
+                what: "manual stop, running but busy (stopping) -> nothing",
+                desired: Some(spec()),
+                observed: Some(o_with(running.clone(), &|ob| {
+                    ob.manual_stop = true;
+                    ob.busy = true;
+                })),
+                want: None,
+            },
+            Case {
+                what: "restart requested, running -> stop",
+                desired: Some(spec()),
+                observed: Some(o_with(running.clone(), &|ob| ob.restart_requested = true)),
+                want: Some(Action::Stop { name: "web".into() }),
+            },
+            Case {
+                what: "restart requested, stopped -> start",
+                desired: Some(spec()),
+                observed: Some(o_with(Phase::Stopped, &|ob| ob.restart_requested = true)),
+                want: Some(start()),
+            },
+            Case {
+                what: "restart requested, exited with a restart pending -> start now",
+                desired: Some(spec()),
+                observed: Some(o_with(exited(1), &|ob| {
+                    ob.restart_requested = true;
+                    ob.restart_at = Some(now + Duration::from_secs(60));
+                })),
+                want: Some(start()),
+            },
+            Case {
+                what: "process ended, not cleaned up -> cleanup",
+                desired: Some(spec()),
+                observed: Some(observed(spec(), Phase::Exiting { at: now })),
+                want: Some(Action::Cleanup { name: "web".into() }),
+            },
+            Case {
+                what: "process ended while manually stopped -> cleanup",
+                desired: Some(spec()),
+                observed: Some(o_with(Phase::Exiting { at: now }, &|ob| {
+                    ob.manual_stop = true
+                })),
+                want: Some(Action::Cleanup { name: "web".into() }),
+            },
+            Case {
+                what: "process ended, file gone -> remove",
+                desired: None,
+                observed: Some(observed(spec(), Phase::Exiting { at: now })),
+                want: Some(Action::Remove { name: "web".into() }),
+            },
+            Case {
+                what: "recreate to this image failed before -> nothing, the old one runs on",
+                desired: Some(new_image()),
+                observed: Some(o_with(running.clone(), &|ob| {
+                    ob.failed_update = Some(Arc::new(new_image()))
+                })),
+                want: None,
+            },
+            Case {
+                what: "recreate failed, then another new spec -> recreate again",
+                desired: Some(with(|s| s.image = "oci:/img:v3".into())),
+                observed: Some(o_with(running.clone(), &|ob| {
+                    ob.failed_update = Some(Arc::new(new_image()))
+                })),
+                want: Some(Action::Recreate { name: "web".into() }),
+            },
+            Case {
+                what: "recreate failed, spec restored -> nothing",
+                desired: Some(spec()),
+                observed: Some(o_with(running.clone(), &|ob| {
+                    ob.failed_update = Some(Arc::new(new_image()))
+                })),
+                want: None,
+            },
+            Case {
+                what: "recreate failed, resources changed on top -> still nothing",
+                desired: Some(with(|s| {
+                    s.image = "oci:/img:v2".into();
+                    s.resources.pids = Some(5);
+                })),
+                observed: Some(o_with(running.clone(), &|ob| {
+                    ob.failed_update = Some(Arc::new(with(|s| {
+                        s.image = "oci:/img:v2".into();
+                        s.resources.pids = Some(5);
+                    })))
+                })),
                 want: None,
             },
             Case {
@@ -1098,6 +1254,42 @@ mod tests {
             },
         ];
         run(cases, now, 0.0);
+    }
+
+    #[test]
+    fn shutdown_stops_and_cleans_up_everything_idle_at_once() {
+        let t0 = Instant::now();
+        let running = Phase::Running { pid: 7, since: t0 };
+        let mut set = ObservedSet::new();
+        for (name, phase, busy) in [
+            ("a", running.clone(), false),
+            ("b", running.clone(), true),
+            ("c", Phase::Exiting { at: t0 }, false),
+            ("d", Phase::Stopped, false),
+            ("e", running.clone(), false),
+            (
+                "f",
+                Phase::Exited {
+                    status: ExitStatus::Code(0),
+                    oom_killed: false,
+                    at: t0,
+                },
+                false,
+            ),
+        ] {
+            let mut o = observed(spec_named(name), phase);
+            o.busy = busy;
+            set.insert(name.into(), o);
+        }
+        assert_eq!(
+            plan_shutdown(&set),
+            vec![
+                Action::Stop { name: "a".into() },
+                Action::Cleanup { name: "c".into() },
+                Action::Stop { name: "e".into() },
+            ]
+        );
+        assert!(plan_shutdown(&ObservedSet::new()).is_empty());
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "state root {root} is in use by another berth daemon{}; one daemon per --root",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { root: PathBuf, pid: Option<i32> },
     #[error("state record {path}: {source}")]
     Parse {
         path: PathBuf,
@@ -128,6 +133,47 @@ impl StateDir {
         records.sort_by(|a: &ContainerRecord, b| a.name.cmp(&b.name));
         (records, errors)
     }
+}
+
+/// The exclusive lock one daemon holds on its state root (`<root>/daemon.lock`, flock), for as
+/// long as it runs; the kernel releases it when the process dies, even by SIGKILL.
+#[derive(Debug)]
+pub struct RootLock {
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+/// Takes the root's lock, or says which daemon holds it.
+pub fn lock_root(root: &Path) -> Result<RootLock, StateError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(io(root))?;
+    let path = root.join("daemon.lock");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(&path))?;
+    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(StateError::Locked {
+                root: root.to_path_buf(),
+                pid,
+            });
+        }
+        Err((_, e)) => return Err(io(&path)(e.into())),
+    };
+    lock.set_len(0).map_err(io(&path))?;
+    write!(&mut *lock, "{}", std::process::id()).map_err(io(&path))?;
+    Ok(RootLock { _lock: lock })
 }
 
 /// How far a record written by [`write_atomic`] must survive.

@@ -1,11 +1,16 @@
 //! The supervisor daemon: watches the spec dir, reconciles containers to it, restarts them by
 //! their policy, answers the control socket, and survives its own restart by adopting what
-//! runs. Decisions come from `reconcile::plan`; this module only carries them out.
+//! runs. Decisions come from `reconcile::plan`; the decision loop (`engine`) hands each action
+//! to the container's own worker (`worker`), which reaches the host through `effects`.
 
 pub mod config;
 pub mod control;
 mod daemon;
+mod effects;
+mod engine;
 mod notify;
 mod pid1;
+mod status;
+mod worker;
 
 pub use daemon::run;

@@ -1,0 +1,274 @@
+//! What the supervisor's workers and decision loop do to the host, as one trait: start an
+//! instance, signal it, wait for its exit, kill and clean it up, change its limits, and the
+//! queries behind `ps`, `inspect` and `stats`. [`RuntimeEffects`] is the real one (the runtime,
+//! the sealed launcher binary); tests pass a recording fake, so the loop and the workers run
+//! without root.
+//!
+//! Blocking methods are called from tokio's blocking pool; [`Effects::exited`] is the one wait,
+//! and it is async.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+
+use super::control::ContainerStats;
+use crate::reconcile::plan::Bandwidth;
+use crate::runtime::container::{LogLimits, Mode, Runtime};
+use crate::runtime::launch::{self, Stdin};
+use crate::runtime::protocol::ExitStatus;
+use crate::spec::ValidatedSpec;
+use crate::state::{self, Instance};
+
+/// How an instance ended: its exit status and whether the OOM killer did it (`None`: its
+/// monitor recorded nothing), and how long it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    pub exit: Option<(ExitStatus, bool)>,
+    pub ran_for: Duration,
+}
+
+pub type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub trait Effects: Send + Sync + 'static {
+    /// Fetches or unpacks the spec's image (blocking; in the bounded pull pool).
+    fn pull(&self, spec: &ValidatedSpec) -> Result<(), String>;
+    /// Prepares and starts an instance of `spec` (blocking).
+    fn start(&self, spec: &ValidatedSpec) -> Result<Instance, String>;
+    /// Sends `signal` to the instance's init, if it is still that process.
+    fn signal(&self, inst: &Instance, signal: i32);
+    /// Resolves once the instance's monitor is gone (at once if it already is).
+    fn exited(&self, inst: &Instance) -> Wait;
+    /// SIGKILLs every process of the instance's cgroup (blocking, bounded).
+    fn kill_all(&self, inst: &Instance);
+    /// Records how the ended instance exited and removes what it left (blocking).
+    /// `release_lease`: the container is removed, so its bridge address is given up too.
+    fn cleanup(&self, inst: &Instance, release_lease: bool) -> Ending;
+    /// New cgroup limits (and bandwidth) for the running instance (blocking).
+    fn update(
+        &self,
+        spec: &ValidatedSpec,
+        inst: &Instance,
+        bandwidth: Option<Bandwidth>,
+    ) -> Result<(), String>;
+    /// Gives up the bridge address kept for container `name` between two of its instances.
+    fn release_address(&self, name: &str);
+    /// Whether the instance's monitor is still the process it was (pid and start time).
+    fn is_alive(&self, inst: &Instance) -> bool;
+    /// Removes the instances under the state root that no record names (blocking).
+    fn sweep(&self, known_ids: &BTreeSet<String>);
+    /// Bridge addresses by container name.
+    fn bridge_hosts(&self) -> Vec<(String, std::net::Ipv4Addr)>;
+    /// Rewrites the /etc/hosts of running bridge containers (init pid, hostname) (blocking).
+    fn refresh_hosts(&self, targets: &[(i32, String)]);
+    /// Usage of running instances (name, id, bridged), sampled over a short window (blocking).
+    fn stats(&self, running: &[(String, String, bool)]) -> Vec<ContainerStats>;
+    /// Where things are, for `inspect`: the log dir of `name`, the root and the cgroup parent.
+    fn locations(&self, name: &str) -> serde_json::Value;
+}
+
+/// After SIGKILL to the whole cgroup, how long to wait for the monitor to notice.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The real effects: containers through the runtime, launched from the sealed binary.
+pub struct RuntimeEffects {
+    pub rt: Arc<Runtime>,
+    pub exe: Arc<OwnedFd>,
+    pub logs: LogLimits,
+}
+
+impl Effects for RuntimeEffects {
+    fn pull(&self, spec: &ValidatedSpec) -> Result<(), String> {
+        self.rt
+            .resolve_image(spec)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn start(&self, spec: &ValidatedSpec) -> Result<Instance, String> {
+        let helper = launch::spawn_helper(&self.exe, Stdin::Null).map_err(|e| e.to_string())?;
+        let monitor_pid = helper.pid();
+        let prepared = self
+            .rt
+            .prepare(spec, &Mode::Supervised(self.logs))
+            .map_err(|e| e.to_string())?;
+        let id = prepared.id.clone();
+        match self.rt.start(&prepared, helper) {
+            Ok(running) => {
+                let init_pid = running.pid.as_raw();
+                running.detach();
+                Ok(Instance {
+                    id,
+                    init_pid,
+                    init_start: state::process_start_time(init_pid).unwrap_or(0),
+                    monitor_pid,
+                    monitor_start: state::process_start_time(monitor_pid).unwrap_or(0),
+                    started_at: SystemTime::now(),
+                })
+            }
+            Err(e) => {
+                let _ = self.rt.teardown(prepared, false);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn signal(&self, inst: &Instance, signal: i32) {
+        if state::is_same_process(inst.init_pid, inst.init_start) {
+            if let Ok(sig) = Signal::try_from(signal) {
+                let _ = kill(Pid::from_raw(inst.init_pid), sig);
+            }
+        }
+    }
+
+    fn exited(&self, inst: &Instance) -> Wait {
+        let (pid, start) = (inst.monitor_pid, inst.monitor_start);
+        Box::pin(async move {
+            // The pidfd is opened first, then the identity checked: a pid reused after the
+            // monitor's exit fails the check, and the fd then refers to the live process.
+            if let Ok(afd) = crate::sys::process::async_pidfd(pid) {
+                if state::is_same_process(pid, start) {
+                    let _ = afd.readable().await;
+                }
+            }
+            // Reap it if it is our child (it is not after an adoption).
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        })
+    }
+
+    fn kill_all(&self, inst: &Instance) {
+        if let Ok(Some(cg)) = self.rt.cgroup(&inst.id) {
+            if let Err(e) = cg.kill_all() {
+                tracing::warn!(id = %inst.id, "{e}");
+            }
+        }
+    }
+
+    fn cleanup(&self, inst: &Instance, release_lease: bool) -> Ending {
+        let rt = &self.rt;
+        let oom = rt
+            .cgroup(&inst.id)
+            .ok()
+            .flatten()
+            .and_then(|cg| cg.stats().ok())
+            .is_some_and(|s| s.oom_kills > 0);
+        let exit = rt.read_exit(&inst.id);
+        let ran_for = exit
+            .and_then(|e| e.at.duration_since(inst.started_at).ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(inst.started_at)
+                    .unwrap_or_default()
+            });
+        if let Err(e) = rt.teardown_id(&inst.id, release_lease) {
+            tracing::warn!(id = %inst.id, "cleaning up: {e}");
+        }
+        Ending {
+            exit: exit.map(|e| (e.status, oom)),
+            ran_for,
+        }
+    }
+
+    fn update(
+        &self,
+        spec: &ValidatedSpec,
+        inst: &Instance,
+        bandwidth: Option<Bandwidth>,
+    ) -> Result<(), String> {
+        self.rt
+            .update_limits(&inst.id, &spec.resources)
+            .map_err(|e| e.to_string())?;
+        if let Some(b) = bandwidth {
+            self.rt
+                .set_bandwidth(&spec.name, &inst.id, b.egress, b.ingress)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn release_address(&self, name: &str) {
+        if let Err(e) = self.rt.release_address(name) {
+            tracing::warn!(%name, "{e}");
+        }
+    }
+
+    fn is_alive(&self, inst: &Instance) -> bool {
+        state::is_same_process(inst.monitor_pid, inst.monitor_start)
+    }
+
+    fn sweep(&self, known_ids: &BTreeSet<String>) {
+        let containers = self.rt.root().join("containers");
+        let Ok(entries) = std::fs::read_dir(&containers) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !known_ids.contains(&id) {
+                tracing::warn!(%id, "removing an instance no record knows");
+                if let Err(err) = self.rt.teardown_id(&id, false) {
+                    tracing::warn!(%id, "{err}");
+                }
+            }
+        }
+    }
+
+    fn bridge_hosts(&self) -> Vec<(String, std::net::Ipv4Addr)> {
+        self.rt.bridge_hosts()
+    }
+
+    fn refresh_hosts(&self, targets: &[(i32, String)]) {
+        for (pid, hostname) in targets {
+            if let Err(e) = self.rt.refresh_hosts(*pid, hostname) {
+                tracing::debug!(pid, "refreshing /etc/hosts: {e}");
+            }
+        }
+    }
+
+    fn stats(&self, running: &[(String, String, bool)]) -> Vec<ContainerStats> {
+        sample_stats(&self.rt, running)
+    }
+
+    fn locations(&self, name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "log_dir": self.rt.log_dir(name),
+            "root": self.rt.root(),
+            "cgroup_parent": self.rt.cgroup_parent(),
+        })
+    }
+}
+
+/// CPU over a 200 ms window, memory and pids from the cgroups, and bridge traffic, of the
+/// running instances (name, id, in bridge mode).
+fn sample_stats(rt: &Runtime, running: &[(String, String, bool)]) -> Vec<ContainerStats> {
+    let read = |id: &str| rt.cgroup(id).ok().flatten().and_then(|cg| cg.stats().ok());
+    let first: Vec<_> = running.iter().map(|(_, id, _)| read(id)).collect();
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let elapsed = t0.elapsed().as_nanos() as f64;
+    running
+        .iter()
+        .zip(first)
+        .filter_map(|((name, id, bridged), before)| {
+            let after = read(id)?;
+            let traffic = if *bridged { rt.traffic(id) } else { None };
+            let used = after
+                .cpu_usage_ns
+                .saturating_sub(before.map(|b| b.cpu_usage_ns).unwrap_or(after.cpu_usage_ns));
+            Some(ContainerStats {
+                name: name.clone(),
+                cpu_percent: (used as f64 / elapsed * 1000.0).round() / 10.0,
+                memory_bytes: after.memory_bytes,
+                memory_limit: after.memory_limit,
+                pids: after.pids_current,
+                net_rx_bytes: traffic.map(|t| t.0),
+                net_tx_bytes: traffic.map(|t| t.1),
+            })
+        })
+        .collect()
+}

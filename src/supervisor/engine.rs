@@ -1,0 +1,693 @@
+//! The decision loop. It owns one [`Record`] per container name (the planner's view, the
+//! running instance, what to report) and nothing else holds container state. It turns events
+//! (spec dir changes, exits, finished jobs, timers, control requests, the shutdown) into
+//! observed state, asks the planner what to do, and hands each action to that container's
+//! [`Worker`]. It never waits for the host itself: every effect goes through a worker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::control::{Request, Response};
+use super::effects::Effects;
+use super::status;
+use super::worker::{self, Job, Outcome, Worker};
+use crate::reconcile::policy;
+use crate::reconcile::{plan, plan_shutdown, Action, Observed, ObservedSet, Phase};
+use crate::runtime::protocol::ExitStatus;
+use crate::source::{Snapshot, SpecSource};
+use crate::spec::{NetworkMode, ValidatedSpec};
+use crate::state::{ContainerRecord, Instance, StateDir};
+
+/// How often the spec dir is relisted without any inotify hint.
+const RELIST_EVERY: Duration = Duration::from_secs(10);
+/// Quiet time after an inotify hint before relisting (editors write in several steps).
+const DEBOUNCE: Duration = Duration::from_millis(15);
+/// Image pulls carried out at once; the others queue without holding a thread.
+pub const PULLS_AT_ONCE: usize = 2;
+
+pub enum Event {
+    /// The spec dir may have changed: relist it.
+    Hint,
+    Exited {
+        name: String,
+        id: String,
+    },
+    Done {
+        name: String,
+        outcome: Outcome,
+    },
+    /// A scheduled restart is due (the pass after it starts the container).
+    RestartDue,
+    Control {
+        req: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    Shutdown,
+}
+
+/// Sends the workers' reports into the loop.
+struct Reporter(mpsc::UnboundedSender<Event>);
+
+impl worker::Report for Reporter {
+    fn done(&self, name: &str, outcome: Outcome) {
+        let _ = self.0.send(Event::Done {
+            name: name.to_string(),
+            outcome,
+        });
+    }
+
+    fn exited(&self, name: &str, id: &str) {
+        let _ = self.0.send(Event::Exited {
+            name: name.to_string(),
+            id: id.to_string(),
+        });
+    }
+}
+
+/// Everything the daemon knows of one container.
+pub struct Record {
+    pub obs: Observed,
+    pub instance: Option<Instance>,
+    /// The job its worker is doing ("starting", "stopping"...), if any.
+    pub job: Option<&'static str>,
+    /// The last thing worth telling about it (an exit, an error, why it is not restarted).
+    pub note: Option<String>,
+    /// A `Leave` was reported (it is returned on every pass; logged once).
+    left: bool,
+    /// The exit of this instance id was seen while a job was running.
+    exit_seen: Option<String>,
+}
+
+impl Record {
+    fn new(spec: Arc<ValidatedSpec>) -> Record {
+        Record {
+            obs: Observed::new(spec),
+            instance: None,
+            job: None,
+            note: None,
+            left: false,
+            exit_seen: None,
+        }
+    }
+
+    fn set_job(&mut self, job: Option<&'static str>) {
+        self.job = job;
+        self.obs.busy = job.is_some();
+    }
+}
+
+pub struct Engine {
+    ctx: worker::Context,
+    state: StateDir,
+    source: SpecSource,
+    pub(super) snapshot: Snapshot,
+    pub(super) records: BTreeMap<String, Record>,
+    workers: BTreeMap<String, Worker>,
+    tx: mpsc::UnboundedSender<Event>,
+    shutting_down: bool,
+}
+
+impl Engine {
+    /// An engine and the sender of its events (for the control socket, signals and tests).
+    pub fn new(
+        effects: Arc<dyn Effects>,
+        state: StateDir,
+        source: SpecSource,
+    ) -> (
+        Engine,
+        mpsc::UnboundedSender<Event>,
+        mpsc::UnboundedReceiver<Event>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = worker::Context {
+            effects,
+            pulls: Arc::new(Semaphore::new(PULLS_AT_ONCE)),
+            report: Arc::new(Reporter(tx.clone())),
+        };
+        let engine = Engine {
+            ctx,
+            state,
+            source,
+            snapshot: Snapshot::default(),
+            records: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            tx: tx.clone(),
+            shutting_down: false,
+        };
+        (engine, tx, rx)
+    }
+
+    /// Adopts what a previous daemon left, then runs until the shutdown has stopped every
+    /// container. `hint` wakes it for a relist; `on_ready` is called once the first pass ran.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        hint: Arc<tokio::sync::Notify>,
+        on_ready: impl FnOnce(),
+    ) {
+        self.adopt();
+        self.snapshot = self.source.relist();
+        self.log_spec_errors(&BTreeMap::new());
+        self.reconcile();
+        on_ready();
+        let mut relist = tokio::time::interval(RELIST_EVERY);
+        relist.tick().await;
+        loop {
+            let event = tokio::select! {
+                ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+                _ = hint.notified() => Event::Hint,
+                _ = relist.tick() => Event::Hint,
+            };
+            self.handle(event).await;
+            if self.shutting_down {
+                if self.shutdown_step() {
+                    break;
+                }
+            } else {
+                self.reconcile();
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Hint => {
+                tokio::time::sleep(DEBOUNCE).await;
+                let previous = std::mem::take(&mut self.snapshot.errors);
+                self.snapshot = self.source.relist();
+                self.log_spec_errors(&previous);
+            }
+            Event::Exited { name, id } => self.on_exited(&name, &id),
+            Event::Done { name, outcome } => self.on_done(&name, outcome),
+            // The pass after every event plans the due restart (a cancelled one is no more).
+            Event::RestartDue => {}
+            Event::Control { req, reply } => self.on_control(req, reply),
+            Event::Shutdown => {
+                if !self.shutting_down {
+                    tracing::info!("shutting down: stopping every container");
+                }
+                self.shutting_down = true;
+                super::notify::notify("STOPPING=1");
+            }
+        }
+    }
+
+    fn observed(&self) -> ObservedSet {
+        self.records
+            .iter()
+            .map(|(n, r)| (n.clone(), r.obs.clone()))
+            .collect()
+    }
+
+    fn reconcile(&mut self) {
+        let actions = plan(
+            &self.snapshot.desired,
+            &self.observed(),
+            Instant::now(),
+            jitter(),
+        );
+        for action in actions {
+            self.execute(action);
+        }
+    }
+
+    /// One pass of the shutdown; true once nothing runs and no job is left.
+    fn shutdown_step(&mut self) -> bool {
+        let actions = plan_shutdown(&self.observed());
+        let idle = actions.is_empty() && self.records.values().all(|r| r.job.is_none());
+        for action in actions {
+            self.execute(action);
+        }
+        idle
+    }
+
+    fn worker(&mut self, name: &str) -> &Worker {
+        let ctx = &self.ctx;
+        self.workers
+            .entry(name.to_string())
+            .or_insert_with(|| Worker::spawn(name.to_string(), ctx.clone()))
+    }
+
+    fn dispatch(&mut self, name: &str, job_name: &'static str, job: Job) {
+        if let Some(r) = self.records.get_mut(name) {
+            r.set_job(Some(job_name));
+        }
+        self.worker(name).send(job);
+    }
+
+    fn desired_spec(&self, name: &str) -> Option<Arc<ValidatedSpec>> {
+        self.snapshot.desired.get(name).map(|d| Arc::clone(&d.spec))
+    }
+
+    fn execute(&mut self, action: Action) {
+        let name = action.name().to_string();
+        match action {
+            Action::Start { .. } => {
+                let Some(spec) = self.desired_spec(&name) else {
+                    return;
+                };
+                let r = self
+                    .records
+                    .entry(name.clone())
+                    .or_insert_with(|| Record::new(Arc::clone(&spec)));
+                if r.obs.restart_at.take().is_some() {
+                    r.obs.restarts += 1;
+                }
+                r.obs.manual_stop = false;
+                r.left = false;
+                self.dispatch(&name, "starting", Job::Start { spec });
+            }
+            Action::Recreate { .. } => {
+                let (Some(spec), Some(r)) = (self.desired_spec(&name), self.records.get(&name))
+                else {
+                    return;
+                };
+                let Some(old) = r.instance.clone() else {
+                    return;
+                };
+                let old_spec = Arc::clone(&r.obs.spec);
+                tracing::info!(%name, "the spec changed: replacing the container");
+                self.dispatch(
+                    &name,
+                    "updating",
+                    Job::Recreate {
+                        old,
+                        old_spec,
+                        spec,
+                    },
+                );
+            }
+            Action::Remove { .. } => {
+                let Some(r) = self.records.get(&name) else {
+                    return;
+                };
+                let job = Job::Remove {
+                    inst: r.instance.clone(),
+                    spec: Arc::clone(&r.obs.spec),
+                };
+                self.dispatch(&name, "removing", job);
+            }
+            Action::Stop { .. } => {
+                let Some(r) = self.records.get(&name) else {
+                    return;
+                };
+                let Some(inst) = r.instance.clone() else {
+                    return;
+                };
+                let spec = Arc::clone(&r.obs.spec);
+                self.dispatch(&name, "stopping", Job::Stop { inst, spec });
+            }
+            Action::Cleanup { .. } => {
+                let Some(inst) = self.records.get(&name).and_then(|r| r.instance.clone()) else {
+                    return;
+                };
+                self.dispatch(&name, "cleaning up", Job::Cleanup { inst });
+            }
+            Action::UpdateResources { bandwidth, .. } => {
+                let (Some(spec), Some(inst)) = (
+                    self.desired_spec(&name),
+                    self.records.get(&name).and_then(|r| r.instance.clone()),
+                ) else {
+                    return;
+                };
+                self.dispatch(
+                    &name,
+                    "updating",
+                    Job::Update {
+                        inst,
+                        spec,
+                        bandwidth,
+                    },
+                );
+            }
+            Action::Adopt { .. } => {
+                if let (Some(spec), Some(r)) =
+                    (self.desired_spec(&name), self.records.get_mut(&name))
+                {
+                    r.obs.spec = spec;
+                }
+                self.save(&name);
+            }
+            Action::ScheduleRestart { delay, .. } => {
+                if let Some(r) = self.records.get_mut(&name) {
+                    r.obs.restart_at = Some(Instant::now() + delay);
+                }
+                tracing::info!(%name, ?delay, "restarting");
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Event::RestartDue);
+                });
+            }
+            Action::Leave { reason, .. } => {
+                if let Some(r) = self.records.get_mut(&name) {
+                    if !r.left {
+                        r.left = true;
+                        tracing::info!(%name, "not restarted: {reason}");
+                        r.note = Some(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_exited(&mut self, name: &str, id: &str) {
+        let Some(r) = self.records.get_mut(name) else {
+            return;
+        };
+        if r.instance.as_ref().map(|i| i.id.as_str()) != Some(id) {
+            return;
+        }
+        if r.job.is_some() {
+            // The job in hand may be the stop that made it exit; if not, see on_done.
+            r.exit_seen = Some(id.to_string());
+        } else {
+            r.obs.phase = Phase::Exiting { at: Instant::now() };
+        }
+    }
+
+    fn on_done(&mut self, name: &str, outcome: Outcome) {
+        let Some(r) = self.records.get_mut(name) else {
+            return;
+        };
+        let job = r.job.take();
+        r.set_job(None);
+        match outcome {
+            Outcome::Removed => {
+                self.records.remove(name);
+                self.workers.remove(name);
+                if let Err(e) = self.state.remove(name) {
+                    tracing::error!(%name, "{e}");
+                }
+                tracing::info!(%name, "removed");
+                self.refresh_bridge_hosts();
+                return;
+            }
+            Outcome::Started { instance, spec } => {
+                tracing::info!(%name, id = %instance.id, pid = instance.init_pid, "started");
+                r.obs.phase = Phase::Running {
+                    pid: instance.init_pid,
+                    since: Instant::now(),
+                };
+                r.obs.spec = spec;
+                r.obs.restart_requested = false;
+                r.obs.failed_update = None;
+                r.instance = Some(instance);
+                r.note = None;
+            }
+            Outcome::StartFailed { error, spec } => {
+                tracing::error!(%name, "start failed: {error}");
+                r.obs.phase = Phase::StartFailed {
+                    error: error.clone(),
+                    at: Instant::now(),
+                };
+                r.obs.spec = spec;
+                r.obs.restart_requested = false;
+                r.instance = None;
+                r.note = Some(error);
+            }
+            Outcome::UpdateFailed {
+                error,
+                failed,
+                running,
+                spec,
+            } => {
+                tracing::error!(%name, "update failed, the previous version runs on: {error}");
+                if r.instance.as_ref().map(|i| &i.id) != Some(&running.id) {
+                    r.obs.phase = Phase::Running {
+                        pid: running.init_pid,
+                        since: Instant::now(),
+                    };
+                }
+                r.instance = Some(running);
+                r.obs.spec = spec;
+                r.obs.failed_update = Some(failed);
+                r.note = Some(format!(
+                    "update failed, the previous version runs on: {error}"
+                ));
+            }
+            Outcome::Ended { ending, at } => {
+                r.instance = None;
+                r.obs.restarts = policy::consecutive_after_run(
+                    &r.obs.spec.restart,
+                    r.obs.restarts,
+                    ending.ran_for,
+                );
+                let stopped = job == Some("stopping");
+                r.obs.phase = match ending.exit {
+                    _ if stopped => Phase::Stopped,
+                    Some((status, oom_killed)) => Phase::Exited {
+                        status,
+                        oom_killed,
+                        at,
+                    },
+                    // The monitor left no record (it was killed): count it as a kill.
+                    None => Phase::Exited {
+                        status: ExitStatus::Signal(9),
+                        oom_killed: false,
+                        at,
+                    },
+                };
+                if let Some((status, oom)) = ending.exit {
+                    let text = status::describe(status, oom);
+                    tracing::info!(%name, "exited: {text}");
+                    r.note = Some(text);
+                }
+            }
+            Outcome::Updated { spec, error } => match error {
+                None => {
+                    tracing::info!(%name, "resources updated in place");
+                    r.obs.spec = spec;
+                }
+                Some(e) => {
+                    tracing::error!(%name, "updating resources: {e}");
+                    r.note = Some(format!("updating resources: {e}"));
+                }
+            },
+        }
+        // An exit seen during the job, of the instance that is still current: it ended.
+        match (r.exit_seen.take(), &r.instance) {
+            (Some(id), Some(inst)) if id == inst.id => {
+                r.obs.phase = Phase::Exiting { at: Instant::now() };
+            }
+            _ => {}
+        }
+        self.save(name);
+        self.refresh_bridge_hosts();
+    }
+
+    /// Takes over what a previous daemon left: instances that still run (proved by pid and
+    /// start time) are tracked again, ended ones become `Exiting` (the planner cleans them up),
+    /// and container dirs no record knows are removed.
+    fn adopt(&mut self) {
+        let (saved, errors) = self.state.load_all();
+        for e in errors {
+            tracing::warn!("{e}");
+        }
+        let mut known = BTreeSet::new();
+        for rec in saved {
+            let spec = Arc::new(rec.spec.clone());
+            self.source.seed(&rec.name, Arc::clone(&spec));
+            let mut r = Record::new(spec);
+            r.obs.manual_stop = rec.manual_stop;
+            r.obs.restarts = rec.restarts;
+            if let (None, Some((status, oom_killed))) = (&rec.instance, rec.last_exit) {
+                r.obs.phase = Phase::Exited {
+                    status,
+                    oom_killed,
+                    at: Instant::now(),
+                };
+            }
+            if let Some(inst) = rec.instance {
+                known.insert(inst.id.clone());
+                if self.ctx.effects.is_alive(&inst) {
+                    let ran = SystemTime::now()
+                        .duration_since(inst.started_at)
+                        .unwrap_or_default();
+                    r.obs.phase = Phase::Running {
+                        pid: inst.init_pid,
+                        since: Instant::now().checked_sub(ran).unwrap_or_else(Instant::now),
+                    };
+                    tracing::info!(name = %rec.name, id = %inst.id, pid = inst.init_pid, "adopted");
+                    worker::watch_exit(&rec.name, &inst, &self.ctx);
+                } else {
+                    r.obs.phase = Phase::Exiting { at: Instant::now() };
+                }
+                r.instance = Some(inst);
+            }
+            self.records.insert(rec.name, r);
+        }
+        self.ctx.effects.sweep(&known);
+    }
+
+    fn log_spec_errors(&self, previous: &BTreeMap<String, String>) {
+        for (name, err) in &self.snapshot.errors {
+            if previous.get(name) != Some(err) {
+                tracing::error!(spec = %name, "{err}");
+            }
+        }
+    }
+
+    fn save(&self, name: &str) {
+        let Some(r) = self.records.get(name) else {
+            return;
+        };
+        let rec = ContainerRecord {
+            name: name.to_string(),
+            spec: (*r.obs.spec).clone(),
+            instance: r.instance.clone(),
+            restarts: r.obs.restarts,
+            manual_stop: r.obs.manual_stop,
+            last_exit: match &r.obs.phase {
+                Phase::Exited {
+                    status, oom_killed, ..
+                } => Some((*status, *oom_killed)),
+                _ => None,
+            },
+        };
+        if let Err(e) = self.state.save(&rec) {
+            tracing::error!(%name, "{e}");
+        }
+    }
+
+    /// Keeps every running bridge container's /etc/hosts listing the bridge's containers.
+    fn refresh_bridge_hosts(&self) {
+        let targets: Vec<(i32, String)> = self
+            .records
+            .values()
+            .filter(|r| r.obs.spec.network.mode == NetworkMode::Bridge)
+            .filter_map(|r| match r.obs.phase {
+                Phase::Running { pid, .. } => Some((pid, r.obs.spec.hostname.clone())),
+                _ => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let fx = Arc::clone(&self.ctx.effects);
+        tokio::task::spawn_blocking(move || fx.refresh_hosts(&targets));
+    }
+
+    fn on_control(&mut self, req: Request, reply: oneshot::Sender<Response>) {
+        let resp = match req {
+            Request::Ps => {
+                let rows = status::ps(self, &self.bridge_addresses());
+                Response::Ok(serde_json::to_value(rows).unwrap_or_default())
+            }
+            Request::Inspect { name } => {
+                if !self.records.contains_key(&name) && !self.snapshot.desired.contains_key(&name) {
+                    Response::Error(format!("no container {name:?}"))
+                } else {
+                    let mut v = serde_json::json!({
+                        "status": status::status_of(self, &name, &self.bridge_addresses()),
+                        "instance": self.records.get(&name).and_then(|r| r.instance.clone()),
+                        "spec": self.spec_of(&name).as_deref(),
+                    });
+                    if let (Some(o), serde_json::Value::Object(more)) =
+                        (v.as_object_mut(), self.ctx.effects.locations(&name))
+                    {
+                        o.extend(more);
+                    }
+                    Response::Ok(v)
+                }
+            }
+            Request::Stats => {
+                let running: Vec<(String, String, bool)> = self
+                    .records
+                    .iter()
+                    .filter_map(|(n, r)| {
+                        let bridged = r.obs.spec.network.mode == NetworkMode::Bridge;
+                        r.instance
+                            .as_ref()
+                            .map(|i| (n.clone(), i.id.clone(), bridged))
+                    })
+                    .collect();
+                let fx = Arc::clone(&self.ctx.effects);
+                tokio::spawn(async move {
+                    let rows = tokio::task::spawn_blocking(move || fx.stats(&running))
+                        .await
+                        .unwrap_or_default();
+                    let _ =
+                        reply.send(Response::Ok(serde_json::to_value(rows).unwrap_or_default()));
+                });
+                return;
+            }
+            Request::Stop { name } => self.request(&name, "stopping", |o| {
+                o.manual_stop = true;
+                o.restart_requested = false;
+                o.restart_at = None;
+            }),
+            Request::Restart { name } => self.request(&name, "restarting", |o| {
+                o.manual_stop = false;
+                o.restart_requested = true;
+                o.restart_at = None;
+            }),
+            Request::Start { name } => self.request(&name, "starting", |o| {
+                o.manual_stop = false;
+                if matches!(o.phase, Phase::Exited { .. } | Phase::StartFailed { .. }) && !o.busy {
+                    o.phase = Phase::Stopped;
+                    o.restart_at = None;
+                }
+            }),
+            Request::Plan => {
+                let actions = plan(
+                    &self.snapshot.desired,
+                    &self.observed(),
+                    Instant::now(),
+                    0.0,
+                );
+                let lines: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
+                Response::Ok(
+                    serde_json::json!({ "actions": lines, "spec_errors": self.snapshot.errors }),
+                )
+            }
+        };
+        let _ = reply.send(resp);
+    }
+
+    /// A manual request: changes what the planner sees of `name`; the next pass acts on it.
+    fn request(&mut self, name: &str, answer: &str, f: impl FnOnce(&mut Observed)) -> Response {
+        let Some(r) = self.records.get_mut(name) else {
+            return Response::Error(format!("no container {name:?}"));
+        };
+        f(&mut r.obs);
+        r.left = false;
+        self.save(name);
+        Response::Ok(serde_json::json!(answer))
+    }
+
+    pub(super) fn spec_of(&self, name: &str) -> Option<Arc<ValidatedSpec>> {
+        self.records
+            .get(name)
+            .map(|r| Arc::clone(&r.obs.spec))
+            .or_else(|| self.desired_spec(name))
+    }
+
+    /// The bridge addresses by container name, read only when some container is in bridge mode.
+    fn bridge_addresses(&self) -> BTreeMap<String, std::net::Ipv4Addr> {
+        if !self
+            .records
+            .values()
+            .any(|r| r.obs.spec.network.mode == NetworkMode::Bridge)
+        {
+            return BTreeMap::new();
+        }
+        self.ctx.effects.bridge_hosts().into_iter().collect()
+    }
+}
+
+/// A number in [0, 1) for backoff jitter.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}

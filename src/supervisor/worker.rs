@@ -1,0 +1,261 @@
+//! One long-lived task per container that carries out its jobs one at a time and reports each
+//! outcome to the decision loop. It decides nothing: the loop sends a job only for an action
+//! the planner returned. Waits (for an exit, a stop timeout) are async; only short kernel work
+//! and image pulls go to the blocking pool, pulls behind their own bounded semaphore, so no
+//! container waits behind another's stop or pull.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+
+use super::effects::{Effects, Ending, KILL_GRACE};
+use crate::reconcile::plan::Bandwidth;
+use crate::spec::{NetworkMode, ValidatedSpec};
+use crate::state::Instance;
+
+/// What a worker is asked to do.
+#[derive(Debug)]
+pub enum Job {
+    Start {
+        spec: Arc<ValidatedSpec>,
+    },
+    /// Fetch the new image, stop the old instance, start the new one; if that fails, start
+    /// the old spec again.
+    Recreate {
+        old: Instance,
+        old_spec: Arc<ValidatedSpec>,
+        spec: Arc<ValidatedSpec>,
+    },
+    Stop {
+        inst: Instance,
+        spec: Arc<ValidatedSpec>,
+    },
+    /// Stop (if it runs) and clean up for good: the container's file is gone.
+    Remove {
+        inst: Option<Instance>,
+        spec: Arc<ValidatedSpec>,
+    },
+    Cleanup {
+        inst: Instance,
+    },
+    Update {
+        inst: Instance,
+        spec: Arc<ValidatedSpec>,
+        bandwidth: Option<Bandwidth>,
+    },
+}
+
+/// What came of a job.
+#[derive(Debug)]
+pub enum Outcome {
+    Started {
+        instance: Instance,
+        spec: Arc<ValidatedSpec>,
+    },
+    StartFailed {
+        error: String,
+        spec: Arc<ValidatedSpec>,
+    },
+    /// A Recreate to `failed` did not happen; `running` runs (the old instance untouched, or
+    /// started again from `spec`).
+    UpdateFailed {
+        error: String,
+        failed: Arc<ValidatedSpec>,
+        running: Instance,
+        spec: Arc<ValidatedSpec>,
+    },
+    /// The instance is gone (stopped, or ended on its own) and cleaned up.
+    Ended {
+        ending: Ending,
+        at: Instant,
+    },
+    Removed,
+    Updated {
+        spec: Arc<ValidatedSpec>,
+        error: Option<String>,
+    },
+}
+
+/// What a worker reports to the loop.
+pub trait Report: Send + Sync + 'static {
+    fn done(&self, name: &str, outcome: Outcome);
+    fn exited(&self, name: &str, id: &str);
+}
+
+/// The loop's handle on one container's worker; dropping it ends the worker once its current
+/// job is done.
+pub struct Worker {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// Shared by every worker.
+#[derive(Clone)]
+pub struct Context {
+    pub effects: Arc<dyn Effects>,
+    pub pulls: Arc<Semaphore>,
+    pub report: Arc<dyn Report>,
+}
+
+impl Worker {
+    pub fn spawn(name: String, ctx: Context) -> Worker {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let outcome = run(&name, &ctx, job).await;
+                if let Outcome::Started { instance, .. }
+                | Outcome::UpdateFailed {
+                    running: instance, ..
+                } = &outcome
+                {
+                    watch_exit(&name, instance, &ctx);
+                }
+                ctx.report.done(&name, outcome);
+            }
+        });
+        Worker { jobs }
+    }
+
+    pub fn send(&self, job: Job) {
+        // The receiver lives as long as this handle.
+        let _ = self.jobs.send(job);
+    }
+}
+
+/// Reports the exit of `inst` to the loop when its monitor goes away.
+pub fn watch_exit(name: &str, inst: &Instance, ctx: &Context) {
+    let wait = ctx.effects.exited(inst);
+    let (name, id, report) = (name.to_string(), inst.id.clone(), Arc::clone(&ctx.report));
+    tokio::spawn(async move {
+        wait.await;
+        report.exited(&name, &id);
+    });
+}
+
+async fn blocking<T: Send + 'static>(
+    ctx: &Context,
+    f: impl FnOnce(&dyn Effects) -> T + Send + 'static,
+) -> Result<T, String> {
+    let effects = Arc::clone(&ctx.effects);
+    tokio::task::spawn_blocking(move || f(effects.as_ref()))
+        .await
+        .map_err(|e| format!("blocking task failed: {e}"))
+}
+
+async fn pull(ctx: &Context, spec: &Arc<ValidatedSpec>) -> Result<(), String> {
+    let _permit = ctx.pulls.acquire().await.map_err(|e| e.to_string())?;
+    let spec = Arc::clone(spec);
+    blocking(ctx, move |fx| fx.pull(&spec)).await?
+}
+
+async fn start(ctx: &Context, spec: &Arc<ValidatedSpec>) -> Result<Instance, String> {
+    pull(ctx, spec).await?;
+    let spec = Arc::clone(spec);
+    blocking(ctx, move |fx| fx.start(&spec)).await?
+}
+
+/// The stop signal, then SIGKILL to the whole cgroup after the stop timeout; then cleanup.
+async fn stop(ctx: &Context, inst: &Instance, spec: &ValidatedSpec, release: bool) -> Ending {
+    ctx.effects.signal(inst, spec.stop_signal);
+    if tokio::time::timeout(spec.stop_timeout, ctx.effects.exited(inst))
+        .await
+        .is_err()
+    {
+        let i = inst.clone();
+        let _ = blocking(ctx, move |fx| fx.kill_all(&i)).await;
+        if tokio::time::timeout(KILL_GRACE, ctx.effects.exited(inst))
+            .await
+            .is_err()
+        {
+            tracing::warn!(id = %inst.id, "still running {KILL_GRACE:?} after SIGKILL");
+        }
+    }
+    cleanup(ctx, inst, release).await
+}
+
+async fn cleanup(ctx: &Context, inst: &Instance, release: bool) -> Ending {
+    let i = inst.clone();
+    blocking(ctx, move |fx| fx.cleanup(&i, release))
+        .await
+        .unwrap_or(Ending {
+            exit: None,
+            ran_for: Duration::ZERO,
+        })
+}
+
+async fn run(name: &str, ctx: &Context, job: Job) -> Outcome {
+    match job {
+        Job::Start { spec } => match start(ctx, &spec).await {
+            Ok(instance) => Outcome::Started { instance, spec },
+            Err(error) => Outcome::StartFailed { error, spec },
+        },
+        Job::Recreate {
+            old,
+            old_spec,
+            spec,
+        } => {
+            // The new image first: a failed pull leaves the old instance as it is.
+            if let Err(error) = pull(ctx, &spec).await {
+                return Outcome::UpdateFailed {
+                    error,
+                    failed: spec,
+                    running: old,
+                    spec: old_spec,
+                };
+            }
+            stop(ctx, &old, &old_spec, false).await;
+            let s = Arc::clone(&spec);
+            let error = match blocking(ctx, move |fx| fx.start(&s)).await {
+                Ok(Ok(instance)) => return Outcome::Started { instance, spec },
+                Ok(Err(e)) | Err(e) => e,
+            };
+            tracing::error!(%name, "the new version did not start ({error}); starting the old one again");
+            match start(ctx, &old_spec).await {
+                Ok(running) => Outcome::UpdateFailed {
+                    error,
+                    failed: spec,
+                    running,
+                    spec: old_spec,
+                },
+                Err(again) => Outcome::StartFailed {
+                    error: format!("{error}; the previous version did not start either: {again}"),
+                    spec: old_spec,
+                },
+            }
+        }
+        Job::Stop { inst, spec } => Outcome::Ended {
+            ending: stop(ctx, &inst, &spec, false).await,
+            at: Instant::now(),
+        },
+        Job::Cleanup { inst } => Outcome::Ended {
+            ending: cleanup(ctx, &inst, false).await,
+            at: Instant::now(),
+        },
+        Job::Remove { inst, spec } => {
+            match inst {
+                Some(inst) => {
+                    stop(ctx, &inst, &spec, true).await;
+                }
+                // Between two instances (a restart pending): only its address is held.
+                None if spec.network.mode == NetworkMode::Bridge => {
+                    let n = name.to_string();
+                    let _ = blocking(ctx, move |fx| fx.release_address(&n)).await;
+                }
+                None => {}
+            }
+            Outcome::Removed
+        }
+        Job::Update {
+            inst,
+            spec,
+            bandwidth,
+        } => {
+            let s = Arc::clone(&spec);
+            let error = blocking(ctx, move |fx| fx.update(&s, &inst, bandwidth))
+                .await
+                .and_then(|r| r)
+                .err();
+            Outcome::Updated { spec, error }
+        }
+    }
+}
