@@ -203,12 +203,7 @@ impl Engine {
     }
 
     fn reconcile(&mut self) {
-        let actions = plan(
-            &self.snapshot.desired,
-            &self.observed(),
-            Instant::now(),
-            jitter(),
-        );
+        let actions = plan(&self.snapshot.desired, &self.observed(), now(), jitter());
         for action in actions {
             self.execute(action);
         }
@@ -333,7 +328,7 @@ impl Engine {
             }
             Action::ScheduleRestart { delay, .. } => {
                 if let Some(r) = self.records.get_mut(&name) {
-                    r.obs.restart_at = Some(Instant::now() + delay);
+                    r.obs.restart_at = Some(now() + delay);
                 }
                 tracing::info!(%name, ?delay, "restarting");
                 let tx = self.tx.clone();
@@ -365,7 +360,7 @@ impl Engine {
             // The job in hand may be the stop that made it exit; if not, see on_done.
             r.exit_seen = Some(id.to_string());
         } else {
-            r.obs.phase = Phase::Exiting { at: Instant::now() };
+            r.obs.phase = Phase::Exiting { at: now() };
         }
     }
 
@@ -390,7 +385,7 @@ impl Engine {
                 tracing::info!(%name, id = %instance.id, pid = instance.init_pid, "started");
                 r.obs.phase = Phase::Running {
                     pid: instance.init_pid,
-                    since: Instant::now(),
+                    since: now(),
                 };
                 r.obs.spec = spec;
                 r.obs.restart_requested = false;
@@ -402,7 +397,7 @@ impl Engine {
                 tracing::error!(%name, "start failed: {error}");
                 r.obs.phase = Phase::StartFailed {
                     error: error.clone(),
-                    at: Instant::now(),
+                    at: now(),
                 };
                 r.obs.spec = spec;
                 r.obs.restart_requested = false;
@@ -419,7 +414,7 @@ impl Engine {
                 if r.instance.as_ref().map(|i| &i.id) != Some(&running.id) {
                     r.obs.phase = Phase::Running {
                         pid: running.init_pid,
-                        since: Instant::now(),
+                        since: now(),
                     };
                 }
                 r.instance = Some(running);
@@ -471,7 +466,7 @@ impl Engine {
         // An exit seen during the job, of the instance that is still current: it ended.
         match (r.exit_seen.take(), &r.instance) {
             (Some(id), Some(inst)) if id == inst.id => {
-                r.obs.phase = Phase::Exiting { at: Instant::now() };
+                r.obs.phase = Phase::Exiting { at: now() };
             }
             _ => {}
         }
@@ -498,7 +493,7 @@ impl Engine {
                 r.obs.phase = Phase::Exited {
                     status,
                     oom_killed,
-                    at: Instant::now(),
+                    at: now(),
                 };
             }
             if let Some(inst) = rec.instance {
@@ -509,12 +504,12 @@ impl Engine {
                         .unwrap_or_default();
                     r.obs.phase = Phase::Running {
                         pid: inst.init_pid,
-                        since: Instant::now().checked_sub(ran).unwrap_or_else(Instant::now),
+                        since: now().checked_sub(ran).unwrap_or_else(Instant::now),
                     };
                     tracing::info!(name = %rec.name, id = %inst.id, pid = inst.init_pid, "adopted");
                     worker::watch_exit(&rec.name, &inst, &self.ctx);
                 } else {
-                    r.obs.phase = Phase::Exiting { at: Instant::now() };
+                    r.obs.phase = Phase::Exiting { at: now() };
                 }
                 r.instance = Some(inst);
             }
@@ -633,12 +628,7 @@ impl Engine {
                 }
             }),
             Request::Plan => {
-                let actions = plan(
-                    &self.snapshot.desired,
-                    &self.observed(),
-                    Instant::now(),
-                    0.0,
-                );
+                let actions = plan(&self.snapshot.desired, &self.observed(), now(), 0.0);
                 let lines: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
                 Response::Ok(
                     serde_json::json!({ "actions": lines, "spec_errors": self.snapshot.errors }),
@@ -677,6 +667,11 @@ impl Engine {
         }
         self.ctx.effects.bridge_hosts().into_iter().collect()
     }
+}
+
+/// The loop's clock: tokio's, so that tests in paused time move it.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// A number in [0, 1) for backoff jitter.

@@ -8,6 +8,8 @@ pub mod control;
 mod daemon;
 mod effects;
 mod engine;
+#[cfg(test)]
+mod engine_tests;
 mod notify;
 mod pid1;
 mod status;

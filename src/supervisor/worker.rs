@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::effects::{Effects, Ending, KILL_GRACE};
+use super::engine::now;
 use crate::reconcile::plan::Bandwidth;
 use crate::spec::{NetworkMode, ValidatedSpec};
 use crate::state::Instance;
@@ -225,11 +226,11 @@ async fn run(name: &str, ctx: &Context, job: Job) -> Outcome {
         }
         Job::Stop { inst, spec } => Outcome::Ended {
             ending: stop(ctx, &inst, &spec, false).await,
-            at: Instant::now(),
+            at: now(),
         },
         Job::Cleanup { inst } => Outcome::Ended {
             ending: cleanup(ctx, &inst, false).await,
-            at: Instant::now(),
+            at: now(),
         },
         Job::Remove { inst, spec } => {
             match inst {

@@ -1,0 +1,560 @@
+//! The decision loop and the workers against a recording fake of the host, without root, in
+//! tokio's paused time (a 10 s stop timeout takes no real time, and time only moves when
+//! every task waits): parallel stops, a start during stops, failed updates keeping the old
+//! instance, adoption, a manual stop that sticks, and a shutdown that forgets nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{oneshot, watch};
+
+use super::control::{ContainerStats, Request, Response};
+use super::effects::{Effects, Ending, Wait};
+use super::engine::{Engine, Event};
+use crate::reconcile::plan::Bandwidth;
+use crate::runtime::protocol::ExitStatus;
+use crate::source::SpecSource;
+use crate::spec::{ValidatedSpec, ValidationContext};
+use crate::state::{ContainerRecord, Instance, StateDir};
+
+/// Images the fake treats specially.
+const BAD_PULL: &str = "oci:/img:unpullable";
+const BAD_START: &str = "oci:/img:crashes-at-start";
+const SLOW_PULL: &str = "oci:/img:slow";
+
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<String>>,
+    next_pid: AtomicI32,
+    /// Per instance id: the exit flag, and whether its process ignores SIGTERM.
+    procs: Mutex<BTreeMap<String, (watch::Sender<bool>, bool)>>,
+    /// Instance ids that a previous daemon left running.
+    alive: Mutex<BTreeSet<String>>,
+    /// Holds a pull of SLOW_PULL until released.
+    gate: (Mutex<bool>, Condvar),
+}
+
+impl Fake {
+    fn call(&self, c: String) {
+        self.calls.lock().unwrap().push(c);
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
+    }
+
+    fn exit(&self, id: &str) {
+        if let Some((tx, _)) = self.procs.lock().unwrap().get(id) {
+            let _ = tx.send(true);
+        }
+    }
+
+    fn track(&self, id: &str, ignores_term: bool) {
+        let (tx, _) = watch::channel(false);
+        self.procs
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), (tx, ignores_term));
+    }
+
+    fn release(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl Effects for Fake {
+    fn pull(&self, spec: &ValidatedSpec) -> Result<(), String> {
+        self.call(format!("pull {} {}", spec.name, spec.image));
+        if spec.image == SLOW_PULL {
+            let mut open = self.gate.0.lock().unwrap();
+            while !*open {
+                open = self.gate.1.wait(open).unwrap();
+            }
+        }
+        if spec.image == BAD_PULL {
+            return Err("manifest unknown".into());
+        }
+        Ok(())
+    }
+
+    fn start(&self, spec: &ValidatedSpec) -> Result<Instance, String> {
+        self.call(format!("start {} {}", spec.name, spec.image));
+        if spec.image == BAD_START {
+            return Err("exec format error".into());
+        }
+        let pid = 100 + self.next_pid.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}-{pid}", spec.name);
+        self.track(&id, spec.env.contains_key("IGNORES_TERM"));
+        Ok(Instance {
+            id,
+            init_pid: pid,
+            init_start: 1,
+            monitor_pid: pid,
+            monitor_start: 1,
+            started_at: SystemTime::now(),
+        })
+    }
+
+    fn signal(&self, inst: &Instance, signal: i32) {
+        self.call(format!("signal {} {signal}", inst.id));
+        let ignores = self
+            .procs
+            .lock()
+            .unwrap()
+            .get(&inst.id)
+            .is_some_and(|p| p.1);
+        if !ignores {
+            self.exit(&inst.id);
+        }
+    }
+
+    fn exited(&self, inst: &Instance) -> Wait {
+        let rx = self
+            .procs
+            .lock()
+            .unwrap()
+            .get(&inst.id)
+            .map(|p| p.0.subscribe());
+        Box::pin(async move {
+            if let Some(mut rx) = rx {
+                let _ = rx.wait_for(|gone| *gone).await;
+            }
+        })
+    }
+
+    fn kill_all(&self, inst: &Instance) {
+        self.call(format!("kill {}", inst.id));
+        self.exit(&inst.id);
+    }
+
+    fn cleanup(&self, inst: &Instance, release_lease: bool) -> Ending {
+        self.call(format!("cleanup {} {release_lease}", inst.id));
+        Ending {
+            exit: Some((ExitStatus::Code(0), false)),
+            ran_for: Duration::from_secs(1),
+        }
+    }
+
+    fn update(
+        &self,
+        spec: &ValidatedSpec,
+        inst: &Instance,
+        _: Option<Bandwidth>,
+    ) -> Result<(), String> {
+        self.call(format!("update {} {:?}", inst.id, spec.resources.pids));
+        Ok(())
+    }
+
+    fn release_address(&self, name: &str) {
+        self.call(format!("release {name}"));
+    }
+
+    fn is_alive(&self, inst: &Instance) -> bool {
+        self.alive.lock().unwrap().contains(&inst.id)
+    }
+
+    fn sweep(&self, _: &BTreeSet<String>) {}
+
+    fn bridge_hosts(&self) -> Vec<(String, std::net::Ipv4Addr)> {
+        Vec::new()
+    }
+
+    fn refresh_hosts(&self, _: &[(i32, String)]) {}
+
+    fn stats(&self, _: &[(String, String, bool)]) -> Vec<ContainerStats> {
+        Vec::new()
+    }
+
+    fn locations(&self, _: &str) -> serde_json::Value {
+        serde_json::json!({})
+    }
+}
+
+struct Harness {
+    fake: Arc<Fake>,
+    dir: tempfile::TempDir,
+    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A spec file body: `image`, then `extra` TOML keys.
+fn body(image: &str, extra: &str) -> String {
+    format!(
+        "image = {image:?}\ncommand = [\"sleep\", \"1000\"]\n{extra}\n[network]\nmode = \"none\"\n"
+    )
+}
+
+const IGNORES_TERM: &str = "env = { IGNORES_TERM = \"1\" }\nstop_timeout = \"10s\"";
+
+impl Harness {
+    fn fixture() -> (Arc<Fake>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("specs")).unwrap();
+        (Arc::new(Fake::default()), dir)
+    }
+
+    fn start(fake: Arc<Fake>, dir: tempfile::TempDir) -> Harness {
+        let state = StateDir::open(&dir.path().join("root")).unwrap();
+        let source = SpecSource::new(&dir.path().join("specs"), ValidationContext::default());
+        let (engine, tx, rx) = Engine::new(fake.clone(), state, source);
+        let hint = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(engine.run(rx, hint, || {}));
+        Harness {
+            fake,
+            dir,
+            tx,
+            task,
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        write_spec(&self.dir, name, text);
+        let _ = self.tx.send(Event::Hint);
+    }
+
+    fn delete(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(format!("specs/{name}.toml"))).unwrap();
+        let _ = self.tx.send(Event::Hint);
+    }
+
+    async fn ask(&self, req: Request) -> Response {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Event::Control { req, reply }).unwrap();
+        rx.await.unwrap()
+    }
+
+    async fn ps(&self) -> BTreeMap<String, serde_json::Value> {
+        match self.ask(Request::Ps).await {
+            Response::Ok(serde_json::Value::Array(rows)) => rows
+                .into_iter()
+                .map(|r| (r["name"].as_str().unwrap().to_string(), r))
+                .collect(),
+            other => panic!("ps: {other:?}"),
+        }
+    }
+
+    async fn state(&self, name: &str) -> String {
+        self.ps().await.get(name).map_or("absent".into(), |r| {
+            r["state"].as_str().unwrap().to_string()
+        })
+    }
+
+    /// Waits (in paused time, at most `within`) until `name` is in `state`.
+    async fn wait_state(&self, name: &str, state: &str, within: Duration) {
+        self.wait_row(name, within, |r| r["state"] == state).await;
+    }
+
+    /// Waits (in paused time, at most `within`) until `name`'s ps row satisfies `ok`.
+    async fn wait_row(
+        &self,
+        name: &str,
+        within: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let t0 = tokio::time::Instant::now();
+        loop {
+            let row = self
+                .ps()
+                .await
+                .remove(name)
+                .unwrap_or_else(|| serde_json::json!({ "state": "absent" }));
+            if ok(&row) {
+                return row;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "{name}: {row} after {within:?}; calls: {:?}",
+                self.fake.calls()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn shutdown(self) -> Duration {
+        let t0 = tokio::time::Instant::now();
+        self.tx.send(Event::Shutdown).unwrap();
+        self.task.await.unwrap();
+        t0.elapsed()
+    }
+}
+
+fn write_spec(dir: &tempfile::TempDir, name: &str, text: &str) {
+    std::fs::write(dir.path().join(format!("specs/{name}.toml")), text).unwrap();
+}
+
+fn every_start_was_cleaned_up(fake: &Fake) {
+    let calls = fake.calls();
+    let started = calls.iter().filter(|c| c.starts_with("start ")).count()
+        - calls
+            .iter()
+            .filter(|c| c.starts_with("start ") && c.contains(BAD_START))
+            .count();
+    assert_eq!(
+        fake.count("cleanup "),
+        started,
+        "an instance was forgotten: {calls:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifty_sigterm_ignoring_containers_stop_in_parallel() {
+    let (fake, dir) = Harness::fixture();
+    for i in 0..50 {
+        write_spec(
+            &dir,
+            &format!("c{i:02}"),
+            &body("oci:/img:v1", IGNORES_TERM),
+        );
+    }
+    let h = Harness::start(fake.clone(), dir);
+    for i in 0..50 {
+        h.wait_state(&format!("c{i:02}"), "running", Duration::from_secs(5))
+            .await;
+    }
+    let took = h.shutdown().await;
+    // One stop timeout (10 s) for all of them, not fifty.
+    assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
+    assert!(
+        took >= Duration::from_secs(10),
+        "the stop timeout was not honoured: {took:?}"
+    );
+    assert_eq!(fake.count("signal "), 50);
+    assert_eq!(fake.count("kill "), 50);
+    every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spec_dropped_during_ten_stops_starts_at_once() {
+    let (fake, dir) = Harness::fixture();
+    for i in 0..10 {
+        write_spec(&dir, &format!("old{i}"), &body("oci:/img:v1", IGNORES_TERM));
+    }
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("old9", "running", Duration::from_secs(5))
+        .await;
+    for i in 0..10 {
+        h.delete(&format!("old{i}"));
+    }
+    h.wait_state("old0", "stopping", Duration::from_secs(1))
+        .await;
+    let t0 = tokio::time::Instant::now();
+    h.write("new", &body("oci:/img:v1", ""));
+    h.wait_state("new", "running", Duration::from_millis(200))
+        .await;
+    assert!(t0.elapsed() < Duration::from_millis(200));
+    assert_eq!(
+        h.state("old5").await,
+        "stopping",
+        "the stops are still waiting"
+    );
+    h.wait_state("old5", "absent", Duration::from_secs(11))
+        .await;
+    // Removed for good: each gave up its address (release_lease = true).
+    assert_eq!(fake.count("cleanup old"), 10);
+    assert!(fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("cleanup old"))
+        .all(|c| c.ends_with("true")));
+    h.shutdown().await;
+    every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_update_keeps_the_old_instance_and_a_restored_spec_changes_nothing() {
+    let (fake, dir) = Harness::fixture();
+    write_spec(&dir, "web", &body("oci:/img:v1", ""));
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+    let id = h.ps().await["web"]["id"].clone();
+
+    // An image that cannot be pulled: the old one is not even signalled.
+    h.write("web", &body(BAD_PULL, ""));
+    let failed = |r: &serde_json::Value| {
+        r["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("update failed"))
+    };
+    let row = h.wait_row("web", Duration::from_secs(1), failed).await;
+    assert_eq!(row["state"], "running");
+    assert_eq!(row["id"], id, "the same instance runs on");
+    assert_eq!(fake.count("signal "), 0);
+    // Not tried again on every pass.
+    let _ = h.tx.send(Event::Hint);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.count(&format!("pull web {BAD_PULL}")), 1);
+
+    // The spec restored: nothing to do, no second copy.
+    h.write("web", &body("oci:/img:v1", ""));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.ps().await["web"]["id"], id);
+    assert_eq!(fake.count("start web"), 1);
+
+    // A new version that fails to start: the old one is started again.
+    h.write("web", &body(BAD_START, ""));
+    let row = h
+        .wait_row("web", Duration::from_secs(2), |r| {
+            failed(r) && r["state"] == "running" && r["id"] != id
+        })
+        .await;
+    assert_eq!(row["image"], "oci:/img:v1");
+    let starts: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("start web"))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "start web oci:/img:v1".to_string(),
+            format!("start web {BAD_START}"),
+            "start web oci:/img:v1".to_string()
+        ]
+    );
+    h.shutdown().await;
+    every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn adoption_tracks_the_living_and_cleans_up_the_dead() {
+    let (fake, dir) = Harness::fixture();
+    let state = StateDir::open(&dir.path().join("root")).unwrap();
+    for (name, id) in [("alive", "alive-1"), ("dead", "dead-2")] {
+        write_spec(&dir, name, &body("oci:/img:v1", ""));
+        let spec = crate::spec::load_file(
+            &dir.path().join(format!("specs/{name}.toml")),
+            &ValidationContext::default(),
+        )
+        .unwrap();
+        fake.track(id, false);
+        state
+            .save(&ContainerRecord {
+                name: name.into(),
+                spec,
+                instance: Some(Instance {
+                    id: id.into(),
+                    init_pid: 10,
+                    init_start: 1,
+                    monitor_pid: 10,
+                    monitor_start: 1,
+                    started_at: SystemTime::now(),
+                }),
+                restarts: 0,
+                manual_stop: false,
+                last_exit: None,
+            })
+            .unwrap();
+    }
+    fake.alive.lock().unwrap().insert("alive-1".into());
+    fake.exit("dead-2");
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("dead", "running", Duration::from_secs(2))
+        .await;
+    let ps = h.ps().await;
+    assert_eq!(ps["alive"]["id"], "alive-1", "adopted, not started again");
+    assert_eq!(fake.count("start alive"), 0);
+    assert_eq!(fake.count("cleanup dead-2"), 1, "{:?}", fake.calls());
+    assert_eq!(fake.count("start dead"), 1, "restarted by its policy");
+
+    // The adopted one's exit is watched like any other.
+    fake.exit("alive-1");
+    h.wait_row("alive", Duration::from_secs(2), |r| {
+        r["state"] == "running" && r["id"] != "alive-1"
+    })
+    .await;
+    assert_eq!(fake.count("cleanup alive-1"), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_manual_stop_sticks_until_start() {
+    let (fake, dir) = Harness::fixture();
+    write_spec(&dir, "web", &body("oci:/img:v1", IGNORES_TERM));
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+    assert_eq!(
+        h.ask(Request::Stop { name: "web".into() }).await,
+        Response::Ok("stopping".into())
+    );
+    h.wait_state("web", "stopping", Duration::from_secs(1))
+        .await;
+    h.wait_state("web", "stopped", Duration::from_secs(11))
+        .await;
+    for _ in 0..3 {
+        let _ = h.tx.send(Event::Hint);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(h.state("web").await, "stopped");
+    }
+    assert_eq!(fake.count("start web"), 1);
+    h.ask(Request::Start { name: "web".into() }).await;
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+    assert_eq!(fake.count("start web"), 2);
+
+    // restart: stop, then start again.
+    h.ask(Request::Restart { name: "web".into() }).await;
+    h.wait_state("web", "stopping", Duration::from_secs(1))
+        .await;
+    h.wait_state("web", "running", Duration::from_secs(11))
+        .await;
+    assert_eq!(fake.count("start web"), 3);
+    h.shutdown().await;
+    every_start_was_cleaned_up(&fake);
+}
+
+/// Paused time does not move while a blocking task runs (the held pull), so this test waits
+/// by yielding, never by sleeping, until the pull is released.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_during_a_start_stops_what_it_started() {
+    let (fake, dir) = Harness::fixture();
+    write_spec(&dir, "slow", &body(SLOW_PULL, ""));
+    write_spec(&dir, "quick", &body("oci:/img:v1", ""));
+    let h = Harness::start(fake.clone(), dir);
+    let mut ready = false;
+    for _ in 0..100_000 {
+        let ps = h.ps().await;
+        if ps.get("quick").is_some_and(|r| r["state"] == "running")
+            && ps.get("slow").is_some_and(|r| r["state"] == "starting")
+        {
+            ready = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(ready, "quick running and slow starting: {:?}", h.ps().await);
+    let shutdown = tokio::spawn(h.shutdown());
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "the shutdown waits for the start in hand"
+    );
+    assert_eq!(
+        fake.count("cleanup quick"),
+        1,
+        "quick was stopped meanwhile"
+    );
+    fake.release();
+    shutdown.await.unwrap();
+    let calls = fake.calls();
+    let started = calls
+        .iter()
+        .position(|c| c.starts_with("start slow"))
+        .expect("started");
+    let cleaned = calls
+        .iter()
+        .position(|c| c.starts_with("cleanup slow"))
+        .expect("cleaned up");
+    assert!(started < cleaned, "{calls:?}");
+    every_start_was_cleaned_up(&fake);
+}
