@@ -13,6 +13,11 @@
 //!    format): the container appends to
 //!    a file, then blocks on a FIFO; the bench releases it (it exits 1 at once) and times the
 //!    release to the next start's line in the file.
+//! 5. shutdown: SIGTERM to a daemon running BENCH_STOPS (50) containers whose init ignores
+//!    SIGTERM (`sleep` as PID 1, stop_timeout 2s) -> the daemon's exit, everything gone;
+//!    beside `podman stop -a -t 2` of as many `sleep` containers.
+//! 6. start during stops: 10 such containers (stop_timeout 10s) removed from the dir, and while
+//!    they wait out their timeouts a new spec is dropped -> its command running.
 //!
 //! Run as root: `cargo bench --bench supervise`. The berth binary is the one cargo builds for
 //! the bench (the bench profile inherits the release profile), so nothing is built twice. Environment: BENCH_DROPS (default 100),
@@ -42,6 +47,7 @@ fn main() {
     let drops = env_usize("BENCH_DROPS", 100);
     let cold = env_usize("BENCH_COLD", 100);
     let restarts = env_usize("BENCH_RESTARTS", 50);
+    let stops = env_usize("BENCH_STOPS", 50);
     println!(
         "command: cargo bench --bench supervise   (BENCH_DROPS={drops} BENCH_COLD={cold} BENCH_RESTARTS={restarts})"
     );
@@ -78,6 +84,13 @@ fn main() {
     );
     bench.warm_layer_store();
 
+    let shutdown = bench.shutdown(stops);
+    let podman_stop = if std::env::var("BENCH_PODMAN").as_deref() == Ok("0") {
+        None
+    } else {
+        podman_stop_all(&bench, stops)
+    };
+    let during = bench.start_during_stops(10);
     let crash = bench.crash_restart(restarts);
     let drop = bench.drops(drops);
     let cold_start = bench.cold_start(cold);
@@ -133,6 +146,22 @@ fn main() {
         ms(pct(&crash, 0.5)),
         ms(pct(&crash, 0.9)),
         ms(pct(&crash, 1.0))
+    );
+    println!(
+        "shutdown, {stops} SIGTERM-ignoring containers (stop_timeout 2s): {:7.1} ms",
+        ms(shutdown)
+    );
+    match podman_stop {
+        Some(p) => println!(
+            "  vs podman stop -a -t 2 of {stops}:       {:7.1} ms  -> podman/berth {:.2}x",
+            ms(p),
+            p.as_secs_f64() / shutdown.as_secs_f64()
+        ),
+        None => println!("  podman could not run here; no ratio"),
+    }
+    println!(
+        "drop -> running while 10 containers wait out a 10 s stop: {:7.2} ms",
+        ms(during)
     );
     println!("load average at the end: {}", loadavg());
     let left = bench.leftovers();
@@ -288,6 +317,81 @@ impl Bench {
             ms(stop)
         );
         gaps
+    }
+
+    /// A spec whose init ignores SIGTERM (`sleep` as PID 1) and writes a ready file first.
+    fn sleeper(&self, name: &str, out: &Path, stop_timeout: &str) -> String {
+        format!(
+            "image = {:?}\ncommand = [\"sh\", \"-c\", \"echo > /out/ready-{name}; exec sleep 100000\"]\n\
+             stop_timeout = {stop_timeout:?}\n\n[[mounts]]\nsource = {:?}\ntarget = \"/out\"\n\n\
+             [network]\nmode = \"none\"\n",
+            self.image,
+            out.display()
+        )
+    }
+
+    /// 5. SIGTERM -> exit of a daemon running `n` containers that ignore SIGTERM.
+    fn shutdown(&self, n: usize) -> Duration {
+        println!();
+        println!(
+            "== shutdown: {n} containers ignoring SIGTERM (sleep as PID 1, stop_timeout 2s) =="
+        );
+        let (specs, out) = self.dirs("shutdown");
+        for i in 0..n {
+            let name = format!("s{i:03}");
+            std::fs::write(
+                specs.join(format!("{name}.toml")),
+                self.sleeper(&name, &out, "2s"),
+            )
+            .unwrap();
+        }
+        let d = Daemon::spawn(self, "shutdown", &specs);
+        wait_for(Duration::from_secs(120), "all running", || {
+            (0..n).all(|i| out.join(format!("ready-s{i:03}")).exists())
+        })
+        .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
+        d.wait_socket();
+        let took = d.stop();
+        println!(
+            "  SIGTERM -> daemon exit 0: {:.0} ms (the stop timeout alone is 2000 ms)",
+            ms(took)
+        );
+        took
+    }
+
+    /// 6. A spec dropped while `n` containers wait out a 10 s stop timeout -> running.
+    fn start_during_stops(&self, n: usize) -> Duration {
+        println!();
+        println!("== drop -> running while {n} containers are being stopped (stop_timeout 10s) ==");
+        let (specs, out) = self.dirs("during");
+        let d = Daemon::start(self, "during", &specs);
+        for i in 0..n {
+            let name = format!("o{i:02}");
+            drop_spec(&self.work, &specs, &name, &self.sleeper(&name, &out, "10s"));
+        }
+        wait_for(Duration::from_secs(60), "all running", || {
+            (0..n).all(|i| out.join(format!("ready-o{i:02}")).exists())
+        })
+        .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
+        for i in 0..n {
+            std::fs::remove_file(specs.join(format!("o{i:02}.toml"))).unwrap();
+        }
+        wait_for(Duration::from_secs(10), "all stopping", || {
+            d.ps().iter().filter(|c| c["state"] == "stopping").count() == n
+        })
+        .unwrap();
+        let ready = out.join("ready-new");
+        let t0 = drop_spec(&self.work, &specs, "new", &self.sleeper("new", &out, "2s"));
+        let t = wait_for(Duration::from_secs(30), "new running", || ready.exists())
+            .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
+        let took = t.duration_since(t0);
+        let still = d.ps().iter().filter(|c| c["state"] == "stopping").count();
+        println!(
+            "  drop -> running {:.2} ms, with {still} of {n} still stopping",
+            ms(took)
+        );
+        d.stop();
+        took
     }
 
     /// 1. Spec renamed into the dir -> running, one after the other, all kept running.
@@ -707,6 +811,7 @@ fn podman(bench: &Bench, n: usize) -> Option<EngineResult> {
     ] {
         base.push(f.into());
     }
+    base.extend(podman_runtime());
     let cmd = |args: &[OsString]| {
         let mut c = Command::new(&bin);
         c.args(&base).args(args).stdin(Stdio::null());
@@ -853,6 +958,109 @@ fn podman(bench: &Bench, n: usize) -> Option<EngineResult> {
             println!("podman: cannot run containers here, skipped: {e}");
             None
         }
+    }
+}
+
+/// `podman stop -a -t 2` of `n` running `sleep` containers (which ignore SIGTERM as PID 1),
+/// with the same storage flags as [`podman`]; `None` where podman cannot run.
+fn podman_stop_all(bench: &Bench, n: usize) -> Option<Duration> {
+    println!();
+    println!("== podman stop -a -t 2 of {n} `sleep` containers ==");
+    let Some(bin) = which("podman") else {
+        println!("podman: not installed, skipped");
+        return None;
+    };
+    let dir = bench.work.join("podman-stop");
+    let cgroup_parent = format!("{}-podman-stop", bench.tag);
+    let mut base: Vec<OsString> = Vec::new();
+    for (flag, sub) in [
+        ("--root", "root"),
+        ("--runroot", "run"),
+        ("--tmpdir", "tmp"),
+        ("--network-config-dir", "net"),
+    ] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        base.push(flag.into());
+        base.push(dir.join(sub).into());
+    }
+    for f in [
+        "--cgroup-manager=cgroupfs",
+        "--events-backend=file",
+        "--storage-driver=overlay",
+    ] {
+        base.push(f.into());
+    }
+    base.extend(podman_runtime());
+    let rootfs = rootfs(bench);
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.args(&base).args(args).stdin(Stdio::null());
+        c
+    };
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let parent = format!("/{cgroup_parent}");
+    let root_arg = format!("{}:O", rootfs.display());
+    let mut result = Ok(());
+    for i in 0..n {
+        let name = format!("ps{i:03}");
+        let o = cmd(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--name",
+            &name,
+            "--cgroup-parent",
+            &parent,
+            "--rootfs",
+            &root_arg,
+            "sleep",
+            "100000",
+        ])
+        .output()
+        .unwrap();
+        if !o.status.success() {
+            result = Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+            break;
+        }
+    }
+    let took = result.map(|()| {
+        let t = Instant::now();
+        let o = cmd(&["stop", "-a", "-t", "2"]).output().unwrap();
+        let took = t.elapsed();
+        if !o.status.success() {
+            println!(
+                "  podman stop -a failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        println!("  podman stop -a -t 2 of {n}: {:.0} ms", ms(took));
+        took
+    });
+    let _ = cmd(&["rm", "-a", "-f", "-t", "0"]).output();
+    reap_orphans(Duration::from_secs(5));
+    let _ = nix::sys::prctl::set_child_subreaper(false);
+    unmount_under(&dir);
+    remove_cgroup_parent(&cgroup_parent);
+    match took {
+        Ok(t) => Some(t),
+        Err(e) => {
+            println!("podman: cannot run containers here, skipped: {e}");
+            None
+        }
+    }
+}
+
+/// crun refuses hybrid cgroup hosts; podman runs with runc there when it is installed.
+fn podman_runtime() -> Vec<OsString> {
+    let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    match which("runc") {
+        Some(runc) if hybrid => vec!["--runtime".into(), runc.into()],
+        _ => Vec::new(),
     }
 }
 
