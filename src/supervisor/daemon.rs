@@ -2,19 +2,16 @@
 //! control socket and the signals, all feeding the decision loop (`engine`), which runs until
 //! the shutdown has stopped every container.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
-
 use super::config::Config;
-use super::control::{Request, Response};
 use super::effects::RuntimeEffects;
-use super::engine::{Engine, Event};
+use super::engine::Engine;
 use super::notify;
+use super::signals::spawn_signal_handlers;
+use super::socket::{accept_loop, bind_socket};
+use super::watch::watch_specs;
 use crate::runtime::container::{Runtime, RuntimeError};
 use crate::runtime::launch;
 use crate::source::SpecSource;
@@ -39,8 +36,6 @@ pub enum DaemonError {
     #[error("starting the event loop: {0}")]
     Tokio(std::io::Error),
 }
-
-use ::notify as notify_crate;
 
 /// Runs the supervisor until SIGTERM/SIGINT; then stops every container and returns.
 pub fn run(config: Config) -> Result<(), DaemonError> {
@@ -104,135 +99,4 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         .await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
-}
-
-/// Watches the spec dir; changes (not reads: relisting reads every file) wake `hint`, which
-/// coalesces any number of them into one relist.
-fn watch_specs(
-    dir: &Path,
-    hint: Arc<tokio::sync::Notify>,
-) -> Option<notify_crate::RecommendedWatcher> {
-    use notify_crate::Watcher;
-    let result =
-        notify_crate::recommended_watcher(move |ev: notify_crate::Result<notify_crate::Event>| {
-            let is_change = match ev {
-                Ok(ev) => match ev.kind {
-                    notify_crate::EventKind::Access(notify_crate::event::AccessKind::Close(
-                        notify_crate::event::AccessMode::Write,
-                    )) => true,
-                    notify_crate::EventKind::Access(_) => false,
-                    _ => true,
-                },
-                Err(_) => true,
-            };
-            if is_change {
-                hint.notify_one();
-            }
-        })
-        .and_then(|mut w| {
-            w.watch(dir, notify_crate::RecursiveMode::NonRecursive)
-                .map(|()| w)
-        });
-    match result {
-        Ok(w) => Some(w),
-        Err(e) => {
-            // The periodic relist still sees every change, only later.
-            tracing::warn!(dir = %dir.display(), "not watching for changes: {e}");
-            None
-        }
-    }
-}
-
-fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let err = |source| DaemonError::Socket {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            "another daemon is listening there",
-        )));
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
-}
-
-async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
-    let me = nix::unistd::geteuid().as_raw();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let allowed = stream
-            .peer_cred()
-            .map(|c| c.uid() == 0 || c.uid() == me)
-            .unwrap_or(false);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = BufReader::new(r);
-            if reader.read_line(&mut line).await.is_err() {
-                return;
-            }
-            let resp = if !allowed {
-                Response::Error("permission denied".into())
-            } else {
-                match serde_json::from_str::<Request>(&line) {
-                    Err(e) => Response::Error(format!("bad request: {e}")),
-                    Ok(req) => {
-                        let (reply, rx) = oneshot::channel();
-                        let _ = tx.send(Event::Control { req, reply });
-                        rx.await.unwrap_or_else(|_| {
-                            Response::Error("the daemon is shutting down".into())
-                        })
-                    }
-                }
-            };
-            let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-            out.push(b'\n');
-            let _ = w.write_all(&out).await;
-        });
-    }
-}
-
-fn spawn_signal_handlers(tx: mpsc::UnboundedSender<Event>) {
-    for (kind, shutdown) in [
-        (SignalKind::terminate(), true),
-        (SignalKind::interrupt(), true),
-        (SignalKind::hangup(), false),
-    ] {
-        let tx = tx.clone();
-        if let Ok(mut s) = signal(kind) {
-            tokio::spawn(async move {
-                while s.recv().await.is_some() {
-                    let _ = tx.send(if shutdown {
-                        Event::Shutdown
-                    } else {
-                        Event::Hint
-                    });
-                }
-            });
-        }
-    }
-    // Reap every child that is not waited for elsewhere: monitors we started, and as PID 1
-    // every orphan reparented to us.
-    if let Ok(mut s) = signal(SignalKind::child()) {
-        tokio::spawn(async move {
-            while s.recv().await.is_some() {
-                crate::sys::children::reap_others();
-            }
-        });
-    }
 }

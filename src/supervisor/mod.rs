@@ -12,7 +12,10 @@ mod engine;
 mod engine_tests;
 mod notify;
 mod pid1;
+mod signals;
+mod socket;
 mod status;
+mod watch;
 mod worker;
 
 pub use daemon::run;
