@@ -792,26 +792,7 @@ fn podman(bench: &Bench, n: usize) -> Option<EngineResult> {
     std::fs::create_dir_all(&out).unwrap();
     let rootfs = rootfs(bench);
     let cgroup_parent = format!("{}-podman", bench.tag);
-    // Own storage, run and network-config dirs; cgroupfs and file events (no systemd here).
-    let mut base: Vec<OsString> = Vec::new();
-    for (flag, sub) in [
-        ("--root", "root"),
-        ("--runroot", "run"),
-        ("--tmpdir", "tmp"),
-        ("--network-config-dir", "net"),
-    ] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        base.push(flag.into());
-        base.push(dir.join(sub).into());
-    }
-    for f in [
-        "--cgroup-manager=cgroupfs",
-        "--events-backend=file",
-        "--storage-driver=overlay",
-    ] {
-        base.push(f.into());
-    }
-    base.extend(podman_runtime());
+    let base = podman_base(&dir);
     let cmd = |args: &[OsString]| {
         let mut c = Command::new(&bin);
         c.args(&base).args(args).stdin(Stdio::null());
@@ -972,25 +953,7 @@ fn podman_stop_all(bench: &Bench, n: usize) -> Option<Duration> {
     };
     let dir = bench.work.join("podman-stop");
     let cgroup_parent = format!("{}-podman-stop", bench.tag);
-    let mut base: Vec<OsString> = Vec::new();
-    for (flag, sub) in [
-        ("--root", "root"),
-        ("--runroot", "run"),
-        ("--tmpdir", "tmp"),
-        ("--network-config-dir", "net"),
-    ] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        base.push(flag.into());
-        base.push(dir.join(sub).into());
-    }
-    for f in [
-        "--cgroup-manager=cgroupfs",
-        "--events-backend=file",
-        "--storage-driver=overlay",
-    ] {
-        base.push(f.into());
-    }
-    base.extend(podman_runtime());
+    let base = podman_base(&dir);
     let rootfs = rootfs(bench);
     let cmd = |args: &[&str]| {
         let mut c = Command::new(&bin);
@@ -1055,13 +1018,34 @@ fn podman_stop_all(bench: &Bench, n: usize) -> Option<Duration> {
     }
 }
 
-/// crun refuses hybrid cgroup hosts; podman runs with runc there when it is installed.
-fn podman_runtime() -> Vec<OsString> {
-    let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
-    match which("runc") {
-        Some(runc) if hybrid => vec!["--runtime".into(), runc.into()],
-        _ => Vec::new(),
+/// podman's global flags for a run of its own under `dir`: own storage, run and network-config
+/// dirs; cgroupfs and file events (no systemd here); runc on hybrid cgroup hosts, where crun
+/// refuses to run, when it is installed.
+fn podman_base(dir: &Path) -> Vec<OsString> {
+    let mut base: Vec<OsString> = Vec::new();
+    for (flag, sub) in [
+        ("--root", "root"),
+        ("--runroot", "run"),
+        ("--tmpdir", "tmp"),
+        ("--network-config-dir", "net"),
+    ] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        base.push(flag.into());
+        base.push(dir.join(sub).into());
     }
+    for f in [
+        "--cgroup-manager=cgroupfs",
+        "--events-backend=file",
+        "--storage-driver=overlay",
+    ] {
+        base.push(f.into());
+    }
+    let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    if let (true, Some(runc)) = (hybrid, which("runc")) {
+        base.push("--runtime".into());
+        base.push(runc.into());
+    }
+    base
 }
 
 /// Docker only when an engine already answers; none is started.
