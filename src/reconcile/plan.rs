@@ -11,7 +11,8 @@
 //!   command, entrypoint, env, workdir, user, hostname, readonly_rootfs, caps, network mode,
 //!   ip, ports or mounts needs a new container; else a difference in `resources` or in a bridge
 //!   container's `egress`/`ingress` can be applied in place; else a difference in `restart`,
-//!   `stop_signal` or `stop_timeout` only needs recording.
+//!   `stop_signal`, `stop_timeout` or `[health]` only needs recording (a new probe applies
+//!   to the running instance).
 //! - **Exiting** (its process ended, not cleaned up yet): `Cleanup`.
 //! - **manual_stop** (`berth stop`): `Stop` while it runs, then no action while the desired
 //!   spec equals `observed.spec`, whatever the phase and even when a restart was pending (the
@@ -222,6 +223,7 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
         resources,
         network,
         mounts,
+        health,
     } = old;
     let needs_new_container = *name != new.name
         || *image != new.image
@@ -245,6 +247,7 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
     } else if *restart != new.restart
         || *stop_signal != new.stop_signal
         || *stop_timeout != new.stop_timeout
+        || *health != new.health
     {
         SpecChange::Settings
     } else {
@@ -482,6 +485,7 @@ mod tests {
                 ingress: None,
             },
             mounts: vec![],
+            health: None,
         }
     }
 

@@ -363,6 +363,7 @@ mod tests {
                 ingress: None,
             },
             mounts: vec![],
+            health: None,
         }
     }
 

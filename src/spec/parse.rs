@@ -15,7 +15,8 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, SpecErrors};
 use super::types::{
-    MountSpec, NetworkMode, NetworkSpec, Resources, RestartPolicy, RestartSpec, ValidatedSpec,
+    HealthSpec, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe, Resources, RestartPolicy,
+    RestartSpec, ValidatedSpec,
 };
 use super::units;
 use super::ValidationContext;
@@ -54,6 +55,7 @@ const TOP_KEYS: &[&str] = &[
     "resources",
     "network",
     "mounts",
+    "health",
 ];
 const RESTART_KEYS: &[&str] = &["policy", "max_retries", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after"];
@@ -61,12 +63,31 @@ const RESOURCES_KEYS: &[&str] = &["memory", "cpus", "cpu_weight", "cpuset", "pid
 const IO_KEYS: &[&str] = &["weight"];
 const NETWORK_KEYS: &[&str] = &["mode", "ip", "ports", "egress", "ingress"];
 const MOUNT_KEYS: &[&str] = &["source", "target", "readonly"];
+const HEALTH_KEYS: &[&str] = &[
+    "http",
+    "tcp",
+    "exec",
+    "interval",
+    "timeout",
+    "retries",
+    "start_period",
+    "on_unhealthy",
+];
+const HTTP_KEYS: &[&str] = &["port", "path"];
+const TCP_KEYS: &[&str] = &["port"];
+
+/// `[health]` defaults (Docker's retries; a shorter interval and timeout than Docker's 30 s,
+/// as an edge supervisor acts on them).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEALTH_RETRIES: u32 = 3;
 
 /// Sections whose keys are suggested when one of them is written at the top level.
 const SECTIONS: &[(&str, &[&str])] = &[
     ("restart", RESTART_KEYS),
     ("resources", RESOURCES_KEYS),
     ("network", NETWORK_KEYS),
+    ("health", HEALTH_KEYS),
 ];
 
 type Val<'i> = Spanned<DeValue<'i>>;
@@ -529,6 +550,7 @@ impl Checker<'_> {
             .get("mounts")
             .map(|v| self.mounts(v))
             .unwrap_or_default();
+        let health = doc.get("health").and_then(|v| self.health(v));
 
         ValidatedSpec {
             name: name.to_string(),
@@ -549,6 +571,129 @@ impl Checker<'_> {
             resources,
             network,
             mounts,
+            health,
+        }
+    }
+
+    /// `[health]`: exactly one of `http`, `tcp`, `exec`, and the timing keys.
+    fn health(&mut self, v: &Val<'_>) -> Option<HealthSpec> {
+        let table = self.table(v, "health")?;
+        self.unknown_keys(table, "health", "health", HEALTH_KEYS);
+        let kinds: Vec<&str> = ["http", "tcp", "exec"]
+            .into_iter()
+            .filter(|k| table.contains_key(*k))
+            .collect();
+        let probe = match kinds.as_slice() {
+            [] => {
+                self.err(
+                    v.span(),
+                    "health",
+                    "needs one probe: `http = { port, path }`, `tcp = { port }` or `exec = [...]`",
+                );
+                None
+            }
+            [kind] => {
+                let pv = &table[*kind];
+                match *kind {
+                    "exec" => self
+                        .argv(pv, "health.exec")
+                        .map(|command| Probe::Exec { command }),
+                    "tcp" => {
+                        let t = self.table(pv, "health.tcp")?;
+                        self.unknown_keys(t, "health.tcp", "health.tcp", TCP_KEYS);
+                        self.probe_port(t, pv, "health.tcp")
+                            .map(|port| Probe::Tcp { port })
+                    }
+                    _ => {
+                        let t = self.table(pv, "health.http")?;
+                        self.unknown_keys(t, "health.http", "health.http", HTTP_KEYS);
+                        let port = self.probe_port(t, pv, "health.http");
+                        let path = match t.get("path") {
+                            None => Some("/".to_string()),
+                            Some(p) => self.string(p, "health.http.path").and_then(|s| {
+                                if s.starts_with('/') && !s.contains(char::is_whitespace) {
+                                    Some(s.to_string())
+                                } else {
+                                    self.err(
+                                        p.span(),
+                                        "health.http.path",
+                                        format!("must start with '/' and have no spaces, got {s:?}"),
+                                    );
+                                    None
+                                }
+                            }),
+                        };
+                        Some(Probe::Http {
+                            port: port?,
+                            path: path?,
+                        })
+                    }
+                }
+            }
+            [_, second, ..] => {
+                self.err(
+                    table[*second].span(),
+                    &format!("health.{second}"),
+                    format!("only one probe kind per container, got {}", kinds.join(" and ")),
+                );
+                None
+            }
+        };
+        let positive = |p: &mut Self, key: &str, default: Duration| match table.get(key) {
+            None => Some(default),
+            Some(d) => {
+                let full = format!("health.{key}");
+                let d2 = p.duration(d, &full)?;
+                if d2.is_zero() {
+                    p.err(d.span(), &full, "must be greater than 0");
+                    return None;
+                }
+                Some(d2)
+            }
+        };
+        let interval = positive(self, "interval", DEFAULT_HEALTH_INTERVAL);
+        let timeout = positive(self, "timeout", DEFAULT_HEALTH_TIMEOUT);
+        let start_period = match table.get("start_period") {
+            None => Some(Duration::ZERO),
+            Some(d) => self.duration(d, "health.start_period"),
+        };
+        let retries = match table.get("retries") {
+            None => Some(DEFAULT_HEALTH_RETRIES),
+            Some(r) => self
+                .int_in(r, "health.retries", 1, 1000)
+                .map(|n| n as u32),
+        };
+        let on_unhealthy = match table.get("on_unhealthy") {
+            None => Some(OnUnhealthy::Restart),
+            Some(o) => self.parsed(o, "health.on_unhealthy", |s| match s {
+                "restart" => Ok(OnUnhealthy::Restart),
+                "stop" => Ok(OnUnhealthy::Stop),
+                "none" => Ok(OnUnhealthy::None),
+                _ => Err(format!(
+                    "unknown action {s:?} (use \"restart\", \"stop\" or \"none\")"
+                )),
+            }),
+        };
+        Some(HealthSpec {
+            probe: probe?,
+            interval: interval?,
+            timeout: timeout?,
+            retries: retries?,
+            start_period: start_period?,
+            on_unhealthy: on_unhealthy?,
+        })
+    }
+
+    /// The required `port` of a probe table, 1..=65535.
+    fn probe_port(&mut self, t: &DeTable<'_>, tv: &Val<'_>, key: &str) -> Option<u16> {
+        match t.get("port") {
+            Some(p) => self
+                .int_in(p, &format!("{key}.port"), 1, 65535)
+                .map(|n| n as u16),
+            None => {
+                self.err(tv.span(), &format!("{key}.port"), "missing required key `port`");
+                None
+            }
         }
     }
 

@@ -142,6 +142,7 @@ fn full_example_parses() {
                 readonly: false,
             },
         ],
+        health: None,
     };
     assert_eq!(s, want);
 }
@@ -187,6 +188,54 @@ readonly = true
 "#);
     assert_eq!(s.network.ports.len(), 1);
     assert_eq!(s.mounts.len(), 1);
+}
+
+#[test]
+fn health_probes() {
+    let s = ok("image = \"busybox\"\n[health]\nhttp = { port = 8080, path = \"/healthz\" }\ninterval = \"2s\"\ntimeout = \"1s\"\nretries = 5\nstart_period = \"30s\"\non_unhealthy = \"stop\"\n");
+    assert_eq!(
+        s.health,
+        Some(HealthSpec {
+            probe: Probe::Http {
+                port: 8080,
+                path: "/healthz".into()
+            },
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            retries: 5,
+            start_period: Duration::from_secs(30),
+            on_unhealthy: OnUnhealthy::Stop,
+        })
+    );
+    let s = ok("image = \"busybox\"\n[health]\ntcp = { port = 5432 }\n");
+    let h = s.health.unwrap();
+    assert_eq!(h.probe, Probe::Tcp { port: 5432 });
+    assert_eq!(
+        (h.interval, h.timeout, h.retries, h.start_period, h.on_unhealthy),
+        (
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            3,
+            Duration::ZERO,
+            OnUnhealthy::Restart
+        )
+    );
+    let s = ok("image = \"busybox\"\n[health]\nexec = [\"pg_isready\", \"-q\"]\n");
+    assert_eq!(
+        s.health.unwrap().probe,
+        Probe::Exec {
+            command: vec!["pg_isready".into(), "-q".into()]
+        }
+    );
+    let s = ok("image = \"busybox\"\n[health]\nhttp = { port = 80 }\n");
+    assert_eq!(
+        s.health.unwrap().probe,
+        Probe::Http {
+            port: 80,
+            path: "/".into()
+        }
+    );
+    assert_eq!(ok("image = \"busybox\"\n").health, None);
 }
 
 #[test]
@@ -384,7 +433,16 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\n[[mounts]]\nsource = \"/a\"\ntarget = \"/x/../..\"\n", 4, 10, "mounts[0].target", "must not contain '..'"),
     ("image = \"busybox\"\n[[mounts]]\nsource = \"/a\"\n", 2, 1, "mounts[0]", "missing required key `target`"),
     ("image = \"busybox\"\n[[mounts]]\nsource = \"/a\"\ntarget = \"/b\"\nreadonly = 1\n", 5, 12, "mounts[0].readonly", "expected a boolean"),
-    ("image = \"busybox\"\n[[mounts]]\nsource = \"/a\"\ntarget = \"/b\"\n[[mounts]]\nsource = \"/c\"\ntarget = \"/b/\"\n", 7, 10, "mounts[1].target", "already the target of another mount"),
+    ("image = \"busybox\"\n[[mounts]]\nsource = \"/a\"\ntarget = \"/b\"\n[[mounts]]\nsource = \"/c\"\ntarget = \"/b/\"\n", 7, 10, "mounts[1].target", "already the target of another mount"),    ("image = \"busybox\"\n[health]\ninterval = \"5s\"\n", 2, 1, "health", "needs one probe"),
+    ("image = \"busybox\"\n[health]\ntcp = { port = 1 }\nexec = [\"true\"]\n", 4, 8, "health.exec", "only one probe kind"),
+    ("image = \"busybox\"\n[health]\ntcp = { port = 0 }\n", 3, 16, "health.tcp.port", "between 1 and 65535"),
+    ("image = \"busybox\"\n[health]\ntcp = {}\n", 3, 7, "health.tcp.port", "missing required key `port`"),
+    ("image = \"busybox\"\n[health]\nhttp = { port = 80, path = \"healthz\" }\n", 3, 28, "health.http.path", "must start with '/'"),
+    ("image = \"busybox\"\n[health]\nexec = []\n", 3, 8, "health.exec", "empty"),
+    ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\ninterval = \"0s\"\n", 4, 12, "health.interval", "greater than 0"),
+    ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\nretries = 0\n", 4, 11, "health.retries", "between 1 and 1000"),
+    ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\non_unhealthy = \"reboot\"\n", 4, 16, "health.on_unhealthy", "unknown action"),
+    ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\nintervall = \"1s\"\n", 4, 1, "health.intervall", "interval"),
 ];
 
 #[test]

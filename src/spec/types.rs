@@ -40,6 +40,47 @@ pub struct ValidatedSpec {
     pub resources: Resources,
     pub network: NetworkSpec,
     pub mounts: Vec<MountSpec>,
+    /// The `[health]` probe, if any.
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+}
+
+/// How berth checks that a running container works (`[health]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    pub probe: Probe,
+    /// Time between the end of one probe and the start of the next (and before the first).
+    pub interval: Duration,
+    /// A probe that takes longer fails (an exec probe is killed).
+    pub timeout: Duration,
+    /// Consecutive failures that make the container unhealthy (at least 1).
+    pub retries: u32,
+    /// Failures during this time after the start do not count; the first success ends it.
+    pub start_period: Duration,
+    pub on_unhealthy: OnUnhealthy,
+}
+
+/// One probe kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    /// GET `path` on 127.0.0.1:`port` in the container's network namespace; 2xx/3xx = healthy.
+    Http { port: u16, path: String },
+    /// A TCP connect to 127.0.0.1:`port` in the container's network namespace.
+    Tcp { port: u16 },
+    /// A command run inside the container (as `berth exec` runs it); exit 0 = healthy.
+    Exec { command: Vec<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnhealthy {
+    /// Kill it; the restart policy and its backoff decide what follows.
+    Restart,
+    /// Kill it and leave it stopped until the file changes or `berth start`.
+    Stop,
+    /// Only report it.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
