@@ -31,8 +31,8 @@ pub fn ps(cli: &Cli, json: bool) -> ExitCode {
     }
     let rows: Vec<ContainerStatus> = serde_json::from_value(v).unwrap_or_default();
     println!(
-        "{:<20} {:<11} {:>8} {:>8}  {:<32} {:<15} {:<20} NOTE",
-        "NAME", "STATE", "PID", "RESTARTS", "IMAGE", "IP", "PORTS"
+        "{:<20} {:<11} {:<9} {:>8} {:>8}  {:<32} {:<15} {:<20} NOTE",
+        "NAME", "STATE", "HEALTH", "PID", "RESTARTS", "IMAGE", "IP", "PORTS"
     );
     for r in rows {
         let pid = r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
@@ -43,8 +43,9 @@ pub fn ps(cli: &Cli, json: bool) -> ExitCode {
             r.ports.join(",")
         };
         let note = r.note.or(r.last_exit).unwrap_or_default();
+        let health = r.health.as_deref().unwrap_or("-");
         println!(
-            "{:<20} {:<11} {:>8} {:>8}  {:<32} {ip:<15} {ports:<20} {note}",
+            "{:<20} {:<11} {health:<9} {:>8} {:>8}  {:<32} {ip:<15} {ports:<20} {note}",
             r.name, r.state, pid, r.restarts, r.image
         );
         if let Some(e) = r.spec_error {

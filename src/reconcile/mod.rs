@@ -3,6 +3,7 @@
 //! pure: no I/O, no clock reads, no randomness, no runtime calls; the daemon's worker carries the
 //! returned actions out, one at a time per container.
 
+pub mod health;
 pub mod plan;
 pub mod policy;
 

@@ -19,6 +19,10 @@
 //!   stop cancels it and sticks across exits). A spec change clears it: the rules below apply
 //!   as if it were not stopped.
 //! - **restart_requested** (`berth restart`): `Stop` while it runs, then `Start`.
+//! - **Unhealthy** (its probe failed `retries` times) while running, with `on_unhealthy`
+//!   restart or stop, and no new container needed anyway: `KillUnhealthy`. Once it has ended,
+//!   `on_unhealthy = "stop"` means `Leave`; "restart" leaves it to the restart policy and its
+//!   backoff, as any failure.
 //! - **failed_update**: a `Recreate` to that desired spec failed and the old instance runs on:
 //!   no action until the desired spec is another one.
 //! - **Running**: `Recreate` / `UpdateResources` (with the new limits, and the new bandwidth
@@ -52,9 +56,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::reconcile::health::Health;
 use crate::reconcile::policy;
 use crate::runtime::protocol::ExitStatus;
-use crate::spec::{NetworkMode, NetworkSpec, Resources, RestartPolicy, ValidatedSpec};
+use crate::spec::{NetworkMode, NetworkSpec, OnUnhealthy, Resources, RestartPolicy, ValidatedSpec};
 
 /// One container the spec dir asks for (the last good version of its file).
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +106,10 @@ pub struct Observed {
     /// A desired spec whose `Recreate` failed (its image could not be fetched or its container
     /// did not start); the old instance runs on and that spec is not tried again.
     pub failed_update: Option<Arc<ValidatedSpec>>,
+    /// The running instance's health, when its spec has a probe.
+    pub health: Option<Health>,
+    /// The last instance was killed for being unhealthy.
+    pub killed_unhealthy: bool,
 }
 
 impl Observed {
@@ -115,6 +124,8 @@ impl Observed {
             restart_at: None,
             restart_requested: false,
             failed_update: None,
+            health: None,
+            killed_unhealthy: false,
         }
     }
 }
@@ -133,6 +144,9 @@ pub enum Action {
     Stop { name: String },
     /// Its process ended: record how, and remove what it left.
     Cleanup { name: String },
+    /// Its probe says unhealthy and `on_unhealthy` is restart or stop: SIGKILL it (it no
+    /// longer answers), clean it up; then the restart policy, or the stop, applies.
+    KillUnhealthy { name: String },
     /// The spec changed in a way that needs a new container: fetch the new image first, then stop
     /// the old one and start the new.
     Recreate { name: String },
@@ -161,6 +175,7 @@ impl Action {
             | Action::Remove { name }
             | Action::Stop { name }
             | Action::Cleanup { name }
+            | Action::KillUnhealthy { name }
             | Action::Recreate { name }
             | Action::UpdateResources { name, .. }
             | Action::Adopt { name }
@@ -330,6 +345,18 @@ fn plan_one(
     {
         return None;
     }
+    let acts_on_unhealthy = observed
+        .spec
+        .health
+        .as_ref()
+        .is_some_and(|h| h.on_unhealthy != OnUnhealthy::None);
+    if running
+        && change != SpecChange::Recreate
+        && observed.health == Some(Health::Unhealthy)
+        && acts_on_unhealthy
+    {
+        return Some(Action::KillUnhealthy { name });
+    }
     match &observed.phase {
         Phase::Exiting { .. } => None,
         Phase::Running { .. } => match change {
@@ -413,6 +440,17 @@ fn after_end(
 ) -> Option<Action> {
     if change != SpecChange::None || observed.restart_requested {
         return Some(Action::Start { name });
+    }
+    let stop_when_unhealthy = observed
+        .spec
+        .health
+        .as_ref()
+        .is_some_and(|h| h.on_unhealthy == OnUnhealthy::Stop);
+    if observed.killed_unhealthy && stop_when_unhealthy {
+        return Some(Action::Leave {
+            name,
+            reason: "stopped: unhealthy (on_unhealthy = \"stop\")".into(),
+        });
     }
     match observed.restart_at {
         Some(due) if due <= now => return Some(Action::Start { name }),
@@ -504,6 +542,25 @@ mod tests {
             phase,
             ..Observed::new(Arc::new(spec))
         }
+    }
+
+    fn probed(on_unhealthy: OnUnhealthy) -> ValidatedSpec {
+        with(|s| {
+            s.health = Some(crate::spec::HealthSpec {
+                probe: crate::spec::Probe::Tcp { port: 80 },
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                retries: 3,
+                start_period: Duration::ZERO,
+                on_unhealthy,
+            })
+        })
+    }
+
+    fn o_with_spec(spec: ValidatedSpec, phase: Phase, f: &dyn Fn(&mut Observed)) -> Observed {
+        let mut o = observed(spec, phase);
+        f(&mut o);
+        o
     }
 
     fn desired_set(specs: &[ValidatedSpec]) -> DesiredSet {
@@ -1235,6 +1292,89 @@ mod tests {
                     ob.failed_update = Some(Arc::new(new_image()))
                 })),
                 want: None,
+            },
+            Case {
+                what: "unhealthy, on_unhealthy restart -> kill",
+                desired: Some(probed(OnUnhealthy::Restart)),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::Restart),
+                    running.clone(),
+                    &|ob| ob.health = Some(Health::Unhealthy),
+                )),
+                want: Some(Action::KillUnhealthy { name: "web".into() }),
+            },
+            Case {
+                what: "unhealthy, on_unhealthy stop -> kill",
+                desired: Some(probed(OnUnhealthy::Stop)),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::Stop),
+                    running.clone(),
+                    &|ob| ob.health = Some(Health::Unhealthy),
+                )),
+                want: Some(Action::KillUnhealthy { name: "web".into() }),
+            },
+            Case {
+                what: "unhealthy, on_unhealthy none -> nothing",
+                desired: Some(probed(OnUnhealthy::None)),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::None),
+                    running.clone(),
+                    &|ob| ob.health = Some(Health::Unhealthy),
+                )),
+                want: None,
+            },
+            Case {
+                what: "healthy or starting -> nothing",
+                desired: Some(probed(OnUnhealthy::Restart)),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::Restart),
+                    running.clone(),
+                    &|ob| ob.health = Some(Health::Starting),
+                )),
+                want: None,
+            },
+            Case {
+                what: "unhealthy but the image changed -> recreate",
+                desired: Some({
+                    let mut s = probed(OnUnhealthy::Restart);
+                    s.image = "oci:/img:v2".into();
+                    s
+                }),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::Restart),
+                    running.clone(),
+                    &|ob| ob.health = Some(Health::Unhealthy),
+                )),
+                want: Some(Action::Recreate { name: "web".into() }),
+            },
+            Case {
+                what: "killed unhealthy, on_unhealthy stop -> leave",
+                desired: Some(probed(OnUnhealthy::Stop)),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::Stop),
+                    killed(9, false),
+                    &|ob| ob.killed_unhealthy = true,
+                )),
+                want: Some(Action::Leave {
+                    name: "web".into(),
+                    reason: "stopped: unhealthy (on_unhealthy = \"stop\")".into(),
+                }),
+            },
+            Case {
+                what: "killed unhealthy, on_unhealthy restart -> the policy's backoff",
+                desired: Some(probed(OnUnhealthy::Restart)),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::Restart),
+                    killed(9, false),
+                    &|ob| {
+                        ob.killed_unhealthy = true;
+                        ob.restarts = 2;
+                    },
+                )),
+                want: Some(Action::ScheduleRestart {
+                    name: "web".into(),
+                    delay: Duration::from_millis(400),
+                }),
             },
             Case {
                 what: "recreate failed, resources changed on top -> still nothing",

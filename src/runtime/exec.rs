@@ -146,6 +146,9 @@ pub struct ExecPlan {
     /// `-t`: the command runs on a terminal of the container's own devpts, relayed to ours.
     #[serde(default)]
     pub tty: bool,
+    /// The command is SIGKILLed when the helper dies (a health probe killed at its timeout).
+    #[serde(default)]
+    pub die_with_helper: bool,
 }
 
 /// The init's credentials, from `/proc/<pid>/status`.
@@ -271,43 +274,54 @@ pub fn plan(
         cgroup_procs: target.cgroup_procs.clone(),
         interactive,
         tty,
+        die_with_helper: false,
     })
 }
 
-/// Replaces the calling process with the exec helper, started from a sealed copy of our binary
-/// (a process in the container can reach the helper's /proc/PID/exe, so it must not be the
-/// binary on disk), with the plan waiting on fd 3. Returns only on failure.
+/// The exec helper as a command to run from `exe` (a sealed copy of our binary: a process in
+/// the container can reach the helper's /proc/PID/exe, so it must not be the binary on disk),
+/// with the plan queued on the channel end that must be placed at the child's fd 3.
+pub struct HelperCommand {
+    pub cmd: Command,
+    pub fd3: Channel,
+    /// A copy of `exe` when it was fd 3 itself (which is replaced by the channel).
+    _exe: Option<OwnedFd>,
+}
+
+pub fn helper_command(exe: &OwnedFd, plan: &ExecPlan) -> Result<HelperCommand, ExecError> {
+    let (ours, theirs) = Channel::pair().map_err(ExecError::Channel)?;
+    // The message stays queued in the helper's end after ours closes.
+    ours.send(plan).map_err(ExecError::Channel)?;
+    let moved = if std::os::fd::AsRawFd::as_raw_fd(exe) == 3 {
+        Some(exe.try_clone().map_err(ExecError::SealedExe)?)
+    } else {
+        None
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(moved.as_ref().unwrap_or(exe));
+    let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
+    cmd.arg0("berth").arg(EXEC_ARG).arg("3");
+    if !plan.interactive {
+        cmd.stdin(Stdio::null());
+    }
+    Ok(HelperCommand {
+        cmd,
+        fd3: theirs,
+        _exe: moved,
+    })
+}
+
+/// Replaces the calling process with the exec helper, with the plan waiting on fd 3. Returns
+/// only on failure.
 pub fn exec(plan: &ExecPlan) -> ExecError {
     let exe = match sealed_self_exe() {
         Ok(fd) => fd,
         Err(e) => return ExecError::SealedExe(e),
     };
-    let (ours, theirs) = match Channel::pair() {
-        Ok(p) => p,
-        Err(e) => return ExecError::Channel(e),
+    let mut h = match helper_command(&exe, plan) {
+        Ok(h) => h,
+        Err(e) => return e,
     };
-    // The message stays queued in the helper's end after ours closes at exec.
-    if let Err(e) = ours.send(plan) {
-        return ExecError::Channel(e);
-    }
-    // fd 3 is replaced by the channel just before exec: the binary must be at another fd.
-    let exe = if std::os::fd::AsRawFd::as_raw_fd(&exe) == 3 {
-        match exe.try_clone() {
-            Ok(e) => e,
-            Err(e) => return ExecError::SealedExe(e),
-        }
-    } else {
-        exe
-    };
-    let mut cmd = Command::new(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&exe)
-    ));
-    cmd.arg0("berth").arg(EXEC_ARG).arg("3");
-    if !plan.interactive {
-        cmd.stdin(Stdio::null());
-    }
-    ExecError::Spawn(crate::sys::exec::exec_with_fd3(&mut cmd, theirs.fd()))
+    ExecError::Spawn(crate::sys::exec::exec_with_fd3(&mut h.cmd, h.fd3.fd()))
 }
 
 /// Entry point of the exec helper mode. Returns its exit code: the command's, 128 + the signal
@@ -666,6 +680,10 @@ fn child(plan: &ExecPlan, init_cwd: &OwnedFd) -> Result<Infallible, ChildError> 
     let uid = Uid::from_raw(plan.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(fail(format!("setuid {}", plan.uid)))?;
     capabilities::apply(&caps, plan.uid == 0).map_err(fail("setting capabilities"))?;
+    // After the credential change, which clears it.
+    if plan.die_with_helper {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("prctl(PR_SET_PDEATHSIG)"))?;
+    }
     match &plan.cwd {
         Some(dir) => chdir(dir.as_str()).map_err(fail(format!("chdir to {dir}")))?,
         None => fchdir(init_cwd.as_fd()).map_err(fail("chdir to the init's directory"))?,
@@ -810,6 +828,7 @@ Max open files            1024                 524288               files     \n
             cgroup_procs: vec!["/sys/fs/cgroup/x/cgroup.procs".into()],
             interactive: false,
             tty: false,
+            die_with_helper: false,
         };
         let json = serde_json::to_string(&plan).unwrap();
         assert_eq!(serde_json::from_str::<ExecPlan>(&json).unwrap(), plan);

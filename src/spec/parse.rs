@@ -617,7 +617,9 @@ impl Checker<'_> {
                                     self.err(
                                         p.span(),
                                         "health.http.path",
-                                        format!("must start with '/' and have no spaces, got {s:?}"),
+                                        format!(
+                                            "must start with '/' and have no spaces, got {s:?}"
+                                        ),
                                     );
                                     None
                                 }
@@ -634,7 +636,10 @@ impl Checker<'_> {
                 self.err(
                     table[*second].span(),
                     &format!("health.{second}"),
-                    format!("only one probe kind per container, got {}", kinds.join(" and ")),
+                    format!(
+                        "only one probe kind per container, got {}",
+                        kinds.join(" and ")
+                    ),
                 );
                 None
             }
@@ -659,9 +664,7 @@ impl Checker<'_> {
         };
         let retries = match table.get("retries") {
             None => Some(DEFAULT_HEALTH_RETRIES),
-            Some(r) => self
-                .int_in(r, "health.retries", 1, 1000)
-                .map(|n| n as u32),
+            Some(r) => self.int_in(r, "health.retries", 1, 1000).map(|n| n as u32),
         };
         let on_unhealthy = match table.get("on_unhealthy") {
             None => Some(OnUnhealthy::Restart),
@@ -691,7 +694,11 @@ impl Checker<'_> {
                 .int_in(p, &format!("{key}.port"), 1, 65535)
                 .map(|n| n as u16),
             None => {
-                self.err(tv.span(), &format!("{key}.port"), "missing required key `port`");
+                self.err(
+                    tv.span(),
+                    &format!("{key}.port"),
+                    "missing required key `port`",
+                );
                 None
             }
         }

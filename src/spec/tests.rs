@@ -211,7 +211,13 @@ fn health_probes() {
     let h = s.health.unwrap();
     assert_eq!(h.probe, Probe::Tcp { port: 5432 });
     assert_eq!(
-        (h.interval, h.timeout, h.retries, h.start_period, h.on_unhealthy),
+        (
+            h.interval,
+            h.timeout,
+            h.retries,
+            h.start_period,
+            h.on_unhealthy
+        ),
         (
             Duration::from_secs(10),
             Duration::from_secs(5),

@@ -48,6 +48,12 @@ pub struct ContainerStatus {
     /// Published ports, `HOST:CONTAINER/PROTO`.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// starting, healthy or unhealthy, for a running container with a `[health]` probe.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// What its last probe said.
+    #[serde(default)]
+    pub health_output: Option<String>,
 }
 
 /// One row of `berth stats`.

@@ -35,6 +35,8 @@ pub struct Ending {
 }
 
 pub type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A health probe's result: healthy or not, and what it said.
+pub type ProbeResult = Pin<Box<dyn Future<Output = (bool, String)> + Send>>;
 
 pub trait Effects: Send + Sync + 'static {
     /// Fetches or unpacks the spec's image (blocking; in the bounded pull pool).
@@ -57,6 +59,9 @@ pub trait Effects: Send + Sync + 'static {
         inst: &Instance,
         bandwidth: Option<Bandwidth>,
     ) -> Result<(), String>;
+    /// Runs the `[health]` probe of `spec` once against the running instance (the caller
+    /// bounds it by the probe's timeout; an exec probe is also killed at it).
+    fn probe(&self, inst: &Instance, spec: &ValidatedSpec) -> ProbeResult;
     /// Gives up the bridge address kept for container `name` between two of its instances.
     fn release_address(&self, name: &str);
     /// Whether the instance's monitor is still the process it was (pid and start time).
@@ -190,6 +195,15 @@ impl Effects for RuntimeEffects {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    fn probe(&self, inst: &Instance, spec: &ValidatedSpec) -> ProbeResult {
+        Box::pin(super::probe::run(
+            inst.clone(),
+            spec.clone(),
+            Arc::clone(&self.exe),
+            self.rt.cgroup_parent().to_string(),
+        ))
     }
 
     fn release_address(&self, name: &str) {

@@ -14,6 +14,7 @@ use super::control::{Request, Response};
 use super::effects::Effects;
 use super::status;
 use super::worker::{self, Job, Outcome, Worker};
+use crate::reconcile::health::{self, Health, HealthState};
 use crate::reconcile::policy;
 use crate::reconcile::{plan, plan_shutdown, Action, Observed, ObservedSet, Phase};
 use crate::runtime::protocol::ExitStatus;
@@ -41,6 +42,13 @@ pub enum Event {
     },
     /// A scheduled restart is due (the pass after it starts the container).
     RestartDue,
+    /// A health probe of instance `id` ended.
+    Probed {
+        name: String,
+        id: String,
+        ok: bool,
+        output: String,
+    },
     Control {
         req: Request,
         reply: oneshot::Sender<Response>,
@@ -65,6 +73,15 @@ impl worker::Report for Reporter {
             id: id.to_string(),
         });
     }
+
+    fn probed(&self, name: &str, id: &str, ok: bool, output: String) {
+        let _ = self.0.send(Event::Probed {
+            name: name.to_string(),
+            id: id.to_string(),
+            ok,
+            output,
+        });
+    }
 }
 
 /// Everything the daemon knows of one container.
@@ -79,6 +96,10 @@ pub struct Record {
     left: bool,
     /// The exit of this instance id was seen while a job was running.
     exit_seen: Option<String>,
+    /// The running instance's health, when its spec has a probe.
+    pub health: Option<HealthState>,
+    /// The task probing the running instance.
+    probe: Option<tokio::task::AbortHandle>,
 }
 
 impl Record {
@@ -90,7 +111,28 @@ impl Record {
             note: None,
             left: false,
             exit_seen: None,
+            health: None,
+            probe: None,
         }
+    }
+
+    /// Probes `inst` (just started or adopted) as the record's spec says, replacing any probe
+    /// task it had.
+    fn start_probing(&mut self, name: &str, inst: &Instance, ctx: &worker::Context) {
+        self.stop_probing();
+        self.probe = worker::watch_health(name, inst, &self.obs.spec, ctx);
+        if self.probe.is_some() {
+            self.health = Some(HealthState::new());
+            self.obs.health = Some(Health::Starting);
+        }
+    }
+
+    fn stop_probing(&mut self) {
+        if let Some(p) = self.probe.take() {
+            p.abort();
+        }
+        self.health = None;
+        self.obs.health = None;
     }
 
     fn set_job(&mut self, job: Option<&'static str>) {
@@ -181,6 +223,12 @@ impl Engine {
                 self.log_spec_errors(&previous);
             }
             Event::Exited { name, id } => self.on_exited(&name, &id),
+            Event::Probed {
+                name,
+                id,
+                ok,
+                output,
+            } => self.on_probed(&name, &id, ok, output),
             Event::Done { name, outcome } => self.on_done(&name, outcome),
             // The pass after every event plans the due restart (a cancelled one is no more).
             Event::RestartDue => {}
@@ -293,7 +341,36 @@ impl Engine {
                     return;
                 };
                 let spec = Arc::clone(&r.obs.spec);
-                self.dispatch(&name, "stopping", Job::Stop { inst, spec });
+                self.dispatch(
+                    &name,
+                    "stopping",
+                    Job::Stop {
+                        inst,
+                        spec,
+                        kill: false,
+                    },
+                );
+            }
+            Action::KillUnhealthy { .. } => {
+                let Some(r) = self.records.get_mut(&name) else {
+                    return;
+                };
+                let Some(inst) = r.instance.clone() else {
+                    return;
+                };
+                let said = r.health.as_ref().map(|h| h.last_output.clone());
+                tracing::warn!(%name, "unhealthy: killing it ({})", said.unwrap_or_default());
+                r.obs.killed_unhealthy = true;
+                let spec = Arc::clone(&r.obs.spec);
+                self.dispatch(
+                    &name,
+                    "killing",
+                    Job::Stop {
+                        inst,
+                        spec,
+                        kill: true,
+                    },
+                );
             }
             Action::Cleanup { .. } => {
                 let Some(inst) = self.records.get(&name).and_then(|r| r.instance.clone()) else {
@@ -322,7 +399,11 @@ impl Engine {
                 if let (Some(spec), Some(r)) =
                     (self.desired_spec(&name), self.records.get_mut(&name))
                 {
+                    let new_probe = spec.health != r.obs.spec.health;
                     r.obs.spec = spec;
+                    if let (true, Some(inst)) = (new_probe, r.instance.clone()) {
+                        r.start_probing(&name, &inst, &self.ctx);
+                    }
                 }
                 self.save(&name);
             }
@@ -364,6 +445,31 @@ impl Engine {
         }
     }
 
+    fn on_probed(&mut self, name: &str, id: &str, ok: bool, output: String) {
+        let Some(r) = self.records.get_mut(name) else {
+            return;
+        };
+        let (Some(spec), Some(state), Phase::Running { since, .. }) =
+            (r.obs.spec.health.as_ref(), r.health.as_ref(), &r.obs.phase)
+        else {
+            return;
+        };
+        if r.instance.as_ref().map(|i| i.id.as_str()) != Some(id) {
+            return;
+        }
+        let next = health::after_probe(state, spec, ok, output, now().duration_since(*since));
+        if next.status != state.status {
+            match next.status {
+                Health::Unhealthy => {
+                    tracing::warn!(%name, "unhealthy: {}", next.last_output)
+                }
+                s => tracing::info!(%name, "{}: {}", s.as_str(), next.last_output),
+            }
+        }
+        r.obs.health = Some(next.status);
+        r.health = Some(next);
+    }
+
     fn on_done(&mut self, name: &str, outcome: Outcome) {
         let Some(r) = self.records.get_mut(name) else {
             return;
@@ -390,6 +496,8 @@ impl Engine {
                 r.obs.spec = spec;
                 r.obs.restart_requested = false;
                 r.obs.failed_update = None;
+                r.obs.killed_unhealthy = false;
+                r.start_probing(name, &instance, &self.ctx);
                 r.instance = Some(instance);
                 r.note = None;
             }
@@ -411,20 +519,24 @@ impl Engine {
                 spec,
             } => {
                 tracing::error!(%name, "update failed, the previous version runs on: {error}");
-                if r.instance.as_ref().map(|i| &i.id) != Some(&running.id) {
+                let restarted = r.instance.as_ref().map(|i| &i.id) != Some(&running.id);
+                r.obs.spec = spec;
+                if restarted {
                     r.obs.phase = Phase::Running {
                         pid: running.init_pid,
                         since: now(),
                     };
+                    r.start_probing(name, &running, &self.ctx);
                 }
                 r.instance = Some(running);
-                r.obs.spec = spec;
                 r.obs.failed_update = Some(failed);
                 r.note = Some(format!(
                     "update failed, the previous version runs on: {error}"
                 ));
             }
             Outcome::Ended { ending, at } => {
+                let said = r.health.as_ref().map(|h| h.last_output.clone());
+                r.stop_probing();
                 r.instance = None;
                 r.obs.restarts = policy::consecutive_after_run(
                     &r.obs.spec.restart,
@@ -450,6 +562,9 @@ impl Engine {
                     let text = status::describe(status, oom);
                     tracing::info!(%name, "exited: {text}");
                     r.note = Some(text);
+                }
+                if job == Some("killing") {
+                    r.note = Some(format!("killed: unhealthy ({})", said.unwrap_or_default()));
                 }
             }
             Outcome::Updated { spec, error } => match error {
@@ -508,6 +623,7 @@ impl Engine {
                     };
                     tracing::info!(name = %rec.name, id = %inst.id, pid = inst.init_pid, "adopted");
                     worker::watch_exit(&rec.name, &inst, &self.ctx);
+                    r.start_probing(&rec.name, &inst, &self.ctx);
                 } else {
                     r.obs.phase = Phase::Exiting { at: now() };
                 }

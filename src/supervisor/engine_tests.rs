@@ -34,6 +34,8 @@ struct Fake {
     alive: Mutex<BTreeSet<String>>,
     /// Holds a pull of SLOW_PULL until released.
     gate: (Mutex<bool>, Condvar),
+    /// Instance ids whose probes fail.
+    sick: Mutex<BTreeSet<String>>,
 }
 
 impl Fake {
@@ -153,6 +155,21 @@ impl Effects for Fake {
     ) -> Result<(), String> {
         self.call(format!("update {} {:?}", inst.id, spec.resources.pids));
         Ok(())
+    }
+
+    fn probe(&self, inst: &Instance, _: &ValidatedSpec) -> super::effects::ProbeResult {
+        self.call(format!("probe {}", inst.id));
+        let ok = !self.sick.lock().unwrap().contains(&inst.id);
+        Box::pin(async move {
+            (
+                ok,
+                if ok {
+                    "200 OK".into()
+                } else {
+                    "connection refused".into()
+                },
+            )
+        })
     }
 
     fn release_address(&self, name: &str) {
@@ -556,5 +573,85 @@ async fn a_shutdown_during_a_start_stops_what_it_started() {
         .position(|c| c.starts_with("cleanup slow"))
         .expect("cleaned up");
     assert!(started < cleaned, "{calls:?}");
+    every_start_was_cleaned_up(&fake);
+}
+
+const PROBED: &str =
+    "[health]\ntcp = { port = 80 }\ninterval = \"1s\"\ntimeout = \"1s\"\nretries = 2";
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_container_is_killed_and_restarted_on_the_backoff_curve() {
+    let (fake, dir) = Harness::fixture();
+    write_spec(&dir, "web", &body("oci:/img:v1", PROBED));
+    let h = Harness::start(fake.clone(), dir);
+    let row = h
+        .wait_row("web", Duration::from_secs(3), |r| r["health"] == "healthy")
+        .await;
+    assert_eq!(row["health_output"], "200 OK");
+    let id = row["id"].as_str().unwrap().to_string();
+    // It hangs: every probe fails from now on; two failures make it unhealthy.
+    fake.sick.lock().unwrap().insert(id.clone());
+    let row = h
+        .wait_row("web", Duration::from_secs(10), |r| {
+            r["state"] == "running" && r["id"] != id.as_str() && r["health"] == "healthy"
+        })
+        .await;
+    assert_eq!(row["restarts"], 1, "{row}");
+    let calls = fake.calls();
+    assert!(calls.contains(&format!("kill {id}")), "{calls:?}");
+    assert!(
+        !calls.contains(&format!("signal {id} 15")),
+        "a hung container is killed, not asked: {calls:?}"
+    );
+    assert_eq!(fake.count(&format!("cleanup {id}")), 1);
+    h.shutdown().await;
+    every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_unhealthy_stop_leaves_it_stopped_and_none_only_reports() {
+    let (fake, dir) = Harness::fixture();
+    write_spec(
+        &dir,
+        "halt",
+        &body("oci:/img:v1", &format!("{PROBED}\non_unhealthy = \"stop\"")),
+    );
+    write_spec(
+        &dir,
+        "watch",
+        &body("oci:/img:v1", &format!("{PROBED}\non_unhealthy = \"none\"")),
+    );
+    let h = Harness::start(fake.clone(), dir);
+    for name in ["halt", "watch"] {
+        let row = h
+            .wait_row(name, Duration::from_secs(3), |r| r["health"] == "healthy")
+            .await;
+        fake.sick
+            .lock()
+            .unwrap()
+            .insert(row["id"].as_str().unwrap().to_string());
+    }
+    let row = h
+        .wait_row("halt", Duration::from_secs(10), |r| r["state"] == "exited")
+        .await;
+    let row2 = h
+        .wait_row("watch", Duration::from_secs(10), |r| {
+            r["health"] == "unhealthy"
+        })
+        .await;
+    assert_eq!(row2["state"], "running", "none only reports: {row2}");
+    assert_eq!(row2["health_output"], "connection refused");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let ps = h.ps().await;
+    assert_eq!(ps["halt"]["state"], "exited", "{row}");
+    assert!(
+        ps["halt"]["note"].as_str().unwrap().contains("unhealthy"),
+        "{}",
+        ps["halt"]
+    );
+    assert_eq!(fake.count("start halt"), 1, "not restarted");
+    assert_eq!(ps["watch"]["state"], "running");
+    assert_eq!(fake.count("start watch"), 1);
+    h.shutdown().await;
     every_start_was_cleaned_up(&fake);
 }

@@ -12,6 +12,7 @@ mod engine;
 mod engine_tests;
 mod notify;
 mod pid1;
+mod probe;
 mod signals;
 mod socket;
 mod status;

@@ -40,7 +40,7 @@ pub fn status_of(
     let state = match r {
         None => "pending",
         Some(r) => match (r.job, &r.obs.phase) {
-            (Some("stopping" | "removing"), _) => "stopping",
+            (Some("stopping" | "removing" | "killing"), _) => "stopping",
             (Some("updating"), _) => "updating",
             (Some(_), Phase::Running { .. }) => "running",
             (Some(_), _) => "starting",
@@ -53,7 +53,12 @@ pub fn status_of(
         },
     };
     let phase = r.map(|r| &r.obs.phase);
+    let health = r.and_then(|r| r.health.as_ref());
     ContainerStatus {
+        health: health.map(|h| h.status.as_str().to_string()),
+        health_output: health
+            .map(|h| h.last_output.clone())
+            .filter(|o| !o.is_empty()),
         name: name.to_string(),
         state: state.to_string(),
         pid: match phase {

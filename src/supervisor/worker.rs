@@ -28,9 +28,11 @@ pub enum Job {
         old_spec: Arc<ValidatedSpec>,
         spec: Arc<ValidatedSpec>,
     },
+    /// The stop signal, SIGKILL after the stop timeout; with `kill`, SIGKILL at once.
     Stop {
         inst: Instance,
         spec: Arc<ValidatedSpec>,
+        kill: bool,
     },
     /// Stop (if it runs) and clean up for good: the container's file is gone.
     Remove {
@@ -82,6 +84,8 @@ pub enum Outcome {
 pub trait Report: Send + Sync + 'static {
     fn done(&self, name: &str, outcome: Outcome);
     fn exited(&self, name: &str, id: &str);
+    /// A health probe of instance `id` succeeded or not, saying `output`.
+    fn probed(&self, name: &str, id: &str, ok: bool, output: String);
 }
 
 /// The loop's handle on one container's worker; dropping it ends the worker once its current
@@ -133,6 +137,40 @@ pub fn watch_exit(name: &str, inst: &Instance, ctx: &Context) {
     });
 }
 
+/// Probes `inst` every `interval` (after the previous probe ended) until it exits; `None`
+/// when its spec has no probe. Abort the returned handle when the probe changes.
+pub fn watch_health(
+    name: &str,
+    inst: &Instance,
+    spec: &Arc<ValidatedSpec>,
+    ctx: &Context,
+) -> Option<tokio::task::AbortHandle> {
+    let health = spec.health.clone()?;
+    let exited = ctx.effects.exited(inst);
+    let (name, inst, spec, ctx) = (
+        name.to_string(),
+        inst.clone(),
+        Arc::clone(spec),
+        ctx.clone(),
+    );
+    let task = tokio::spawn(async move {
+        tokio::pin!(exited);
+        loop {
+            tokio::select! {
+                _ = &mut exited => return,
+                _ = tokio::time::sleep(health.interval) => {}
+            }
+            let probe = ctx.effects.probe(&inst, &spec);
+            let (ok, output) = match tokio::time::timeout(health.timeout, probe).await {
+                Ok(result) => result,
+                Err(_) => (false, format!("no answer within {:?}", health.timeout)),
+            };
+            ctx.report.probed(&name, &inst.id, ok, output);
+        }
+    });
+    Some(task.abort_handle())
+}
+
 async fn blocking<T: Send + 'static>(
     ctx: &Context,
     f: impl FnOnce(&dyn Effects) -> T + Send + 'static,
@@ -155,13 +193,22 @@ async fn start(ctx: &Context, spec: &Arc<ValidatedSpec>) -> Result<Instance, Str
     blocking(ctx, move |fx| fx.start(&spec)).await?
 }
 
-/// The stop signal, then SIGKILL to the whole cgroup after the stop timeout; then cleanup.
-async fn stop(ctx: &Context, inst: &Instance, spec: &ValidatedSpec, release: bool) -> Ending {
-    ctx.effects.signal(inst, spec.stop_signal);
-    if tokio::time::timeout(spec.stop_timeout, ctx.effects.exited(inst))
-        .await
-        .is_err()
-    {
+/// The stop signal, then SIGKILL to the whole cgroup after the stop timeout (at once with
+/// `kill`); then cleanup.
+async fn stop(
+    ctx: &Context,
+    inst: &Instance,
+    spec: &ValidatedSpec,
+    release: bool,
+    kill: bool,
+) -> Ending {
+    let ended = !kill && {
+        ctx.effects.signal(inst, spec.stop_signal);
+        tokio::time::timeout(spec.stop_timeout, ctx.effects.exited(inst))
+            .await
+            .is_ok()
+    };
+    if !ended {
         let i = inst.clone();
         let _ = blocking(ctx, move |fx| fx.kill_all(&i)).await;
         if tokio::time::timeout(KILL_GRACE, ctx.effects.exited(inst))
@@ -204,7 +251,7 @@ async fn run(name: &str, ctx: &Context, job: Job) -> Outcome {
                     spec: old_spec,
                 };
             }
-            stop(ctx, &old, &old_spec, false).await;
+            stop(ctx, &old, &old_spec, false, false).await;
             let s = Arc::clone(&spec);
             let error = match blocking(ctx, move |fx| fx.start(&s)).await {
                 Ok(Ok(instance)) => return Outcome::Started { instance, spec },
@@ -224,8 +271,8 @@ async fn run(name: &str, ctx: &Context, job: Job) -> Outcome {
                 },
             }
         }
-        Job::Stop { inst, spec } => Outcome::Ended {
-            ending: stop(ctx, &inst, &spec, false).await,
+        Job::Stop { inst, spec, kill } => Outcome::Ended {
+            ending: stop(ctx, &inst, &spec, false, kill).await,
             at: now(),
         },
         Job::Cleanup { inst } => Outcome::Ended {
@@ -235,7 +282,7 @@ async fn run(name: &str, ctx: &Context, job: Job) -> Outcome {
         Job::Remove { inst, spec } => {
             match inst {
                 Some(inst) => {
-                    stop(ctx, &inst, &spec, true).await;
+                    stop(ctx, &inst, &spec, true, false).await;
                 }
                 // Between two instances (a restart pending): only its address is held.
                 None if spec.network.mode == NetworkMode::Bridge => {
