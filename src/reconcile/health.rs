@@ -116,7 +116,12 @@ mod tests {
     }
 
     /// What, the spec, the probes (ok, seconds since start), the (status, failures) after each.
-    type Case = (&'static str, HealthSpec, Vec<(bool, u64)>, Vec<(Health, u32)>);
+    type Case = (
+        &'static str,
+        HealthSpec,
+        Vec<(bool, u64)>,
+        Vec<(Health, u32)>,
+    );
 
     #[test]
     fn table() {

@@ -1,0 +1,184 @@
+//! Health probes as root, with real containers: an http probe on busybox httpd (and one that
+//! gets a 404), tcp probes in none and host mode, exec probes (one killed at its timeout), and
+//! a SIGSTOPped container restarted because it stopped answering.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{wait_until, Daemon, SupervisorEnv};
+use common::*;
+
+/// busybox httpd serving an index page on `port` of the container's loopback.
+fn httpd(port: u16) -> String {
+    format!(
+        "command = [\"sh\", \"-c\", \"mkdir -p /www && echo up > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www\"]\nstop_timeout = \"1s\"\n"
+    )
+}
+
+fn wait_health(env: &TestEnv, name: &str, health: &str) -> serde_json::Value {
+    let mut row = None;
+    wait_until(Duration::from_secs(30), &format!("{name} {health}"), || {
+        row = env.status(name).filter(|s| s["health"] == health);
+        row.is_some()
+    });
+    row.unwrap()
+}
+
+#[test]
+fn http_tcp_and_exec_probes() {
+    if skip_unless_root("health probes") {
+        return;
+    }
+    let env = TestEnv::new("hl-probes");
+    let d = Daemon::start(&env);
+    let none = "[network]\nmode = \"none\"\n";
+    let fast = "interval = \"500ms\"\ntimeout = \"1s\"\nretries = 2\non_unhealthy = \"none\"\n";
+    env.write_spec(
+        "web",
+        &format!(
+            "{}{none}[health]\nhttp = {{ port = 8080, path = \"/index.html\" }}\n{fast}",
+            httpd(8080)
+        ),
+    );
+    env.write_spec(
+        "lost",
+        &format!(
+            "{}{none}[health]\nhttp = {{ port = 8080, path = \"/missing\" }}\n{fast}",
+            httpd(8080)
+        ),
+    );
+    env.write_spec(
+        "port",
+        &format!(
+            "{}{none}[health]\ntcp = {{ port = 8080 }}\n{fast}",
+            httpd(8080)
+        ),
+    );
+    env.write_spec(
+        "closed",
+        &format!(
+            "{}{none}[health]\ntcp = {{ port = 8081 }}\n{fast}",
+            httpd(8080)
+        ),
+    );
+    // Host mode: the probe reaches the host's loopback, where this httpd listens.
+    let host_port = 20000 + (std::process::id() % 20000) as u16;
+    env.write_spec(
+        "hosted",
+        &format!(
+            "{}[network]\nmode = \"host\"\n[health]\ntcp = {{ port = {host_port} }}\n{fast}",
+            httpd(host_port)
+        ),
+    );
+    env.write_spec(
+        "ready",
+        &format!(
+            "command = [\"sh\", \"-c\", \"echo ok > /tmp/ready; exec sleep 100000\"]\nstop_timeout = \"1s\"\n{none}[health]\nexec = [\"sh\", \"-c\", \"cat /tmp/ready\"]\n{fast}"
+        ),
+    );
+    env.write_spec(
+        "slow",
+        &format!(
+            "command = [\"sleep\", \"100000\"]\nstop_timeout = \"1s\"\n{none}[health]\nexec = [\"sleep\", \"1000\"]\ninterval = \"500ms\"\ntimeout = \"1s\"\nretries = 1\non_unhealthy = \"none\"\n"
+        ),
+    );
+
+    let web = wait_health(&env, "web", "healthy");
+    assert!(
+        web["health_output"].as_str().unwrap().contains("200"),
+        "{web}"
+    );
+    let lost = wait_health(&env, "lost", "unhealthy");
+    assert!(
+        lost["health_output"].as_str().unwrap().contains("404"),
+        "{lost}"
+    );
+    assert_eq!(lost["state"], "running", "on_unhealthy = none only reports");
+    wait_health(&env, "port", "healthy");
+    let closed = wait_health(&env, "closed", "unhealthy");
+    assert!(
+        closed["health_output"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{closed}"
+    );
+    wait_health(&env, "hosted", "healthy");
+    let ready = wait_health(&env, "ready", "healthy");
+    assert_eq!(ready["health_output"], "ok", "the exec probe's output");
+    let slow = wait_health(&env, "slow", "unhealthy");
+    assert!(
+        slow["health_output"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within"),
+        "{slow}"
+    );
+    // The probe killed at its timeout leaves nothing running in the container: its cgroup
+    // holds the init and at most the one probe in flight.
+    let procs = cgroup_bases()
+        .into_iter()
+        .filter_map(|b| {
+            let dir = b.join(&env.cgroup_parent);
+            std::fs::read_dir(dir)
+                .ok()?
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with("slow-"))
+        })
+        .map(|e| {
+            std::fs::read_to_string(e.path().join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (1..=3).contains(&procs),
+        "{procs} processes in slow's cgroup"
+    );
+    d.stop();
+    env.assert_no_leaks();
+}
+
+#[test]
+fn a_sigstopped_container_is_restarted() {
+    if skip_unless_root("unhealthy restart") {
+        return;
+    }
+    let env = TestEnv::new("hl-stop");
+    let d = Daemon::start(&env);
+    env.write_spec(
+        "hang",
+        &format!(
+            "{}[network]\nmode = \"none\"\n[health]\nhttp = {{ port = 8080 }}\ninterval = \"1s\"\ntimeout = \"1s\"\nretries = 2\n[restart]\nbackoff = {{ initial = \"100ms\" }}\n",
+            httpd(8080)
+        ),
+    );
+    let row = wait_health(&env, "hang", "healthy");
+    let pid = row["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let mut again = None;
+    wait_until(Duration::from_secs(30), "restarted and healthy", || {
+        again = env.status("hang").filter(|s| {
+            s["health"] == "healthy" && s["pid"].as_i64().is_some_and(|p| p != pid as i64)
+        });
+        again.is_some()
+    });
+    eprintln!("SIGSTOP -> healthy again in {:?}", t0.elapsed());
+    let again = again.unwrap();
+    assert_eq!(again["restarts"], 1, "{again}");
+    assert!(
+        env.daemon_log().contains("unhealthy"),
+        "{}",
+        env.daemon_log()
+    );
+    d.stop();
+    env.assert_no_leaks();
+}
