@@ -18,6 +18,8 @@
 //!    beside `podman stop -a -t 2` of as many `sleep` containers.
 //! 6. start during stops: 10 such containers (stop_timeout 10s) removed from the dir, and while
 //!    they wait out their timeouts a new spec is dropped -> its command running.
+//! 7. probe cost: BENCH_PROBED (100) busybox httpd containers, each with an http probe every
+//!    10 s; the daemon's CPU time (its threads and children) over BENCH_PROBE_WINDOW (60) s.
 //!
 //! Run as root: `cargo bench --bench supervise`. The berth binary is the one cargo builds for
 //! the bench (the bench profile inherits the release profile), so nothing is built twice. Environment: BENCH_DROPS (default 100),
@@ -48,6 +50,8 @@ fn main() {
     let cold = env_usize("BENCH_COLD", 100);
     let restarts = env_usize("BENCH_RESTARTS", 50);
     let stops = env_usize("BENCH_STOPS", 50);
+    let probed = env_usize("BENCH_PROBED", 100);
+    let window = env_usize("BENCH_PROBE_WINDOW", 60);
     println!(
         "command: cargo bench --bench supervise   (BENCH_DROPS={drops} BENCH_COLD={cold} BENCH_RESTARTS={restarts})"
     );
@@ -91,6 +95,7 @@ fn main() {
         podman_stop_all(&bench, stops)
     };
     let during = bench.start_during_stops(10);
+    let probe_cpu = bench.probe_cost(probed, Duration::from_secs(window as u64));
     let crash = bench.crash_restart(restarts);
     let drop = bench.drops(drops);
     let cold_start = bench.cold_start(cold);
@@ -162,6 +167,9 @@ fn main() {
     println!(
         "drop -> running while 10 containers wait out a 10 s stop: {:7.2} ms",
         ms(during)
+    );
+    println!(
+        "daemon CPU with {probed} http-probed containers (10 s interval): {probe_cpu:.2}% of a core (target < 1)"
     );
     println!("load average at the end: {}", loadavg());
     let left = bench.leftovers();
@@ -357,6 +365,58 @@ impl Bench {
             ms(took)
         );
         took
+    }
+
+    /// 7. The daemon's CPU use, in percent of one core, over `window` with `n` containers
+    /// probed over http every 10 s.
+    fn probe_cost(&self, n: usize, window: Duration) -> f64 {
+        println!();
+        println!("== probe cost: {n} busybox httpd containers, http probe every 10s, {window:?} window ==");
+        let (specs, out) = self.dirs("probe");
+        for i in 0..n {
+            let body = format!(
+                "image = {:?}\ncommand = [\"sh\", \"-c\", \"mkdir -p /www && echo up > /www/index.html && exec httpd -f -p 127.0.0.1:80 -h /www\"]\n\
+                 stop_timeout = \"1s\"\n[[mounts]]\nsource = {:?}\ntarget = \"/out\"\n\
+                 [network]\nmode = \"none\"\n[health]\nhttp = {{ port = 80 }}\ninterval = \"10s\"\n",
+                self.image,
+                out.display()
+            );
+            std::fs::write(specs.join(format!("h{i:03}.toml")), body).unwrap();
+        }
+        let d = Daemon::spawn(self, "probe", &specs);
+        d.wait_socket();
+        wait_for(Duration::from_secs(180), "all healthy", || {
+            d.ps().iter().filter(|c| c["health"] == "healthy").count() == n
+        })
+        .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
+        let cpu = |pid: i32| -> f64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            let f: Vec<f64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            // utime, stime, cutime, cstime: fields 14-17 of the whole line.
+            let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .ok()
+                .flatten()
+                .unwrap_or(100) as f64;
+            f.get(11..15).map_or(0.0, |v| v.iter().sum::<f64>()) / ticks
+        };
+        let pid = d.pid();
+        let (c0, t0) = (cpu(pid), Instant::now());
+        std::thread::sleep(window);
+        let (c1, elapsed) = (cpu(pid), t0.elapsed());
+        let pct = (c1 - c0) / elapsed.as_secs_f64() * 100.0;
+        let healthy = d.ps().iter().filter(|c| c["health"] == "healthy").count();
+        println!(
+            "  daemon CPU {:.2} s over {:.0} s: {pct:.2}% of a core, about {} probes; {healthy} of {n} healthy at the end",
+            c1 - c0,
+            elapsed.as_secs_f64(),
+            n as u64 * elapsed.as_secs() / 10
+        );
+        d.stop();
+        pct
     }
 
     /// 6. A spec dropped while `n` containers wait out a 10 s stop timeout -> running.

@@ -203,7 +203,9 @@ impl Engine {
                 _ = hint.notified() => Event::Hint,
                 _ = relist.tick() => Event::Hint,
             };
-            self.handle(event).await;
+            if !self.handle(event).await {
+                continue;
+            }
             if self.shutting_down {
                 if self.shutdown_step() {
                     break;
@@ -214,7 +216,9 @@ impl Engine {
         }
     }
 
-    async fn handle(&mut self, event: Event) {
+    /// Takes in one event; false when it changed nothing the planner sees (a probe that left
+    /// the health as it was: the common case, so that probes cost no planning pass).
+    async fn handle(&mut self, event: Event) -> bool {
         match event {
             Event::Hint => {
                 tokio::time::sleep(DEBOUNCE).await;
@@ -228,7 +232,7 @@ impl Engine {
                 id,
                 ok,
                 output,
-            } => self.on_probed(&name, &id, ok, output),
+            } => return self.on_probed(&name, &id, ok, output),
             Event::Done { name, outcome } => self.on_done(&name, outcome),
             // The pass after every event plans the due restart (a cancelled one is no more).
             Event::RestartDue => {}
@@ -241,6 +245,7 @@ impl Engine {
                 super::notify::notify("STOPPING=1");
             }
         }
+        true
     }
 
     fn observed(&self) -> ObservedSet {
@@ -445,17 +450,18 @@ impl Engine {
         }
     }
 
-    fn on_probed(&mut self, name: &str, id: &str, ok: bool, output: String) {
+    /// Records a probe's result; true when the health changed.
+    fn on_probed(&mut self, name: &str, id: &str, ok: bool, output: String) -> bool {
         let Some(r) = self.records.get_mut(name) else {
-            return;
+            return false;
         };
         let (Some(spec), Some(state), Phase::Running { since, .. }) =
             (r.obs.spec.health.as_ref(), r.health.as_ref(), &r.obs.phase)
         else {
-            return;
+            return false;
         };
         if r.instance.as_ref().map(|i| i.id.as_str()) != Some(id) {
-            return;
+            return false;
         }
         let next = health::after_probe(state, spec, ok, output, now().duration_since(*since));
         if next.status != state.status {
@@ -466,8 +472,10 @@ impl Engine {
                 s => tracing::info!(%name, "{}: {}", s.as_str(), next.last_output),
             }
         }
+        let changed = next.status != state.status;
         r.obs.health = Some(next.status);
         r.health = Some(next);
+        changed
     }
 
     fn on_done(&mut self, name: &str, outcome: Outcome) {
