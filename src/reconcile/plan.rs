@@ -48,7 +48,11 @@
 //! - `Stop` ends in `Stopped` (and clears `restart_requested`); `Cleanup` in `Exited`; an exit
 //!   the daemon observes sets `Exiting`. A failed `Recreate` keeps (or restores) the old
 //!   instance and sets `failed_update` to the desired spec.
-//! - [`plan_shutdown`] replaces `plan` once the daemon shuts down.
+//! - [`plan_shutdown`] replaces `plan` once the daemon shuts down: containers stop in reverse
+//!   dependency order, each once nothing that depends on it runs.
+//! - Every `Start` waits for the spec's `depends_on`: a dependency not ready by its condition
+//!   (started: running; healthy: running and healthy; completed: exited with code 0) turns it
+//!   into `Wait { reason }`, at boot, after adoption, after an edit and on every restart.
 //! - A file that turns invalid is not the planner's concern: the source keeps its last good
 //!   version in the `DesiredSet`, so the container keeps running.
 
@@ -59,7 +63,9 @@ use std::time::{Duration, Instant};
 use crate::reconcile::health::Health;
 use crate::reconcile::policy;
 use crate::runtime::protocol::ExitStatus;
-use crate::spec::{NetworkMode, NetworkSpec, OnUnhealthy, Resources, RestartPolicy, ValidatedSpec};
+use crate::spec::{
+    Condition, NetworkMode, NetworkSpec, OnUnhealthy, Resources, RestartPolicy, ValidatedSpec,
+};
 
 /// One container the spec dir asks for (the last good version of its file).
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +150,8 @@ pub enum Action {
     Stop { name: String },
     /// Its process ended: record how, and remove what it left.
     Cleanup { name: String },
+    /// It should start, but a dependency is not ready by its condition; `reason` says which.
+    Wait { name: String, reason: String },
     /// Its probe says unhealthy and `on_unhealthy` is restart or stop: SIGKILL it (it no
     /// longer answers), clean it up; then the restart policy, or the stop, applies.
     KillUnhealthy { name: String },
@@ -180,7 +188,8 @@ impl Action {
             | Action::UpdateResources { name, .. }
             | Action::Adopt { name }
             | Action::ScheduleRestart { name, .. }
-            | Action::Leave { name, .. } => name,
+            | Action::Leave { name, .. }
+            | Action::Wait { name, .. } => name,
         }
     }
 }
@@ -239,6 +248,7 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
         network,
         mounts,
         health,
+        depends_on,
     } = old;
     let needs_new_container = *name != new.name
         || *image != new.image
@@ -263,6 +273,7 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
         || *stop_signal != new.stop_signal
         || *stop_timeout != new.stop_timeout
         || *health != new.health
+        || *depends_on != new.depends_on
     {
         SpecChange::Settings
     } else {
@@ -290,8 +301,60 @@ pub fn plan(
     let names: BTreeSet<&String> = desired.keys().chain(observed.keys()).collect();
     names
         .into_iter()
-        .filter_map(|name| plan_one(name, desired.get(name), observed.get(name), now, jitter))
+        .filter_map(|name| {
+            let action = plan_one(name, desired.get(name), observed.get(name), now, jitter)?;
+            match (&action, desired.get(name)) {
+                (Action::Start { .. }, Some(d)) => match waiting_on(&d.spec, observed) {
+                    Some(reason) => Some(Action::Wait {
+                        name: name.clone(),
+                        reason,
+                    }),
+                    None => Some(action),
+                },
+                _ => Some(action),
+            }
+        })
         .collect()
+}
+
+/// Why `spec` cannot start yet: the first of its dependencies that is not ready (by its
+/// condition), or `None` when all are.
+pub fn waiting_on(spec: &ValidatedSpec, observed: &ObservedSet) -> Option<String> {
+    spec.depends_on.iter().find_map(|(dep, cond)| {
+        let o = observed.get(dep);
+        let ready = o.is_some_and(|o| match cond {
+            Condition::Started => matches!(o.phase, Phase::Running { .. }),
+            Condition::Healthy => {
+                matches!(o.phase, Phase::Running { .. }) && o.health == Some(Health::Healthy)
+            }
+            Condition::Completed => matches!(
+                o.phase,
+                Phase::Exited {
+                    status: ExitStatus::Code(0),
+                    ..
+                }
+            ),
+        });
+        if ready {
+            return None;
+        }
+        let now = match o.map(|o| (&o.phase, o.health)) {
+            None => "not created yet".to_string(),
+            Some((Phase::Running { .. }, Some(h))) => format!("running, {}", h.as_str()),
+            Some((Phase::Running { .. }, None)) => "running".into(),
+            Some((Phase::Exited { status, .. }, _)) => format!("exited ({status:?})"),
+            Some((Phase::StartFailed { .. }, _)) => "failed to start".into(),
+            Some((Phase::Stopped, _)) => "stopped".into(),
+            Some((Phase::Exiting { .. }, _)) => "exiting".into(),
+        };
+        Some(format!(
+            "waiting for {dep} to be {} (it is {now})",
+            match cond {
+                Condition::Completed => "completed (exit 0)",
+                c => c.as_str(),
+            }
+        ))
+    })
 }
 
 /// The planner while the daemon shuts down: every running container is stopped and every
@@ -299,15 +362,34 @@ pub fn plan(
 /// Busy containers finish what they are doing first. The shutdown is over when this returns
 /// nothing and no container is busy.
 pub fn plan_shutdown(observed: &ObservedSet) -> Vec<Action> {
-    observed
-        .iter()
-        .filter(|(_, o)| !o.busy)
-        .filter_map(|(name, o)| match o.phase {
-            Phase::Running { .. } => Some(Action::Stop { name: name.clone() }),
-            Phase::Exiting { .. } => Some(Action::Cleanup { name: name.clone() }),
-            _ => None,
+    // A container is stopped once nothing that depends on it still runs or is busy (reverse
+    // dependency order); if that holds every running one back (a cycle among last good
+    // specs), all are stopped.
+    let held = |name: &String| {
+        observed.iter().any(|(other, o)| {
+            other != name
+                && o.spec.depends_on.contains_key(name)
+                && (o.busy || matches!(o.phase, Phase::Running { .. }))
         })
-        .collect()
+    };
+    let idle_running = || {
+        observed
+            .iter()
+            .filter(|(_, o)| !o.busy && matches!(o.phase, Phase::Running { .. }))
+    };
+    let mut stops: Vec<&String> = idle_running().map(|(n, _)| n).filter(|n| !held(n)).collect();
+    let any_busy = observed.values().any(|o| o.busy);
+    if stops.is_empty() && !any_busy {
+        stops = idle_running().map(|(n, _)| n).collect();
+    }
+    let mut actions: Vec<Action> = observed
+        .iter()
+        .filter(|(_, o)| !o.busy && matches!(o.phase, Phase::Exiting { .. }))
+        .map(|(n, _)| Action::Cleanup { name: n.clone() })
+        .chain(stops.into_iter().map(|n| Action::Stop { name: n.clone() }))
+        .collect();
+    actions.sort_by(|a, b| a.name().cmp(b.name()));
+    actions
 }
 
 fn plan_one(
@@ -524,6 +606,7 @@ mod tests {
             },
             mounts: vec![],
             health: None,
+            depends_on: Default::default(),
         }
     }
 

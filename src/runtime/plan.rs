@@ -364,6 +364,7 @@ mod tests {
             },
             mounts: vec![],
             health: None,
+            depends_on: Default::default(),
         }
     }
 

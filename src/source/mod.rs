@@ -79,9 +79,19 @@ impl SpecSource {
                 }
             }
         }
-        for (name, diagnostic) in spec::static_ip_clashes(fresh.values().map(|s| &**s)) {
+        let mut clashes = spec::static_ip_clashes(fresh.values().map(|s| &**s));
+        clashes.extend(spec::dependency_errors(
+            fresh.values().map(|s| &**s),
+            &present,
+        ));
+        for (name, diagnostic) in clashes {
             fresh.remove(&name);
-            errors.insert(name, diagnostic.to_string());
+            // A spec can have several: keep each.
+            let e = errors.entry(name).or_default();
+            if !e.is_empty() {
+                e.push('\n');
+            }
+            e.push_str(&diagnostic.to_string());
         }
         self.last_good.retain(|name, _| present.contains(name));
         self.last_good.extend(fresh);

@@ -146,15 +146,25 @@ pub fn load_paths(
                     }))
                     .collect();
                 results.sort_by(|a, b| a.0.cmp(&b.0));
-                // A static IP is one container's only: the files of a dir are checked together.
-                let clashes =
-                    static_ip_clashes(results.iter().filter_map(|(_, r)| r.as_ref().ok()));
-                for (name, diagnostic) in clashes {
+                // A static IP is one container's only, and dependencies name other files: the
+                // files of a dir are checked together.
+                let present: Vec<String> = results
+                    .iter()
+                    .filter_map(|(f, _)| Some(f.file_stem()?.to_string_lossy().into_owned()))
+                    .collect();
+                let valid = || results.iter().filter_map(|(_, r)| r.as_ref().ok());
+                let mut across = static_ip_clashes(valid());
+                across.extend(dependency_errors(valid(), &present));
+                let mut by_name: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
+                for (name, diagnostic) in across {
+                    by_name.entry(name).or_default().push(diagnostic);
+                }
+                for (name, diagnostics) in by_name {
                     if let Some(slot) = results
                         .iter_mut()
                         .find(|(_, r)| r.as_ref().is_ok_and(|s| s.name == name))
                     {
-                        slot.1 = Err(SpecErrors::from(diagnostic));
+                        slot.1 = Err(SpecErrors { diagnostics });
                     }
                 }
                 out.extend(results);
@@ -194,4 +204,83 @@ pub fn static_ip_clashes<'a>(
         }
     }
     out
+}
+
+/// Problems of `depends_on` across the spec dir, each with a diagnostic at the dependent's
+/// `depends_on` naming the files involved: a dependency with no spec file (`present` holds the
+/// names of every spec file, valid or not), a `healthy` condition on a container without a
+/// `[health]` probe, and cycles (each member of one gets the whole cycle).
+pub fn dependency_errors<'a>(
+    specs: impl IntoIterator<Item = &'a ValidatedSpec>,
+    present: &[String],
+) -> Vec<(String, Diagnostic)> {
+    let by_name: BTreeMap<&str, &ValidatedSpec> =
+        specs.into_iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut out = Vec::new();
+    for s in by_name.values() {
+        for (dep, cond) in &s.depends_on {
+            let key = format!("depends_on.{dep}");
+            if !present.iter().any(|p| p == dep) {
+                let message = format!(
+                    "depends_on: no spec file for {dep:?} (expected {})",
+                    s.file.with_file_name(format!("{dep}.toml")).display()
+                );
+                out.push((s.name.clone(), super::diagnostic_at_key(&s.file, &key, message)));
+            } else if let (super::Condition::Healthy, Some(d)) = (cond, by_name.get(dep.as_str())) {
+                if d.health.is_none() {
+                    let message = format!(
+                        "depends_on: {dep} = \"healthy\", but {} has no [health] probe",
+                        d.file.display()
+                    );
+                    out.push((s.name.clone(), super::diagnostic_at_key(&s.file, &key, message)));
+                }
+            }
+        }
+    }
+    for s in by_name.values() {
+        if let Some(cycle) = cycle_through(&s.name, &by_name) {
+            let path: Vec<String> = cycle
+                .iter()
+                .map(|n| match by_name.get(n.as_str()) {
+                    Some(d) => format!("{n} ({})", d.file.display()),
+                    None => n.clone(),
+                })
+                .collect();
+            let message = format!("depends_on: a cycle: {}", path.join(" -> "));
+            let key = format!("depends_on.{}", cycle[1]);
+            out.push((s.name.clone(), super::diagnostic_at_key(&s.file, &key, message)));
+        }
+    }
+    out
+}
+
+/// The shortest path of dependencies from `start` back to itself (`[start, .., start]`).
+fn cycle_through(start: &str, by_name: &BTreeMap<&str, &ValidatedSpec>) -> Option<Vec<String>> {
+    let mut parent: BTreeMap<String, String> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start.to_string()]);
+    while let Some(n) = queue.pop_front() {
+        let Some(s) = by_name.get(n.as_str()) else {
+            continue;
+        };
+        for dep in s.depends_on.keys() {
+            if dep == start {
+                let mut ordered = vec![start.to_string()];
+                let mut chain: Vec<String> = Vec::new();
+                let mut c = n.clone();
+                while c != start {
+                    chain.push(c.clone());
+                    c = parent[&c].clone();
+                }
+                chain.reverse();
+                ordered.extend(chain);
+                ordered.push(start.to_string());
+                return Some(ordered);
+            }
+            if !parent.contains_key(dep) && dep != start {
+                parent.insert(dep.clone(), n.clone());
+                queue.push_back(dep.clone());
+            }
+        }
+    }
+    None
 }

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 
 pub use diagnostic::{line_col, Diagnostic, SpecErrors};
 pub use dir::{
-    is_spec_name, list_spec_dir, load_paths, spec_files_in, static_ip_clashes, DirListing, Rejected,
+    dependency_errors, is_spec_name, list_spec_dir, load_paths, spec_files_in, static_ip_clashes,
+    DirListing, Rejected,
 };
 pub use parse::{
     check_ip_in_subnet, diagnostic_at_key, load_file, parse_str, DEFAULT_BACKOFF_INITIAL,

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, SpecErrors};
 use super::types::{
-    HealthSpec, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe, Resources, RestartPolicy,
+    Condition, HealthSpec, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe, Resources, RestartPolicy,
     RestartSpec, ValidatedSpec,
 };
 use super::units;
@@ -56,6 +56,7 @@ const TOP_KEYS: &[&str] = &[
     "network",
     "mounts",
     "health",
+    "depends_on",
 ];
 const RESTART_KEYS: &[&str] = &["policy", "max_retries", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after"];
@@ -551,6 +552,10 @@ impl Checker<'_> {
             .map(|v| self.mounts(v))
             .unwrap_or_default();
         let health = doc.get("health").and_then(|v| self.health(v));
+        let depends_on = doc
+            .get("depends_on")
+            .map(|v| self.depends_on(v, name))
+            .unwrap_or_default();
 
         ValidatedSpec {
             name: name.to_string(),
@@ -572,7 +577,54 @@ impl Checker<'_> {
             network,
             mounts,
             health,
+            depends_on,
         }
+    }
+
+    /// `depends_on = ["db"]` (each "started") or `depends_on = { db = "healthy" }`.
+    fn depends_on(&mut self, v: &Val<'_>, own: &str) -> BTreeMap<String, Condition> {
+        let mut out = BTreeMap::new();
+        let mut add = |c: &mut Self, dep: &str, span: Range<usize>, key: &str, cond| {
+            if let Err(msg) = units::check_name(dep) {
+                c.err(span, key, format!("{dep:?} is not a container name: {msg}"));
+            } else if dep == own {
+                c.err(span, key, "a container cannot depend on itself");
+            } else {
+                out.insert(dep.to_string(), cond);
+            }
+        };
+        match v.get_ref() {
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let key = format!("depends_on[{i}]");
+                    if let Some(dep) = self.string(item, &key) {
+                        add(self, dep, item.span(), &key, Condition::Started);
+                    }
+                }
+            }
+            DeValue::Table(table) => {
+                for (k, cv) in table.iter() {
+                    let key = format!("depends_on.{}", k.get_ref());
+                    let cond = self.parsed(cv, &key, |s| match s {
+                        "started" => Ok(Condition::Started),
+                        "healthy" => Ok(Condition::Healthy),
+                        "completed" => Ok(Condition::Completed),
+                        _ => Err(format!(
+                            "unknown condition {s:?} (use \"started\", \"healthy\" or \"completed\")"
+                        )),
+                    });
+                    if let Some(cond) = cond {
+                        add(self, k.get_ref(), k.span(), &key, cond);
+                    }
+                }
+            }
+            _ => self.type_err(
+                v,
+                "depends_on",
+                "a list of container names or a table of name = \"started\" | \"healthy\" | \"completed\"",
+            ),
+        }
+        out
     }
 
     /// `[health]`: exactly one of `http`, `tcp`, `exec`, and the timing keys.

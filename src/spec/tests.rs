@@ -143,6 +143,7 @@ fn full_example_parses() {
             },
         ],
         health: None,
+        depends_on: Default::default(),
     };
     assert_eq!(s, want);
 }

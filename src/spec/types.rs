@@ -43,6 +43,31 @@ pub struct ValidatedSpec {
     /// The `[health]` probe, if any.
     #[serde(default)]
     pub health: Option<HealthSpec>,
+    /// Containers (by name) that must be ready before this one starts, and how ready.
+    #[serde(default)]
+    pub depends_on: BTreeMap<String, Condition>,
+}
+
+/// When a dependency is ready for its dependents to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// Its container runs.
+    Started,
+    /// It runs and its `[health]` probe says healthy.
+    Healthy,
+    /// It ran and exited with code 0.
+    Completed,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Healthy => "healthy",
+            Condition::Completed => "completed",
+        }
+    }
 }
 
 /// How berth checks that a running container works (`[health]`).

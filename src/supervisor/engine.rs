@@ -100,6 +100,8 @@ pub struct Record {
     pub health: Option<HealthState>,
     /// The task probing the running instance.
     probe: Option<tokio::task::AbortHandle>,
+    /// Why it waits to start (a dependency not ready), while it does.
+    pub waiting: Option<String>,
 }
 
 impl Record {
@@ -113,6 +115,7 @@ impl Record {
             exit_seen: None,
             health: None,
             probe: None,
+            waiting: None,
         }
     }
 
@@ -306,6 +309,7 @@ impl Engine {
                 }
                 r.obs.manual_stop = false;
                 r.left = false;
+                r.waiting = None;
                 self.dispatch(&name, "starting", Job::Start { spec });
             }
             Action::Recreate { .. } => {
@@ -355,6 +359,19 @@ impl Engine {
                         kill: false,
                     },
                 );
+            }
+            Action::Wait { reason, .. } => {
+                let Some(spec) = self.desired_spec(&name) else {
+                    return;
+                };
+                let r = self
+                    .records
+                    .entry(name.clone())
+                    .or_insert_with(|| Record::new(spec));
+                if r.waiting.as_deref() != Some(reason.as_str()) {
+                    tracing::info!(%name, "{reason}");
+                    r.waiting = Some(reason);
+                }
             }
             Action::KillUnhealthy { .. } => {
                 let Some(r) = self.records.get_mut(&name) else {

@@ -45,6 +45,7 @@ pub fn status_of(
             (Some(_), Phase::Running { .. }) => "running",
             (Some(_), _) => "starting",
             (None, Phase::Running { .. }) => "running",
+            (None, _) if r.waiting.is_some() => "waiting",
             (None, Phase::Exiting { .. }) => "exited",
             (None, Phase::Exited { .. }) if r.obs.restart_at.is_some() => "restarting",
             (None, Phase::Exited { .. }) => "exited",
@@ -74,7 +75,7 @@ pub fn status_of(
             }) => Some(describe(*status, *oom_killed)),
             _ => None,
         },
-        note: r.and_then(|r| r.note.clone()),
+        note: r.and_then(|r| r.waiting.clone().or_else(|| r.note.clone())),
         spec_error: e.snapshot.errors.get(name).cloned(),
         ip: match phase {
             Some(Phase::Running { .. }) => addresses.get(name).copied(),
