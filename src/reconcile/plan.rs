@@ -377,7 +377,10 @@ pub fn plan_shutdown(observed: &ObservedSet) -> Vec<Action> {
             .iter()
             .filter(|(_, o)| !o.busy && matches!(o.phase, Phase::Running { .. }))
     };
-    let mut stops: Vec<&String> = idle_running().map(|(n, _)| n).filter(|n| !held(n)).collect();
+    let mut stops: Vec<&String> = idle_running()
+        .map(|(n, _)| n)
+        .filter(|n| !held(n))
+        .collect();
     let any_busy = observed.values().any(|o| o.busy);
     if stops.is_empty() && !any_busy {
         stops = idle_running().map(|(n, _)| n).collect();
@@ -1481,6 +1484,149 @@ mod tests {
             },
         ];
         run(cases, now, 0.0);
+    }
+
+    fn depending(name: &str, deps: &[(&str, Condition)]) -> ValidatedSpec {
+        let mut s = spec_named(name);
+        s.depends_on = deps.iter().map(|(d, c)| (d.to_string(), *c)).collect();
+        s
+    }
+
+    #[test]
+    fn depends_on_gates_every_start() {
+        let t0 = Instant::now();
+        let running = Phase::Running { pid: 1, since: t0 };
+        let exited0 = Phase::Exited {
+            status: ExitStatus::Code(0),
+            oom_killed: false,
+            at: t0,
+        };
+        let app = |c| depending("app", &[("db", c)]);
+        let db = |phase: Phase, health: Option<Health>| {
+            let mut o = observed(spec_named("db"), phase);
+            o.health = health;
+            o
+        };
+        let wait = |reason: &str| {
+            vec![Action::Wait {
+                name: "app".into(),
+                reason: reason.into(),
+            }]
+        };
+        let cases: Vec<(&str, ValidatedSpec, Option<Observed>, Vec<Action>)> = vec![
+            (
+                "started: db not created",
+                app(Condition::Started),
+                None,
+                wait("waiting for db to be started (it is not created yet)"),
+            ),
+            (
+                "started: db running",
+                app(Condition::Started),
+                Some(db(running.clone(), None)),
+                vec![Action::Start { name: "app".into() }],
+            ),
+            (
+                "healthy: db still starting",
+                app(Condition::Healthy),
+                Some(db(running.clone(), Some(Health::Starting))),
+                wait("waiting for db to be healthy (it is running, starting)"),
+            ),
+            (
+                "healthy: db healthy",
+                app(Condition::Healthy),
+                Some(db(running.clone(), Some(Health::Healthy))),
+                vec![Action::Start { name: "app".into() }],
+            ),
+            (
+                "completed: db running",
+                app(Condition::Completed),
+                Some(db(running.clone(), None)),
+                wait("waiting for db to be completed (exit 0) (it is running)"),
+            ),
+            (
+                "completed: db exited 0",
+                app(Condition::Completed),
+                Some(db(exited0.clone(), None)),
+                vec![Action::Start { name: "app".into() }],
+            ),
+            (
+                "started: db exited",
+                app(Condition::Started),
+                Some(db(killed_phase(), None)),
+                wait("waiting for db to be started (it is exited (Signal(9)))"),
+            ),
+        ];
+        for (what, app_spec, db_obs, mut want) in cases {
+            let desired = desired_set(&[app_spec]);
+            let observed = observed_set(db_obs.as_slice());
+            let mut got = plan(&desired, &observed, t0, 0.0);
+            // The db itself has no file here: it is removed; only app's action is looked at.
+            got.retain(|a| a.name() == "app");
+            want.retain(|a| a.name() == "app");
+            assert_eq!(got, want, "{what}");
+        }
+        // A restart that is due waits as well.
+        let mut app_obs = observed(app(Condition::Healthy), exited0.clone());
+        app_obs.restart_at = Some(t0);
+        let desired = desired_set(&[app(Condition::Healthy), spec_named("db")]);
+        let observed = observed_set(&[app_obs, db(running.clone(), Some(Health::Unhealthy))]);
+        assert_eq!(
+            plan(&desired, &observed, t0, 0.0),
+            wait("waiting for db to be healthy (it is running, unhealthy)")
+        );
+    }
+
+    fn killed_phase() -> Phase {
+        Phase::Exited {
+            status: ExitStatus::Signal(9),
+            oom_killed: false,
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn shutdown_goes_in_reverse_dependency_order() {
+        let t0 = Instant::now();
+        let running = Phase::Running { pid: 1, since: t0 };
+        let chain = |web: Phase, web_busy: bool, app: Phase| {
+            let mut w = observed(depending("web", &[("app", Condition::Started)]), web);
+            w.busy = web_busy;
+            let a = observed(depending("app", &[("db", Condition::Healthy)]), app);
+            let d = observed(spec_named("db"), Phase::Running { pid: 2, since: t0 });
+            observed_set(&[w, a, d])
+        };
+        let stop = |n: &str| Action::Stop { name: n.into() };
+        assert_eq!(
+            plan_shutdown(&chain(running.clone(), false, running.clone())),
+            vec![stop("web")]
+        );
+        assert_eq!(
+            plan_shutdown(&chain(running.clone(), true, running.clone())),
+            vec![],
+            "web is being stopped: app and db wait"
+        );
+        assert_eq!(
+            plan_shutdown(&chain(Phase::Stopped, false, running.clone())),
+            vec![stop("app")]
+        );
+        assert_eq!(
+            plan_shutdown(&chain(Phase::Stopped, false, Phase::Stopped)),
+            vec![stop("db")]
+        );
+        // A cycle among the last good specs: all stop rather than none.
+        let a = observed(
+            depending("a", &[("b", Condition::Started)]),
+            running.clone(),
+        );
+        let b = observed(
+            depending("b", &[("a", Condition::Started)]),
+            running.clone(),
+        );
+        assert_eq!(
+            plan_shutdown(&observed_set(&[a, b])),
+            vec![stop("a"), stop("b")]
+        );
     }
 
     #[test]

@@ -219,20 +219,19 @@ pub fn dependency_errors<'a>(
     let mut out = Vec::new();
     for s in by_name.values() {
         for (dep, cond) in &s.depends_on {
-            let key = format!("depends_on.{dep}");
             if !present.iter().any(|p| p == dep) {
                 let message = format!(
                     "depends_on: no spec file for {dep:?} (expected {})",
                     s.file.with_file_name(format!("{dep}.toml")).display()
                 );
-                out.push((s.name.clone(), super::diagnostic_at_key(&s.file, &key, message)));
+                out.push((s.name.clone(), at_dependency(s, dep, message)));
             } else if let (super::Condition::Healthy, Some(d)) = (cond, by_name.get(dep.as_str())) {
                 if d.health.is_none() {
                     let message = format!(
                         "depends_on: {dep} = \"healthy\", but {} has no [health] probe",
                         d.file.display()
                     );
-                    out.push((s.name.clone(), super::diagnostic_at_key(&s.file, &key, message)));
+                    out.push((s.name.clone(), at_dependency(s, dep, message)));
                 }
             }
         }
@@ -247,11 +246,20 @@ pub fn dependency_errors<'a>(
                 })
                 .collect();
             let message = format!("depends_on: a cycle: {}", path.join(" -> "));
-            let key = format!("depends_on.{}", cycle[1]);
-            out.push((s.name.clone(), super::diagnostic_at_key(&s.file, &key, message)));
+            out.push((s.name.clone(), at_dependency(s, &cycle[1], message)));
         }
     }
     out
+}
+
+/// A diagnostic at `dep` in the `depends_on` of `s`: its key in the table form, else (the
+/// list form) the `depends_on` key.
+fn at_dependency(s: &ValidatedSpec, dep: &str, message: String) -> Diagnostic {
+    let d = super::diagnostic_at_key(&s.file, &format!("depends_on.{dep}"), message.clone());
+    if d.key.is_some() && (d.line, d.col) != (1, 1) {
+        return d;
+    }
+    super::diagnostic_at_key(&s.file, "depends_on", message)
 }
 
 /// The shortest path of dependencies from `start` back to itself (`[start, .., start]`).

@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, SpecErrors};
 use super::types::{
-    Condition, HealthSpec, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe, Resources, RestartPolicy,
-    RestartSpec, ValidatedSpec,
+    Condition, HealthSpec, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe, Resources,
+    RestartPolicy, RestartSpec, ValidatedSpec,
 };
 use super::units;
 use super::ValidationContext;

@@ -192,6 +192,22 @@ readonly = true
 }
 
 #[test]
+fn depends_on_forms() {
+    let s = ok("image = \"busybox\"\ndepends_on = [\"db\", \"cache\"]\n");
+    assert_eq!(
+        s.depends_on.into_iter().collect::<Vec<_>>(),
+        [
+            ("cache".to_string(), Condition::Started),
+            ("db".to_string(), Condition::Started)
+        ]
+    );
+    let s = ok("image = \"busybox\"\ndepends_on = { db = \"healthy\", migrate = \"completed\" }\n");
+    assert_eq!(s.depends_on["db"], Condition::Healthy);
+    assert_eq!(s.depends_on["migrate"], Condition::Completed);
+    assert!(ok("image = \"busybox\"\n").depends_on.is_empty());
+}
+
+#[test]
 fn health_probes() {
     let s = ok("image = \"busybox\"\n[health]\nhttp = { port = 8080, path = \"/healthz\" }\ninterval = \"2s\"\ntimeout = \"1s\"\nretries = 5\nstart_period = \"30s\"\non_unhealthy = \"stop\"\n");
     assert_eq!(
@@ -449,7 +465,10 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\ninterval = \"0s\"\n", 4, 12, "health.interval", "greater than 0"),
     ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\nretries = 0\n", 4, 11, "health.retries", "between 1 and 1000"),
     ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\non_unhealthy = \"reboot\"\n", 4, 16, "health.on_unhealthy", "unknown action"),
-    ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\nintervall = \"1s\"\n", 4, 1, "health.intervall", "interval"),
+    ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\nintervall = \"1s\"\n", 4, 1, "health.intervall", "interval"),    ("image = \"busybox\"\ndepends_on = [\"web\"]\n", 2, 15, "depends_on[0]", "itself"),
+    ("image = \"busybox\"\ndepends_on = { db = \"ready\" }\n", 2, 21, "depends_on.db", "unknown condition"),
+    ("image = \"busybox\"\ndepends_on = [\"a/b\"]\n", 2, 15, "depends_on[0]", "not a container name"),
+    ("image = \"busybox\"\ndepends_on = \"db\"\n", 2, 14, "depends_on", "a list of container names"),
 ];
 
 #[test]
@@ -701,6 +720,47 @@ mod files {
         let root = tempfile::tempdir().unwrap();
         let err = spec_files_in(&root.path().join("nope")).unwrap_err();
         assert!(matches!(err, SpecError::Canonicalize { .. }), "{err}");
+    }
+
+    #[test]
+    fn dependency_problems_name_both_files() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("specs");
+        fs::create_dir(&dir).unwrap();
+        let spec = |deps: &str| format!("image = \"busybox\"\ndepends_on = {deps}\n");
+        fs::write(dir.join("a.toml"), spec("{ b = \"started\" }")).unwrap();
+        fs::write(dir.join("b.toml"), spec("[\"c\"]")).unwrap();
+        fs::write(dir.join("c.toml"), spec("{ a = \"started\" }")).unwrap();
+        fs::write(dir.join("d.toml"), spec("[\"nobody\"]")).unwrap();
+        fs::write(dir.join("e.toml"), spec("{ f = \"healthy\" }")).unwrap();
+        fs::write(dir.join("f.toml"), "image = \"busybox\"\n").unwrap();
+        fs::write(dir.join("g.toml"), spec("{ f = \"started\" }")).unwrap();
+        let results = load_paths(std::slice::from_ref(&dir), &ValidationContext::default());
+        let errors: BTreeMap<String, String> = results
+            .iter()
+            .filter_map(|(p, r)| {
+                let name = p.file_stem()?.to_string_lossy().into_owned();
+                r.as_ref().err().map(|e| (name, e.to_string()))
+            })
+            .collect();
+        assert_eq!(
+            errors.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["a", "b", "c", "d", "e"],
+            "{errors:?}"
+        );
+        let a = &errors["a"];
+        assert!(a.contains("a.toml:2:") && a.contains("cycle"), "{a}");
+        for f in ["a.toml", "b.toml", "c.toml"] {
+            assert!(a.contains(f), "the cycle names {f}: {a}");
+        }
+        assert!(errors["b"].contains("b.toml:2:"), "{}", errors["b"]);
+        let d = &errors["d"];
+        assert!(d.contains("d.toml:2:") && d.contains("nobody.toml"), "{d}");
+        let e = &errors["e"];
+        assert!(
+            e.contains("e.toml:2:") && e.contains("f.toml") && e.contains("[health]"),
+            "{e}"
+        );
     }
 
     #[test]

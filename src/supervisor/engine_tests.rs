@@ -655,3 +655,54 @@ async fn on_unhealthy_stop_leaves_it_stopped_and_none_only_reports() {
     h.shutdown().await;
     every_start_was_cleaned_up(&fake);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_starts_in_order_and_stops_in_reverse() {
+    let (fake, dir) = Harness::fixture();
+    write_spec(&dir, "db", &body("oci:/img:v1", PROBED));
+    write_spec(
+        &dir,
+        "app",
+        &body("oci:/img:v1", "depends_on = { db = \"healthy\" }"),
+    );
+    write_spec(&dir, "web", &body("oci:/img:v1", "depends_on = [\"app\"]"));
+    let h = Harness::start(fake.clone(), dir);
+    let row = h
+        .wait_row("web", Duration::from_secs(1), |r| r["state"] == "waiting")
+        .await;
+    assert!(row["note"].as_str().unwrap().contains("app"), "{row}");
+    h.wait_state("web", "running", Duration::from_secs(5)).await;
+    let starts: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("start "))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "start db oci:/img:v1",
+            "start app oci:/img:v1",
+            "start web oci:/img:v1"
+        ]
+    );
+    // db's first probe (after 1 s) came before app's start.
+    let calls = fake.calls();
+    let probe = calls
+        .iter()
+        .position(|c| c.starts_with("probe db"))
+        .unwrap();
+    let app = calls
+        .iter()
+        .position(|c| c.starts_with("start app"))
+        .unwrap();
+    assert!(probe < app, "{calls:?}");
+    h.shutdown().await;
+    let cleanups: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("cleanup "))
+        .map(|c| c.split(['-', ' ']).nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(cleanups, ["web", "app", "db"]);
+    every_start_was_cleaned_up(&fake);
+}
