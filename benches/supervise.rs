@@ -367,8 +367,8 @@ impl Bench {
         took
     }
 
-    /// 7. The daemon's CPU use, in percent of one core, over `window` with `n` containers
-    /// probed over http every 10 s.
+    /// The daemon's CPU use (phase 7), in percent of one core, over `window` with `n`
+    /// containers probed over http every 10 s.
     fn probe_cost(&self, n: usize, window: Duration) -> f64 {
         println!();
         println!("== probe cost: {n} busybox httpd containers, http probe every 10s, {window:?} window ==");

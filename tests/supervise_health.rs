@@ -182,3 +182,52 @@ fn a_sigstopped_container_is_restarted() {
     d.stop();
     env.assert_no_leaks();
 }
+
+#[test]
+fn a_chain_starts_in_order_at_boot_and_stops_in_reverse() {
+    if skip_unless_root("depends_on chain") {
+        return;
+    }
+    let env = TestEnv::new("hl-chain");
+    let out = env.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(env.specs()).unwrap();
+    // Each appends to one shared file when it starts and when SIGTERM stops it.
+    let body = |name: &str, before: &str, extra: &str| {
+        format!(
+            "command = [\"sh\", \"-c\", \"{before}echo start-{name} >> /out/order; trap 'echo stop-{name} >> /out/order; exit 0' TERM; while :; do sleep 0.1; done\"]\n\
+             {extra}\n[[mounts]]\nsource = {:?}\ntarget = \"/out\"\n[network]\nmode = \"none\"\n",
+            out.display()
+        )
+    };
+    env.write_spec("web", &body("web", "", "depends_on = [\"app\"]"));
+    env.write_spec("app", &body("app", "", "depends_on = { db = \"healthy\" }"));
+    env.write_spec(
+        "db",
+        &format!(
+            "{}[health]\ntcp = {{ port = 8080 }}\ninterval = \"500ms\"\n",
+            body("db", "httpd -p 127.0.0.1:8080 -h /tmp; ", "")
+        ),
+    );
+    let d = Daemon::start(&env);
+    wait_until(Duration::from_secs(30), "web running", || {
+        env.running_pid("web").is_some()
+    });
+    assert_eq!(env.status("db").unwrap()["health"], "healthy");
+    d.stop();
+    let order = std::fs::read_to_string(out.join("order")).unwrap();
+    assert_eq!(
+        order.lines().collect::<Vec<_>>(),
+        [
+            "start-db",
+            "start-app",
+            "start-web",
+            "stop-web",
+            "stop-app",
+            "stop-db"
+        ],
+        "{}",
+        env.daemon_log()
+    );
+    env.assert_no_leaks();
+}
