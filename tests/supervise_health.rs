@@ -214,7 +214,25 @@ fn a_chain_starts_in_order_at_boot_and_stops_in_reverse() {
         env.running_pid("web").is_some()
     });
     assert_eq!(env.status("db").unwrap()["health"], "healthy");
+    // The status files beside the socket say the same.
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir.path().join("status/db.json")).unwrap())
+            .unwrap();
+    assert_eq!(file["health"], "healthy", "{file}");
+    assert_eq!(file["phase"], "running");
+    assert!(
+        file["image_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{file}"
+    );
+    assert_eq!(file["spec_sha256"].as_str().unwrap().len(), 64);
     d.stop();
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir.path().join("status/web.json")).unwrap())
+            .unwrap();
+    assert_eq!(file["phase"], "stopped", "{file}");
     let order = std::fs::read_to_string(out.join("order")).unwrap();
     assert_eq!(
         order.lines().collect::<Vec<_>>(),

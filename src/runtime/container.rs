@@ -124,6 +124,8 @@ pub struct Prepared {
     pub cgroup: ContainerCgroup,
     /// Bridge mode: what the network set up for it.
     pub network: Option<Attachment>,
+    /// The image's manifest digest (none for a plain rootfs dir).
+    pub image_digest: Option<String>,
 }
 
 fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -455,6 +457,7 @@ impl Runtime {
                     plan,
                     cgroup,
                     network: attachment.clone(),
+                    image_digest: image.digest.clone(),
                 }),
                 Err(e) => {
                     let _ = cgroup.destroy();

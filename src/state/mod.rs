@@ -40,6 +40,9 @@ pub struct Instance {
     pub monitor_pid: i32,
     pub monitor_start: u64,
     pub started_at: SystemTime,
+    /// The manifest digest of the image it runs.
+    #[serde(default)]
+    pub image_digest: Option<String>,
 }
 
 /// What the supervisor knows of one container between its own restarts.

@@ -34,6 +34,7 @@ struct RawConfig {
     specs: Option<PathBuf>,
     root: Option<PathBuf>,
     socket: Option<PathBuf>,
+    status_dir: Option<PathBuf>,
     cgroup_parent: Option<String>,
     device_control: Option<Spanned<String>>,
     network: Option<RawNetwork>,
@@ -64,6 +65,9 @@ pub struct Config {
     pub specs: PathBuf,
     pub root: PathBuf,
     pub socket: PathBuf,
+    /// Where `<name>.json` status files go; unset, `status` beside the socket
+    /// (/run/berth/status by default).
+    pub status_dir: Option<PathBuf>,
     pub cgroup_parent: String,
     /// Whether containers may run where cgroup v2 device control is unavailable.
     pub device_control: DeviceControl,
@@ -77,6 +81,7 @@ impl Default for Config {
             specs: "/etc/berth/specs".into(),
             root: "/var/lib/berth".into(),
             socket: "/run/berth/berth.sock".into(),
+            status_dir: None,
             cgroup_parent: "berth".into(),
             device_control: DeviceControl::Required,
             network: NetworkConfig::default(),
@@ -86,6 +91,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The status dir: the configured one, else `status` beside the socket.
+    pub fn status_dir(&self) -> PathBuf {
+        self.status_dir.clone().unwrap_or_else(|| {
+            self.socket
+                .parent()
+                .unwrap_or(Path::new("/run/berth"))
+                .join("status")
+        })
+    }
+
     /// Reads `path` (defaults for every missing key).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -116,6 +131,9 @@ impl Config {
         }
         if let Some(v) = raw.socket {
             c.socket = v;
+        }
+        if let Some(v) = raw.status_dir {
+            c.status_dir = Some(v);
         }
         if let Some(v) = raw.cgroup_parent {
             c.cgroup_parent = v;

@@ -73,10 +73,19 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let ctx = ValidationContext {
         subnet: config.network.subnet,
     };
+    let status_dir = config.status_dir();
+    let status = match super::status::StatusFiles::open(&status_dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("status dir {}: {e}; no status files", status_dir.display());
+            None
+        }
+    };
     let (engine, tx, rx) = Engine::new(
         effects,
         StateDir::open(&config.root)?,
         SpecSource::new(&config.specs, ctx),
+        status,
     );
     let hint = Arc::new(tokio::sync::Notify::new());
     let _watcher = watch_specs(&config.specs, Arc::clone(&hint));

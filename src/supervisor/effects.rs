@@ -104,6 +104,7 @@ impl Effects for RuntimeEffects {
             .prepare(spec, &Mode::Supervised(self.logs))
             .map_err(|e| e.to_string())?;
         let id = prepared.id.clone();
+        let image_digest = prepared.image_digest.clone();
         match self.rt.start(&prepared, helper) {
             Ok(running) => {
                 let init_pid = running.pid.as_raw();
@@ -115,6 +116,7 @@ impl Effects for RuntimeEffects {
                     monitor_pid,
                     monitor_start: state::process_start_time(monitor_pid).unwrap_or(0),
                     started_at: SystemTime::now(),
+                    image_digest,
                 })
             }
             Err(e) => {

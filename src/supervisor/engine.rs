@@ -153,6 +153,7 @@ pub struct Engine {
     workers: BTreeMap<String, Worker>,
     tx: mpsc::UnboundedSender<Event>,
     shutting_down: bool,
+    status: Option<status::StatusFiles>,
 }
 
 impl Engine {
@@ -161,6 +162,7 @@ impl Engine {
         effects: Arc<dyn Effects>,
         state: StateDir,
         source: SpecSource,
+        status: Option<status::StatusFiles>,
     ) -> (
         Engine,
         mpsc::UnboundedSender<Event>,
@@ -181,6 +183,7 @@ impl Engine {
             workers: BTreeMap::new(),
             tx: tx.clone(),
             shutting_down: false,
+            status,
         };
         (engine, tx, rx)
     }
@@ -197,6 +200,7 @@ impl Engine {
         self.snapshot = self.source.relist();
         self.log_spec_errors(&BTreeMap::new());
         self.reconcile();
+        self.publish();
         on_ready();
         let mut relist = tokio::time::interval(RELIST_EVERY);
         relist.tick().await;
@@ -211,11 +215,21 @@ impl Engine {
             }
             if self.shutting_down {
                 if self.shutdown_step() {
+                    self.publish();
                     break;
                 }
             } else {
                 self.reconcile();
             }
+            self.publish();
+        }
+    }
+
+    /// Rewrites the status files that changed.
+    fn publish(&mut self) {
+        if let Some(mut files) = self.status.take() {
+            files.publish(self);
+            self.status = Some(files);
         }
     }
 

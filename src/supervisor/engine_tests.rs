@@ -104,6 +104,7 @@ impl Effects for Fake {
             monitor_pid: pid,
             monitor_start: 1,
             started_at: SystemTime::now(),
+            image_digest: Some(format!("sha256:{:064x}", pid)),
         })
     }
 
@@ -223,7 +224,8 @@ impl Harness {
     fn start(fake: Arc<Fake>, dir: tempfile::TempDir) -> Harness {
         let state = StateDir::open(&dir.path().join("root")).unwrap();
         let source = SpecSource::new(&dir.path().join("specs"), ValidationContext::default());
-        let (engine, tx, rx) = Engine::new(fake.clone(), state, source);
+        let status = super::status::StatusFiles::open(&dir.path().join("status")).unwrap();
+        let (engine, tx, rx) = Engine::new(fake.clone(), state, source, Some(status));
         let hint = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(engine.run(rx, hint, || {}));
         Harness {
@@ -465,6 +467,7 @@ async fn adoption_tracks_the_living_and_cleans_up_the_dead() {
                     monitor_pid: 10,
                     monitor_start: 1,
                     started_at: SystemTime::now(),
+                    image_digest: None,
                 }),
                 restarts: 0,
                 manual_stop: false,
@@ -705,4 +708,49 @@ async fn a_chain_starts_in_order_and_stops_in_reverse() {
         .collect();
     assert_eq!(cleanups, ["web", "app", "db"]);
     every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_files_follow_each_container() {
+    let (fake, dir) = Harness::fixture();
+    write_spec(&dir, "web", &body("oci:/img:v1", PROBED));
+    let status = dir.path().join("status/web.json");
+    let spec_file = dir.path().join("specs/web.toml");
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_row("web", Duration::from_secs(3), |r| r["health"] == "healthy")
+        .await;
+    let read = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap()
+    };
+    let v = read();
+    assert_eq!(v["phase"], "running");
+    assert_eq!(v["health"], "healthy");
+    assert_eq!(v["image"], "oci:/img:v1");
+    assert!(
+        v["image_digest"].as_str().unwrap().starts_with("sha256:"),
+        "{v}"
+    );
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&spec_file).unwrap()));
+    assert_eq!(v["spec_sha256"], sha);
+    assert!(v["updated_at"].is_string());
+    // An update that fails is in the file too.
+    h.write("web", &body(BAD_PULL, PROBED));
+    h.wait_row("web", Duration::from_secs(2), |r| {
+        r["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("update failed"))
+    })
+    .await;
+    let v = read();
+    assert!(
+        v["last_error"].as_str().unwrap().contains("update failed"),
+        "{v}"
+    );
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&spec_file).unwrap()));
+    assert_eq!(v["spec_sha256"], sha, "the hash of the file as it is now");
+    h.delete("web");
+    h.wait_state("web", "absent", Duration::from_secs(12)).await;
+    assert!(!status.exists(), "removed with the container");
+    h.shutdown().await;
 }

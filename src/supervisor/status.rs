@@ -1,7 +1,10 @@
-//! What `ps` and `inspect` show of each container, read from the decision loop's records.
+//! What `ps` and `inspect` show of each container, read from the decision loop's records, and
+//! the same as a file per container for the tools that drop the spec files
+//! (`<status_dir>/<name>.json`, rewritten atomically when it changes).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use super::control::ContainerStatus;
 use super::engine::Engine;
@@ -98,4 +101,93 @@ pub fn status_of(
             })
             .unwrap_or_default(),
     }
+}
+
+/// `<dir>/<name>.json` for every container the daemon knows or the spec dir names.
+pub struct StatusFiles {
+    dir: PathBuf,
+    /// What was written last, by name.
+    written: BTreeMap<String, serde_json::Value>,
+}
+
+impl StatusFiles {
+    /// The status dir (created 0755; files from an earlier daemon are rewritten or removed).
+    pub fn open(dir: &Path) -> std::io::Result<StatusFiles> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+        let mut written = BTreeMap::new();
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".json") {
+                written.insert(stem.to_string(), serde_json::Value::Null);
+            }
+        }
+        Ok(StatusFiles {
+            dir: dir.to_path_buf(),
+            written,
+        })
+    }
+
+    /// Rewrites the files whose content changed and removes those of containers gone.
+    pub fn publish(&mut self, e: &Engine) {
+        let rows = ps(e, &BTreeMap::new());
+        let names: BTreeSet<String> = rows.iter().map(|r| r.name.clone()).collect();
+        for row in rows {
+            let name = row.name.clone();
+            let r = e.records.get(&name);
+            let spec = e.spec_of(&row.name);
+            let v = serde_json::json!({
+                "name": row.name,
+                "phase": row.state,
+                "health": row.health,
+                "health_output": row.health_output,
+                "image": row.image,
+                "image_digest": r.and_then(|r| r.instance.as_ref()).and_then(|i| i.image_digest.clone()),
+                "pid": row.pid,
+                "restarts": row.restarts,
+                "last_exit": row.last_exit,
+                "last_error": row.note,
+                "spec_error": row.spec_error,
+                "file": spec.as_ref().map(|s| s.file.clone()),
+                "last_rollback": null,
+            });
+            if self.written.get(&row.name) == Some(&v) {
+                continue;
+            }
+            let hash = spec.as_ref().and_then(|s| file_sha256(&s.file));
+            let mut with_time = v.clone();
+            with_time["spec_sha256"] = hash.into();
+            with_time["updated_at"] =
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string()
+                    .into();
+            let path = self.dir.join(format!("{}.json", row.name));
+            let data = serde_json::to_vec_pretty(&with_time).unwrap_or_default();
+            match crate::state::write_atomic(&path, &data, crate::state::Durability::Process) {
+                Ok(()) => {
+                    self.written.insert(name, v);
+                }
+                Err(err) => tracing::warn!("status file {}: {err}", path.display()),
+            }
+        }
+        let gone: Vec<String> = self
+            .written
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let _ = std::fs::remove_file(self.dir.join(format!("{name}.json")));
+            self.written.remove(&name);
+        }
+    }
+}
+
+fn file_sha256(path: &Path) -> Option<String> {
+    use sha2::Digest;
+    let data = std::fs::read(path).ok()?;
+    Some(hex::encode(sha2::Sha256::digest(&data)))
 }
