@@ -48,6 +48,9 @@
 //! - `Stop` ends in `Stopped` (and clears `restart_requested`); `Cleanup` in `Exited`; an exit
 //!   the daemon observes sets `Exiting`. A failed `Recreate` keeps (or restores) the old
 //!   instance and sets `failed_update` to the desired spec.
+//! - **trial** (a new version started by a `Recreate`, while `update.rollback`): unchanged
+//!   desired spec and it ended, failed to start or is unhealthy -> `Rollback`; it ran for
+//!   `update.healthy_for` (and is healthy, with a probe) -> `Confirm`.
 //! - [`plan_shutdown`] replaces `plan` once the daemon shuts down: containers stop in reverse
 //!   dependency order, each once nothing that depends on it runs.
 //! - Every `Start` waits for the spec's `depends_on`: a dependency not ready by its condition
@@ -116,6 +119,16 @@ pub struct Observed {
     pub health: Option<Health>,
     /// The last instance was killed for being unhealthy.
     pub killed_unhealthy: bool,
+    /// A new version on trial: it must run (healthy, with a probe) for its
+    /// `update.healthy_for` from `since`, or it is rolled back to `previous`.
+    pub trial: Option<Trial>,
+}
+
+/// A version being tried after an update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    pub since: Instant,
+    pub previous: Arc<ValidatedSpec>,
 }
 
 impl Observed {
@@ -132,6 +145,7 @@ impl Observed {
             failed_update: None,
             health: None,
             killed_unhealthy: false,
+            trial: None,
         }
     }
 }
@@ -150,6 +164,11 @@ pub enum Action {
     Stop { name: String },
     /// Its process ended: record how, and remove what it left.
     Cleanup { name: String },
+    /// The version on trial failed (`reason`): stop what is left of it and start the previous
+    /// version again; that new version is not tried again until the file changes.
+    Rollback { name: String, reason: String },
+    /// The version on trial ran (and was healthy) for its `healthy_for`: keep it.
+    Confirm { name: String },
     /// It should start, but a dependency is not ready by its condition; `reason` says which.
     Wait { name: String, reason: String },
     /// Its probe says unhealthy and `on_unhealthy` is restart or stop: SIGKILL it (it no
@@ -189,7 +208,9 @@ impl Action {
             | Action::Adopt { name }
             | Action::ScheduleRestart { name, .. }
             | Action::Leave { name, .. }
-            | Action::Wait { name, .. } => name,
+            | Action::Wait { name, .. }
+            | Action::Rollback { name, .. }
+            | Action::Confirm { name } => name,
         }
     }
 }
@@ -249,6 +270,7 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
         mounts,
         health,
         depends_on,
+        update,
     } = old;
     let needs_new_container = *name != new.name
         || *image != new.image
@@ -274,6 +296,7 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
         || *stop_timeout != new.stop_timeout
         || *health != new.health
         || *depends_on != new.depends_on
+        || *update != new.update
     {
         SpecChange::Settings
     } else {
@@ -421,6 +444,11 @@ fn plan_one(
     if running && observed.restart_requested {
         return Some(Action::Stop { name });
     }
+    if let (Some(trial), SpecChange::None) = (&observed.trial, change) {
+        if let Some(action) = judge_trial(name.clone(), observed, trial, now) {
+            return Some(action);
+        }
+    }
     if running
         && change == SpecChange::Recreate
         && observed
@@ -476,6 +504,39 @@ fn plan_one(
             now,
             jitter,
         ),
+    }
+}
+
+/// The version on trial: rolled back when it ended or is unhealthy, kept once it ran (and was
+/// healthy) for `healthy_for`, else nothing yet.
+fn judge_trial(name: String, o: &Observed, trial: &Trial, now: Instant) -> Option<Action> {
+    let rollback = |reason: String| {
+        Some(Action::Rollback {
+            name: name.clone(),
+            reason,
+        })
+    };
+    let within = humantime::format_duration(o.spec.update.healthy_for);
+    match &o.phase {
+        Phase::Running { .. } if o.health == Some(Health::Unhealthy) => {
+            rollback(format!("the new version became unhealthy within {within}"))
+        }
+        Phase::Running { .. } => {
+            let ran = now.saturating_duration_since(trial.since) >= o.spec.update.healthy_for;
+            let healthy = o.spec.health.is_none() || o.health == Some(Health::Healthy);
+            (ran && healthy).then(|| Action::Confirm { name: name.clone() })
+        }
+        Phase::Exited { status, .. } => rollback(format!(
+            "the new version exited ({}) within {within}",
+            match status {
+                ExitStatus::Code(c) => format!("code {c}"),
+                ExitStatus::Signal(s) => format!("signal {s}"),
+            }
+        )),
+        Phase::StartFailed { error, .. } => {
+            rollback(format!("the new version failed to start: {error}"))
+        }
+        Phase::Stopped | Phase::Exiting { .. } => None,
     }
 }
 
@@ -610,6 +671,7 @@ mod tests {
             mounts: vec![],
             health: None,
             depends_on: Default::default(),
+            update: Default::default(),
         }
     }
 
@@ -641,6 +703,13 @@ mod tests {
                 on_unhealthy,
             })
         })
+    }
+
+    fn trial(since: Instant) -> Trial {
+        Trial {
+            since,
+            previous: Arc::new(spec()),
+        }
     }
 
     fn o_with_spec(spec: ValidatedSpec, phase: Phase, f: &dyn Fn(&mut Observed)) -> Observed {
@@ -1461,6 +1530,64 @@ mod tests {
                     name: "web".into(),
                     delay: Duration::from_millis(400),
                 }),
+            },
+            Case {
+                what: "on trial, not yet healthy_for -> nothing",
+                desired: Some(spec()),
+                observed: Some(o_with(running.clone(), &|ob| ob.trial = Some(trial(now)))),
+                want: None,
+            },
+            Case {
+                what: "on trial for healthy_for -> confirm",
+                desired: Some(spec()),
+                observed: Some(o_with(running.clone(), &|ob| {
+                    ob.trial = Some(trial(now - Duration::from_secs(10)))
+                })),
+                want: Some(Action::Confirm { name: "web".into() }),
+            },
+            Case {
+                what: "on trial, probed, healthy_for over but not healthy yet -> nothing",
+                desired: Some(probed(OnUnhealthy::Restart)),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::Restart),
+                    running.clone(),
+                    &|ob| {
+                        ob.trial = Some(trial(now - Duration::from_secs(60)));
+                        ob.health = Some(Health::Starting);
+                    },
+                )),
+                want: None,
+            },
+            Case {
+                what: "on trial, unhealthy -> rollback, not a kill",
+                desired: Some(probed(OnUnhealthy::Restart)),
+                observed: Some(o_with_spec(
+                    probed(OnUnhealthy::Restart),
+                    running.clone(),
+                    &|ob| {
+                        ob.trial = Some(trial(now));
+                        ob.health = Some(Health::Unhealthy);
+                    },
+                )),
+                want: Some(Action::Rollback {
+                    name: "web".into(),
+                    reason: "the new version became unhealthy within 10s".into(),
+                }),
+            },
+            Case {
+                what: "on trial, exited -> rollback",
+                desired: Some(spec()),
+                observed: Some(o_with(exited(1), &|ob| ob.trial = Some(trial(now)))),
+                want: Some(Action::Rollback {
+                    name: "web".into(),
+                    reason: "the new version exited (code 1) within 10s".into(),
+                }),
+            },
+            Case {
+                what: "on trial, edited again -> recreate",
+                desired: Some(new_image()),
+                observed: Some(o_with(running.clone(), &|ob| ob.trial = Some(trial(now)))),
+                want: Some(Action::Recreate { name: "web".into() }),
             },
             Case {
                 what: "recreate failed, resources changed on top -> still nothing",

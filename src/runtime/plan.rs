@@ -365,6 +365,7 @@ mod tests {
             mounts: vec![],
             health: None,
             depends_on: Default::default(),
+            update: Default::default(),
         }
     }
 

@@ -16,7 +16,7 @@ use toml::Spanned;
 use super::diagnostic::{Diagnostic, SpecErrors};
 use super::types::{
     Condition, HealthSpec, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe, Resources,
-    RestartPolicy, RestartSpec, ValidatedSpec,
+    RestartPolicy, RestartSpec, UpdateOrder, UpdateSpec, ValidatedSpec,
 };
 use super::units;
 use super::ValidationContext;
@@ -57,6 +57,7 @@ const TOP_KEYS: &[&str] = &[
     "mounts",
     "health",
     "depends_on",
+    "update",
 ];
 const RESTART_KEYS: &[&str] = &["policy", "max_retries", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after"];
@@ -75,6 +76,7 @@ const HEALTH_KEYS: &[&str] = &[
     "on_unhealthy",
 ];
 const HTTP_KEYS: &[&str] = &["port", "path"];
+const UPDATE_KEYS: &[&str] = &["order", "healthy_for", "rollback"];
 const TCP_KEYS: &[&str] = &["port"];
 
 /// `[health]` defaults (Docker's retries; a shorter interval and timeout than Docker's 30 s,
@@ -89,6 +91,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("resources", RESOURCES_KEYS),
     ("network", NETWORK_KEYS),
     ("health", HEALTH_KEYS),
+    ("update", UPDATE_KEYS),
 ];
 
 type Val<'i> = Spanned<DeValue<'i>>;
@@ -556,6 +559,10 @@ impl Checker<'_> {
             .get("depends_on")
             .map(|v| self.depends_on(v, name))
             .unwrap_or_default();
+        let update = doc
+            .get("update")
+            .map(|v| self.update(v, &network))
+            .unwrap_or_default();
 
         ValidatedSpec {
             name: name.to_string(),
@@ -578,7 +585,49 @@ impl Checker<'_> {
             mounts,
             health,
             depends_on,
+            update,
         }
+    }
+
+    /// `[update]`: order, healthy_for, rollback.
+    fn update(&mut self, v: &Val<'_>, network: &NetworkSpec) -> UpdateSpec {
+        let mut spec = UpdateSpec::default();
+        let Some(table) = self.table(v, "update") else {
+            return spec;
+        };
+        self.unknown_keys(table, "update", "update", UPDATE_KEYS);
+        if let Some(o) = table.get("order") {
+            if let Some(order) = self.parsed(o, "update.order", |s| match s {
+                "stop-first" => Ok(UpdateOrder::StopFirst),
+                "start-first" => Ok(UpdateOrder::StartFirst),
+                _ => Err(format!(
+                    "unknown order {s:?} (use \"stop-first\" or \"start-first\")"
+                )),
+            }) {
+                if order == UpdateOrder::StartFirst
+                    && (network.ip.is_some() || !network.ports.is_empty())
+                {
+                    self.err(
+                        o.span(),
+                        "update.order",
+                        "start-first runs two versions at once, which a static network.ip or \
+                         published ports do not allow",
+                    );
+                }
+                spec.order = order;
+            }
+        }
+        if let Some(d) = table.get("healthy_for") {
+            if let Some(d) = self.duration(d, "update.healthy_for") {
+                spec.healthy_for = d;
+            }
+        }
+        if let Some(b) = table.get("rollback") {
+            if let Some(b) = self.boolean(b, "update.rollback") {
+                spec.rollback = b;
+            }
+        }
+        spec
     }
 
     /// `depends_on = ["db"]` (each "started") or `depends_on = { db = "healthy" }`.

@@ -144,6 +144,7 @@ fn full_example_parses() {
         ],
         health: None,
         depends_on: Default::default(),
+        update: Default::default(),
     };
     assert_eq!(s, want);
 }
@@ -189,6 +190,23 @@ readonly = true
 "#);
     assert_eq!(s.network.ports.len(), 1);
     assert_eq!(s.mounts.len(), 1);
+}
+
+#[test]
+fn update_section() {
+    let s = ok("image = \"busybox\"\n");
+    assert_eq!(s.update, UpdateSpec::default());
+    assert_eq!(s.update.healthy_for, Duration::from_secs(10));
+    assert!(s.update.rollback);
+    let s = ok("image = \"busybox\"\n[network]\nmode = \"none\"\n[update]\norder = \"start-first\"\nhealthy_for = \"30s\"\nrollback = false\n");
+    assert_eq!(
+        s.update,
+        UpdateSpec {
+            order: UpdateOrder::StartFirst,
+            healthy_for: Duration::from_secs(30),
+            rollback: false
+        }
+    );
 }
 
 #[test]
@@ -468,7 +486,9 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\n[health]\ntcp = { port = 5 }\nintervall = \"1s\"\n", 4, 1, "health.intervall", "interval"),    ("image = \"busybox\"\ndepends_on = [\"web\"]\n", 2, 15, "depends_on[0]", "itself"),
     ("image = \"busybox\"\ndepends_on = { db = \"ready\" }\n", 2, 21, "depends_on.db", "unknown condition"),
     ("image = \"busybox\"\ndepends_on = [\"a/b\"]\n", 2, 15, "depends_on[0]", "not a container name"),
-    ("image = \"busybox\"\ndepends_on = \"db\"\n", 2, 14, "depends_on", "a list of container names"),
+    ("image = \"busybox\"\ndepends_on = \"db\"\n", 2, 14, "depends_on", "a list of container names"),    ("image = \"busybox\"\n[update]\norder = \"blue-green\"\n", 3, 9, "update.order", "unknown order"),
+    ("image = \"busybox\"\n[network]\nports = [\"80:80\"]\n[update]\norder = \"start-first\"\n", 5, 9, "update.order", "published ports"),
+    ("image = \"busybox\"\n[update]\nrollback = \"yes\"\n", 3, 12, "update.rollback", "expected a boolean"),
 ];
 
 #[test]

@@ -46,6 +46,38 @@ pub struct ValidatedSpec {
     /// Containers (by name) that must be ready before this one starts, and how ready.
     #[serde(default)]
     pub depends_on: BTreeMap<String, Condition>,
+    /// How an edit replaces the running container (`[update]`).
+    #[serde(default)]
+    pub update: UpdateSpec,
+}
+
+/// `[update]`: how a new version replaces the running one, and when it is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSpec {
+    pub order: UpdateOrder,
+    /// The new version must run this long (and be healthy, with a probe) to be kept.
+    pub healthy_for: Duration,
+    /// Whether a new version that does not go back to the one before.
+    pub rollback: bool,
+}
+
+impl Default for UpdateSpec {
+    fn default() -> Self {
+        UpdateSpec {
+            order: UpdateOrder::StopFirst,
+            healthy_for: Duration::from_secs(10),
+            rollback: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop the old container, then start the new one.
+    StopFirst,
+    /// Start the new one, then stop the old (no static ip or published ports).
+    StartFirst,
 }
 
 /// When a dependency is ready for its dependents to start.

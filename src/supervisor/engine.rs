@@ -15,6 +15,7 @@ use super::effects::Effects;
 use super::status;
 use super::worker::{self, Job, Outcome, Worker};
 use crate::reconcile::health::{self, Health, HealthState};
+use crate::reconcile::plan::Trial;
 use crate::reconcile::policy;
 use crate::reconcile::{plan, plan_shutdown, Action, Observed, ObservedSet, Phase};
 use crate::runtime::protocol::ExitStatus;
@@ -102,6 +103,8 @@ pub struct Record {
     probe: Option<tokio::task::AbortHandle>,
     /// Why it waits to start (a dependency not ready), while it does.
     pub waiting: Option<String>,
+    /// The last rollback: when and why.
+    pub last_rollback: Option<String>,
 }
 
 impl Record {
@@ -116,6 +119,7 @@ impl Record {
             health: None,
             probe: None,
             waiting: None,
+            last_rollback: None,
         }
     }
 
@@ -374,6 +378,39 @@ impl Engine {
                     },
                 );
             }
+            Action::Rollback { reason, .. } => {
+                let Some(r) = self.records.get_mut(&name) else {
+                    return;
+                };
+                let Some(trial) = r.obs.trial.clone() else {
+                    return;
+                };
+                tracing::warn!(%name, "rolling back to the previous version: {reason}");
+                r.last_rollback = Some(format!(
+                    "{}: {reason}",
+                    humantime::format_rfc3339_seconds(SystemTime::now())
+                ));
+                let inst = match r.obs.phase {
+                    Phase::Running { .. } => r.instance.clone(),
+                    _ => None,
+                };
+                let spec = Arc::clone(&r.obs.spec);
+                self.dispatch(
+                    &name,
+                    "rolling back",
+                    Job::Rollback {
+                        inst,
+                        spec,
+                        previous: trial.previous,
+                    },
+                );
+            }
+            Action::Confirm { .. } => {
+                if let Some(r) = self.records.get_mut(&name) {
+                    r.obs.trial = None;
+                    tracing::info!(%name, "the new version ran its healthy_for: kept");
+                }
+            }
             Action::Wait { reason, .. } => {
                 let Some(spec) = self.desired_spec(&name) else {
                     return;
@@ -528,6 +565,18 @@ impl Engine {
             }
             Outcome::Started { instance, spec } => {
                 tracing::info!(%name, id = %instance.id, pid = instance.init_pid, "started");
+                // A new version replacing a running one is on trial for its healthy_for.
+                r.obs.trial = (job == Some("updating") && spec.update.rollback).then(|| Trial {
+                    since: now(),
+                    previous: Arc::clone(&r.obs.spec),
+                });
+                if r.obs.trial.is_some() {
+                    let (tx, after) = (self.tx.clone(), spec.update.healthy_for);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send(Event::RestartDue);
+                    });
+                }
                 r.obs.phase = Phase::Running {
                     pid: instance.init_pid,
                     since: now(),
@@ -572,6 +621,39 @@ impl Engine {
                 r.note = Some(format!(
                     "update failed, the previous version runs on: {error}"
                 ));
+            }
+            Outcome::RolledBack {
+                result,
+                previous,
+                failed,
+            } => {
+                r.obs.trial = None;
+                r.obs.failed_update = Some(failed);
+                r.obs.spec = previous;
+                let why = r.last_rollback.clone().unwrap_or_default();
+                match result {
+                    Ok(instance) => {
+                        tracing::info!(%name, id = %instance.id, "rolled back: the previous version runs");
+                        r.obs.phase = Phase::Running {
+                            pid: instance.init_pid,
+                            since: now(),
+                        };
+                        r.start_probing(name, &instance, &self.ctx);
+                        r.instance = Some(instance);
+                        r.note = Some(format!("rolled back ({why})"));
+                    }
+                    Err(error) => {
+                        tracing::error!(%name, "rolled back, but the previous version did not start: {error}");
+                        r.obs.phase = Phase::StartFailed {
+                            error: error.clone(),
+                            at: now(),
+                        };
+                        r.instance = None;
+                        r.note = Some(format!(
+                            "rolled back ({why}); the previous version did not start: {error}"
+                        ));
+                    }
+                }
             }
             Outcome::Ended { ending, at } => {
                 let said = r.health.as_ref().map(|h| h.last_output.clone());

@@ -23,6 +23,7 @@ use crate::state::{ContainerRecord, Instance, StateDir};
 const BAD_PULL: &str = "oci:/img:unpullable";
 const BAD_START: &str = "oci:/img:crashes-at-start";
 const SLOW_PULL: &str = "oci:/img:slow";
+const EXITS: &str = "oci:/img:exits-at-once";
 
 #[derive(Default)]
 struct Fake {
@@ -56,7 +57,7 @@ impl Fake {
 
     fn exit(&self, id: &str) {
         if let Some((tx, _)) = self.procs.lock().unwrap().get(id) {
-            let _ = tx.send(true);
+            tx.send_replace(true);
         }
     }
 
@@ -97,6 +98,9 @@ impl Effects for Fake {
         let pid = 100 + self.next_pid.fetch_add(1, Ordering::SeqCst);
         let id = format!("{}-{pid}", spec.name);
         self.track(&id, spec.env.contains_key("IGNORES_TERM"));
+        if spec.image == EXITS {
+            self.exit(&id);
+        }
         Ok(Instance {
             id,
             init_pid: pid,
@@ -753,4 +757,76 @@ async fn status_files_follow_each_container() {
     h.wait_state("web", "absent", Duration::from_secs(12)).await;
     assert!(!status.exists(), "removed with the container");
     h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_version_that_exits_is_rolled_back_and_not_tried_again() {
+    let (fake, dir) = Harness::fixture();
+    let upd = "[update]\nhealthy_for = \"5s\"";
+    write_spec(&dir, "web", &body("oci:/img:v1", upd));
+    let status = dir.path().join("status/web.json");
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+    h.write("web", &body(EXITS, upd));
+    let row = h
+        .wait_row("web", Duration::from_secs(5), |r| {
+            r["state"] == "running"
+                && r["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("rolled back"))
+        })
+        .await;
+    assert_eq!(row["image"], "oci:/img:v1", "{row}");
+    assert!(row["note"].as_str().unwrap().contains("exited"), "{row}");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    assert!(
+        file["last_rollback"].as_str().unwrap().contains("exited"),
+        "{file}"
+    );
+    // The failed version is not tried again while the file stays as it is.
+    let _ = h.tx.send(Event::Hint);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(fake.count(&format!("start web {EXITS}")), 1);
+    assert_eq!(h.state("web").await, "running");
+    let starts: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("start web"))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "start web oci:/img:v1".to_string(),
+            format!("start web {EXITS}"),
+            "start web oci:/img:v1".to_string()
+        ]
+    );
+    h.shutdown().await;
+    every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_version_that_runs_its_healthy_for_is_kept() {
+    let (fake, dir) = Harness::fixture();
+    let upd = "[update]\nhealthy_for = \"5s\"";
+    write_spec(&dir, "web", &body("oci:/img:v1", upd));
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+    h.write("web", &body("oci:/img:v2", upd));
+    let row = h
+        .wait_row("web", Duration::from_secs(2), |r| {
+            r["image"] == "oci:/img:v2" && r["state"] == "running"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Kept: a crash now is an ordinary crash, restarted as v2, not rolled back.
+    fake.exit(row["id"].as_str().unwrap());
+    h.wait_row("web", Duration::from_secs(5), |r| {
+        r["state"] == "running" && r["id"] != row["id"]
+    })
+    .await;
+    assert_eq!(fake.count("start web oci:/img:v2"), 2);
+    assert_eq!(fake.count("start web oci:/img:v1"), 1);
+    h.shutdown().await;
+    every_start_was_cleaned_up(&fake);
 }

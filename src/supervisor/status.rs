@@ -44,7 +44,7 @@ pub fn status_of(
         None => "pending",
         Some(r) => match (r.job, &r.obs.phase) {
             (Some("stopping" | "removing" | "killing"), _) => "stopping",
-            (Some("updating"), _) => "updating",
+            (Some("updating" | "rolling back"), _) => "updating",
             (Some(_), Phase::Running { .. }) => "running",
             (Some(_), _) => "starting",
             (None, Phase::Running { .. }) => "running",
@@ -152,7 +152,7 @@ impl StatusFiles {
                 "last_error": row.note,
                 "spec_error": row.spec_error,
                 "file": spec.as_ref().map(|s| s.file.clone()),
-                "last_rollback": null,
+                "last_rollback": r.and_then(|r| r.last_rollback.clone()),
             });
             if self.written.get(&row.name) == Some(&v) {
                 continue;

@@ -42,6 +42,12 @@ pub enum Job {
     Cleanup {
         inst: Instance,
     },
+    /// Stop what runs of the failed version (if anything), start `previous` again.
+    Rollback {
+        inst: Option<Instance>,
+        spec: Arc<ValidatedSpec>,
+        previous: Arc<ValidatedSpec>,
+    },
     Update {
         inst: Instance,
         spec: Arc<ValidatedSpec>,
@@ -67,6 +73,12 @@ pub enum Outcome {
         failed: Arc<ValidatedSpec>,
         running: Instance,
         spec: Arc<ValidatedSpec>,
+    },
+    /// A failed version is gone and `previous` started again (or not: the error).
+    RolledBack {
+        result: Result<Instance, String>,
+        previous: Arc<ValidatedSpec>,
+        failed: Arc<ValidatedSpec>,
     },
     /// The instance is gone (stopped, or ended on its own) and cleaned up.
     Ended {
@@ -251,6 +263,21 @@ async fn run(name: &str, ctx: &Context, job: Job) -> Outcome {
                     spec: old_spec,
                 };
             }
+            if spec.update.order == crate::spec::UpdateOrder::StartFirst {
+                // The new one first; the old one goes only once it runs.
+                return match start(ctx, &spec).await {
+                    Ok(instance) => {
+                        stop(ctx, &old, &old_spec, false, false).await;
+                        Outcome::Started { instance, spec }
+                    }
+                    Err(error) => Outcome::UpdateFailed {
+                        error,
+                        failed: spec,
+                        running: old,
+                        spec: old_spec,
+                    },
+                };
+            }
             stop(ctx, &old, &old_spec, false, false).await;
             let s = Arc::clone(&spec);
             let error = match blocking(ctx, move |fx| fx.start(&s)).await {
@@ -275,6 +302,20 @@ async fn run(name: &str, ctx: &Context, job: Job) -> Outcome {
             ending: stop(ctx, &inst, &spec, false, kill).await,
             at: now(),
         },
+        Job::Rollback {
+            inst,
+            spec,
+            previous,
+        } => {
+            if let Some(inst) = inst {
+                stop(ctx, &inst, &spec, false, false).await;
+            }
+            Outcome::RolledBack {
+                result: start(ctx, &previous).await,
+                previous,
+                failed: spec,
+            }
+        }
         Job::Cleanup { inst } => Outcome::Ended {
             ending: cleanup(ctx, &inst, false).await,
             at: now(),
