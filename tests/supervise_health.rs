@@ -249,3 +249,56 @@ fn a_chain_starts_in_order_at_boot_and_stops_in_reverse() {
     );
     env.assert_no_leaks();
 }
+
+#[test]
+fn an_update_that_exits_is_rolled_back_and_the_old_version_serves_again() {
+    if skip_unless_root("update rollback") {
+        return;
+    }
+    let env = TestEnv::new("hl-roll");
+    let d = Daemon::start(&env);
+    let rest = "[network]\nmode = \"none\"\n[health]\nhttp = { port = 8080, path = \"/index.html\" }\ninterval = \"500ms\"\n[update]\nhealthy_for = \"3s\"\n";
+    env.write_spec("web", &format!("{}{rest}", httpd(8080)));
+    let first = wait_health(&env, "web", "healthy");
+    // The new version's command exits 1 at once.
+    env.write_spec(
+        "web",
+        &format!("command = [\"sh\", \"-c\", \"exit 1\"]\nstop_timeout = \"1s\"\n{rest}"),
+    );
+    let mut row = None;
+    wait_until(Duration::from_secs(30), "rolled back and healthy", || {
+        row = env.status("web").filter(|s| {
+            s["health"] == "healthy"
+                && s["pid"] != first["pid"]
+                && s["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("rolled back"))
+        });
+        row.is_some()
+    });
+    let row = row.unwrap();
+    assert!(
+        row["health_output"].as_str().unwrap().contains("200"),
+        "{row}"
+    );
+    assert!(
+        env.daemon_log().contains("rolling back"),
+        "{}",
+        env.daemon_log()
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir.path().join("status/web.json")).unwrap())
+            .unwrap();
+    assert!(
+        file["last_rollback"]
+            .as_str()
+            .unwrap()
+            .contains("exited (code 1)"),
+        "{file}"
+    );
+    // Not tried again: the pid stays.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(env.status("web").unwrap()["pid"], row["pid"]);
+    d.stop();
+    env.assert_no_leaks();
+}
