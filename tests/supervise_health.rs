@@ -302,3 +302,57 @@ fn an_update_that_exits_is_rolled_back_and_the_old_version_serves_again() {
     d.stop();
     env.assert_no_leaks();
 }
+
+#[test]
+fn berth_events_streams_the_transitions() {
+    if skip_unless_root("berth events") {
+        return;
+    }
+    use std::io::BufRead;
+    let env = TestEnv::new("hl-events");
+    let d = Daemon::start(&env);
+    let mut child = env
+        .command()
+        .arg("--socket")
+        .arg(env.socket())
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Subscribed once the client has connected: give it a moment, then drop a spec.
+    std::thread::sleep(Duration::from_millis(300));
+    env.write_spec(
+        "ev",
+        "command = [\"sleep\", \"100000\"]\nstop_timeout = \"1s\"\n[network]\nmode = \"none\"\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let running = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("an event line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["name"] == "ev" && v["phase"] == "running" {
+            break v;
+        }
+    };
+    assert_eq!(
+        running["spec_sha256"].as_str().unwrap().len(),
+        64,
+        "{running}"
+    );
+    assert!(running["pid"].as_i64().is_some(), "{running}");
+    let _ = child.kill();
+    let _ = child.wait();
+    d.stop();
+    env.assert_no_leaks();
+}

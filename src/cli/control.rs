@@ -21,6 +21,25 @@ fn print_json(v: &serde_json::Value) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `berth events`: the daemon's status changes as JSON lines, until it stops.
+pub fn events(cli: &Cli) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match crate::supervisor::control::stream(&cli.socket(), &Request::Events, |line| {
+        writeln!(out, "{line}")?;
+        out.flush()
+    }) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Our reader went away (`berth events | head`).
+        Err(crate::supervisor::control::ControlError::Io(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
 pub fn ps(cli: &Cli, json: bool) -> ExitCode {
     let v = match ask(cli, &Request::Ps) {
         Ok(v) => v,

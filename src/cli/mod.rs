@@ -83,6 +83,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stream every status change from the daemon, one JSON object per line.
+    Events,
     /// Show one container's state, instance and spec (JSON).
     Inspect { name: String },
     /// CPU, memory and pids of running containers, from their cgroups.
@@ -194,6 +196,7 @@ pub fn main() -> ExitCode {
             supervise::supervise(&cli, config.as_deref(), specs.as_deref())
         }
         Command::Ps { json } => control::ps(&cli, *json),
+        Command::Events => control::events(&cli),
         Command::Inspect { name } => control::inspect(&cli, name),
         Command::Stats { json } => control::stats(&cli, *json),
         Command::Stop { name } => {

@@ -11,12 +11,23 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     Ps,
-    Inspect { name: String },
+    Inspect {
+        name: String,
+    },
     Stats,
-    Stop { name: String },
-    Start { name: String },
-    Restart { name: String },
+    Stop {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
     Plan,
+    /// Every status change from now on, one JSON object per line (as in the status files),
+    /// until the client hangs up.
+    Events,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +113,25 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ControlEr
         Response::Ok(v) => Ok(v),
         Response::Error(e) => Err(ControlError::Daemon(e)),
     }
+}
+
+/// Sends `req` and hands each line the daemon streams back to `each`, until it hangs up.
+pub fn stream(
+    socket: &Path,
+    req: &Request,
+    mut each: impl FnMut(&str) -> std::io::Result<()>,
+) -> Result<(), ControlError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    for line in BufReader::new(stream).lines() {
+        each(&line?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -54,6 +54,10 @@ pub enum Event {
         req: Request,
         reply: oneshot::Sender<Response>,
     },
+    /// A `berth events` client: every status change goes to `events` as a JSON line.
+    Subscribe {
+        events: mpsc::UnboundedSender<String>,
+    },
     Shutdown,
 }
 
@@ -158,6 +162,7 @@ pub struct Engine {
     tx: mpsc::UnboundedSender<Event>,
     shutting_down: bool,
     status: Option<status::StatusFiles>,
+    subscribers: Vec<mpsc::UnboundedSender<String>>,
 }
 
 impl Engine {
@@ -188,6 +193,7 @@ impl Engine {
             tx: tx.clone(),
             shutting_down: false,
             status,
+            subscribers: Vec::new(),
         };
         (engine, tx, rx)
     }
@@ -229,11 +235,17 @@ impl Engine {
         }
     }
 
-    /// Rewrites the status files that changed.
+    /// Rewrites the status files that changed and tells the `berth events` clients.
     fn publish(&mut self) {
         if let Some(mut files) = self.status.take() {
-            files.publish(self);
+            let changes = files.publish(self);
             self.status = Some(files);
+            if !self.subscribers.is_empty() {
+                for change in changes {
+                    let line = change.to_string();
+                    self.subscribers.retain(|s| s.send(line.clone()).is_ok());
+                }
+            }
         }
     }
 
@@ -258,6 +270,10 @@ impl Engine {
             // The pass after every event plans the due restart (a cancelled one is no more).
             Event::RestartDue => {}
             Event::Control { req, reply } => self.on_control(req, reply),
+            Event::Subscribe { events } => {
+                self.subscribers.push(events);
+                return false;
+            }
             Event::Shutdown => {
                 if !self.shutting_down {
                     tracing::info!("shutting down: stopping every container");
@@ -864,6 +880,8 @@ impl Engine {
                     o.restart_at = None;
                 }
             }),
+            // Served by the socket as a stream (`Event::Subscribe`).
+            Request::Events => Response::Error("events are a stream: use `berth events`".into()),
             Request::Plan => {
                 let actions = plan(&self.snapshot.desired, &self.observed(), now(), 0.0);
                 let lines: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();

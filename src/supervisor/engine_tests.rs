@@ -540,6 +540,14 @@ async fn a_manual_stop_sticks_until_start() {
 #[tokio::test(start_paused = true)]
 async fn a_shutdown_during_a_start_stops_what_it_started() {
     let (fake, dir) = Harness::fixture();
+    // Whatever fails below, the held pull is let go (a runtime waits for its blocking tasks).
+    struct Release(Arc<Fake>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+    let release = Release(fake.clone());
     write_spec(&dir, "slow", &body(SLOW_PULL, ""));
     write_spec(&dir, "quick", &body("oci:/img:v1", ""));
     let h = Harness::start(fake.clone(), dir);
@@ -556,19 +564,20 @@ async fn a_shutdown_during_a_start_stops_what_it_started() {
     }
     assert!(ready, "quick running and slow starting: {:?}", h.ps().await);
     let shutdown = tokio::spawn(h.shutdown());
-    for _ in 0..1000 {
+    let mut stopped = false;
+    for _ in 0..1_000_000 {
+        if fake.count("cleanup quick") == 1 {
+            stopped = true;
+            break;
+        }
         tokio::task::yield_now().await;
     }
+    assert!(stopped, "quick was stopped meanwhile: {:?}", fake.calls());
     assert!(
         !shutdown.is_finished(),
         "the shutdown waits for the start in hand"
     );
-    assert_eq!(
-        fake.count("cleanup quick"),
-        1,
-        "quick was stopped meanwhile"
-    );
-    fake.release();
+    drop(release);
     shutdown.await.unwrap();
     let calls = fake.calls();
     let started = calls
@@ -829,4 +838,36 @@ async fn a_new_version_that_runs_its_healthy_for_is_kept() {
     assert_eq!(fake.count("start web oci:/img:v1"), 1);
     h.shutdown().await;
     every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_stream_every_change() {
+    let (fake, dir) = Harness::fixture();
+    let h = Harness::start(fake.clone(), dir);
+    h.ps().await; // the loop is up
+    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    h.tx.send(Event::Subscribe { events }).unwrap();
+    h.write("web", &body("oci:/img:v1", ""));
+    let mut phases = Vec::new();
+    while phases.last().map(String::as_str) != Some("running") {
+        let line = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["name"], "web");
+        phases.push(v["phase"].as_str().unwrap().to_string());
+    }
+    assert_eq!(phases, ["starting", "running"]);
+    h.delete("web");
+    let mut last = String::new();
+    while last != "removed" {
+        let line = tokio::time::timeout(Duration::from_secs(15), rx.recv())
+            .await
+            .expect("an event")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        last = v["phase"].as_str().unwrap().to_string();
+    }
+    h.shutdown().await;
 }

@@ -54,6 +54,17 @@ pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event
             if reader.read_line(&mut line).await.is_err() {
                 return;
             }
+            if allowed && matches!(serde_json::from_str(&line), Ok(Request::Events)) {
+                let (events, mut rx) = mpsc::unbounded_channel::<String>();
+                let _ = tx.send(Event::Subscribe { events });
+                while let Some(mut ev) = rx.recv().await {
+                    ev.push('\n');
+                    if w.write_all(ev.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
             let resp = if !allowed {
                 Response::Error("permission denied".into())
             } else {

@@ -131,8 +131,10 @@ impl StatusFiles {
         })
     }
 
-    /// Rewrites the files whose content changed and removes those of containers gone.
-    pub fn publish(&mut self, e: &Engine) {
+    /// Rewrites the files whose content changed and removes those of containers gone;
+    /// returns each change (the new content, or `{"name", "phase": "removed"}`).
+    pub fn publish(&mut self, e: &Engine) -> Vec<serde_json::Value> {
+        let mut changes = Vec::new();
         let rows = ps(e, &BTreeMap::new());
         let names: BTreeSet<String> = rows.iter().map(|r| r.name.clone()).collect();
         for row in rows {
@@ -166,6 +168,7 @@ impl StatusFiles {
                     .into();
             let path = self.dir.join(format!("{}.json", row.name));
             let data = serde_json::to_vec_pretty(&with_time).unwrap_or_default();
+            changes.push(with_time);
             match crate::state::write_atomic(&path, &data, crate::state::Durability::Process) {
                 Ok(()) => {
                     self.written.insert(name, v);
@@ -182,7 +185,9 @@ impl StatusFiles {
         for name in gone {
             let _ = std::fs::remove_file(self.dir.join(format!("{name}.json")));
             self.written.remove(&name);
+            changes.push(serde_json::json!({ "name": name, "phase": "removed" }));
         }
+        changes
     }
 }
 
