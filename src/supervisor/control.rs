@@ -97,8 +97,8 @@ pub enum ControlError {
     Daemon(String),
 }
 
-/// Sends one request and returns the daemon's data.
-pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ControlError> {
+/// Connects and sends `req` as one line.
+fn send(socket: &Path, req: &Request) -> Result<UnixStream, ControlError> {
     let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::Connect {
         path: socket.display().to_string(),
         source,
@@ -106,7 +106,12 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ControlEr
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;
-    let mut reader = BufReader::new(stream);
+    Ok(stream)
+}
+
+/// Sends one request and returns the daemon's data.
+pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ControlError> {
+    let mut reader = BufReader::new(send(socket, req)?);
     let mut resp = String::new();
     reader.read_line(&mut resp)?;
     match serde_json::from_str::<Response>(&resp)? {
@@ -121,14 +126,7 @@ pub fn stream(
     req: &Request,
     mut each: impl FnMut(&str) -> std::io::Result<()>,
 ) -> Result<(), ControlError> {
-    let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::Connect {
-        path: socket.display().to_string(),
-        source,
-    })?;
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
-    stream.write_all(&line)?;
-    for line in BufReader::new(stream).lines() {
+    for line in BufReader::new(send(socket, req)?).lines() {
         each(&line?)?;
     }
     Ok(())
