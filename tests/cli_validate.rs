@@ -137,3 +137,34 @@ fn addresses_are_checked_against_the_configs_subnet() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("berth.toml:2:"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_dependency_cycle_and_a_missing_dependency_name_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, deps: &str| {
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            format!("image = \"oci:/img:v1\"\ndepends_on = {deps}\n"),
+        )
+        .unwrap();
+    };
+    write("app", "{ db = \"started\" }");
+    write("db", "[\"app\"]");
+    write("web", "[\"nothere\"]");
+    let out = std::process::Command::new(berth_bin())
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let app = err.lines().find(|l| l.contains("app.toml:2:")).expect(&err);
+    assert!(app.contains("cycle") && app.contains("db.toml"), "{app}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("db.toml:2:") && l.contains("cycle")),
+        "{err}"
+    );
+    let web = err.lines().find(|l| l.contains("web.toml:2:")).expect(&err);
+    assert!(web.contains("nothere.toml"), "{web}");
+}
