@@ -148,6 +148,14 @@ impl Observed {
             trial: None,
         }
     }
+
+    /// What its running version's probe does when unhealthy (`None` without a probe).
+    fn on_unhealthy(&self) -> OnUnhealthy {
+        self.spec
+            .health
+            .as_ref()
+            .map_or(OnUnhealthy::None, |h| h.on_unhealthy)
+    }
 }
 
 /// The observed containers, by container name.
@@ -458,15 +466,10 @@ fn plan_one(
     {
         return None;
     }
-    let acts_on_unhealthy = observed
-        .spec
-        .health
-        .as_ref()
-        .is_some_and(|h| h.on_unhealthy != OnUnhealthy::None);
     if running
         && change != SpecChange::Recreate
         && observed.health == Some(Health::Unhealthy)
-        && acts_on_unhealthy
+        && observed.on_unhealthy() != OnUnhealthy::None
     {
         return Some(Action::KillUnhealthy { name });
     }
@@ -587,12 +590,7 @@ fn after_end(
     if change != SpecChange::None || observed.restart_requested {
         return Some(Action::Start { name });
     }
-    let stop_when_unhealthy = observed
-        .spec
-        .health
-        .as_ref()
-        .is_some_and(|h| h.on_unhealthy == OnUnhealthy::Stop);
-    if observed.killed_unhealthy && stop_when_unhealthy {
+    if observed.killed_unhealthy && observed.on_unhealthy() == OnUnhealthy::Stop {
         return Some(Action::Leave {
             name,
             reason: "stopped: unhealthy (on_unhealthy = \"stop\")".into(),

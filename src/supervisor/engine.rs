@@ -41,8 +41,9 @@ pub enum Event {
         name: String,
         outcome: Outcome,
     },
-    /// A scheduled restart is due (the pass after it starts the container).
-    RestartDue,
+    /// A time the planner waits for has come (a restart due, a trial's healthy_for over): the
+    /// pass after it acts.
+    Wake,
     /// A health probe of instance `id` ended.
     Probed {
         name: String,
@@ -267,8 +268,8 @@ impl Engine {
                 output,
             } => return self.on_probed(&name, &id, ok, output),
             Event::Done { name, outcome } => self.on_done(&name, outcome),
-            // The pass after every event plans the due restart (a cancelled one is no more).
-            Event::RestartDue => {}
+            // The pass after every event acts on it (a cancelled restart is no more).
+            Event::Wake => {}
             Event::Control { req, reply } => self.on_control(req, reply),
             Event::Subscribe { events } => {
                 self.subscribers.push(events);
@@ -501,11 +502,7 @@ impl Engine {
                     r.obs.restart_at = Some(now() + delay);
                 }
                 tracing::info!(%name, ?delay, "restarting");
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx.send(Event::RestartDue);
-                });
+                self.wake_after(delay);
             }
             Action::Leave { reason, .. } => {
                 if let Some(r) = self.records.get_mut(&name) {
@@ -566,8 +563,10 @@ impl Engine {
         let Some(r) = self.records.get_mut(name) else {
             return;
         };
-        let job = r.job.take();
+        let job = r.job;
         r.set_job(None);
+        // When the planner must look again without an event (a trial's end).
+        let mut wake = None;
         match outcome {
             Outcome::Removed => {
                 self.records.remove(name);
@@ -587,11 +586,7 @@ impl Engine {
                     previous: Arc::clone(&r.obs.spec),
                 });
                 if r.obs.trial.is_some() {
-                    let (tx, after) = (self.tx.clone(), spec.update.healthy_for);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        let _ = tx.send(Event::RestartDue);
-                    });
+                    wake = Some(spec.update.healthy_for);
                 }
                 r.obs.phase = Phase::Running {
                     pid: instance.init_pid,
@@ -722,8 +717,20 @@ impl Engine {
             }
             _ => {}
         }
+        if let Some(after) = wake {
+            self.wake_after(after);
+        }
         self.save(name);
         self.refresh_bridge_hosts();
+    }
+
+    /// Sends `Event::Wake` after `after`, for a decision that depends on the time.
+    fn wake_after(&self, after: Duration) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(Event::Wake);
+        });
     }
 
     /// Takes over what a previous daemon left: instances that still run (proved by pid and

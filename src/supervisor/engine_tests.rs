@@ -48,11 +48,16 @@ impl Fake {
         self.calls.lock().unwrap().clone()
     }
 
-    fn count(&self, prefix: &str) -> usize {
+    /// The calls so far that start with `prefix`, in order.
+    fn matching(&self, prefix: &str) -> Vec<String> {
         self.calls()
-            .iter()
+            .into_iter()
             .filter(|c| c.starts_with(prefix))
-            .count()
+            .collect()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.matching(prefix).len()
     }
 
     fn exit(&self, id: &str) {
@@ -431,11 +436,7 @@ async fn a_failed_update_keeps_the_old_instance_and_a_restored_spec_changes_noth
         })
         .await;
     assert_eq!(row["image"], "oci:/img:v1");
-    let starts: Vec<String> = fake
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("start web"))
-        .collect();
+    let starts = fake.matching("start web");
     assert_eq!(
         starts,
         [
@@ -688,11 +689,7 @@ async fn a_chain_starts_in_order_and_stops_in_reverse() {
         .await;
     assert!(row["note"].as_str().unwrap().contains("app"), "{row}");
     h.wait_state("web", "running", Duration::from_secs(5)).await;
-    let starts: Vec<String> = fake
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("start "))
-        .collect();
+    let starts = fake.matching("start ");
     assert_eq!(
         starts,
         [
@@ -797,11 +794,7 @@ async fn a_new_version_that_exits_is_rolled_back_and_not_tried_again() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(fake.count(&format!("start web {EXITS}")), 1);
     assert_eq!(h.state("web").await, "running");
-    let starts: Vec<String> = fake
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("start web"))
-        .collect();
+    let starts = fake.matching("start web");
     assert_eq!(
         starts,
         [
