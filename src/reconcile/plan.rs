@@ -24,7 +24,8 @@
 //!   `on_unhealthy = "stop"` means `Leave`; "restart" leaves it to the restart policy and its
 //!   backoff, as any failure.
 //! - **failed_update**: a `Recreate` to that desired spec failed and the old instance runs on:
-//!   no action until the desired spec is another one.
+//!   while the desired spec is that one, the old version counts as desired (no recreate, and
+//!   its restarts start the old version: [`spec_to_start`]).
 //! - **Running**: `Recreate` / `UpdateResources` (with the new limits, and the new bandwidth
 //!   when it changed) / `Adopt` / nothing, following [`classify`].
 //! - **Stopped** (and not held by a manual stop): `Start` (not started yet, or the spec changed
@@ -444,7 +445,13 @@ fn plan_one(
     if let Phase::Exiting { .. } = observed.phase {
         return Some(Action::Cleanup { name });
     }
-    let change = classify(&observed.spec, &desired.spec);
+    // A desired spec that failed as an update is held back: the version that works is the
+    // one to keep running, restart and compare against, until the file changes again.
+    let change = if held_back(observed, desired) {
+        SpecChange::None
+    } else {
+        classify(&observed.spec, &desired.spec)
+    };
     let running = matches!(observed.phase, Phase::Running { .. });
     if observed.manual_stop && change == SpecChange::None {
         return running.then_some(Action::Stop { name });
@@ -456,15 +463,6 @@ fn plan_one(
         if let Some(action) = judge_trial(name.clone(), observed, trial, now) {
             return Some(action);
         }
-    }
-    if running
-        && change == SpecChange::Recreate
-        && observed
-            .failed_update
-            .as_ref()
-            .is_some_and(|f| classify(f, &desired.spec) == SpecChange::None)
-    {
-        return None;
     }
     if running
         && change != SpecChange::Recreate
@@ -507,6 +505,22 @@ fn plan_one(
             now,
             jitter,
         ),
+    }
+}
+
+/// Whether the desired spec is the one whose update failed (see `Observed::failed_update`).
+fn held_back(o: &Observed, desired: &Desired) -> bool {
+    o.failed_update
+        .as_ref()
+        .is_some_and(|f| classify(f, &desired.spec) == SpecChange::None)
+}
+
+/// The spec a `Start` of this container runs: the desired one, unless it is held back after a
+/// failed update, then the version that ran last.
+pub fn spec_to_start(desired: &Desired, observed: Option<&Observed>) -> Arc<ValidatedSpec> {
+    match observed {
+        Some(o) if held_back(o, desired) => Arc::clone(&o.spec),
+        _ => Arc::clone(&desired.spec),
     }
 }
 
@@ -1588,6 +1602,17 @@ mod tests {
                 want: Some(Action::Recreate { name: "web".into() }),
             },
             Case {
+                what: "update failed, then the old version exited -> its restart policy",
+                desired: Some(new_image()),
+                observed: Some(o_with(exited(1), &|ob| {
+                    ob.failed_update = Some(Arc::new(new_image()))
+                })),
+                want: Some(Action::ScheduleRestart {
+                    name: "web".into(),
+                    delay: Duration::from_millis(100),
+                }),
+            },
+            Case {
                 what: "recreate failed, resources changed on top -> still nothing",
                 desired: Some(with(|s| {
                     s.image = "oci:/img:v2".into();
@@ -1615,6 +1640,31 @@ mod tests {
         let mut s = spec_named(name);
         s.depends_on = deps.iter().map(|(d, c)| (d.to_string(), *c)).collect();
         s
+    }
+
+    #[test]
+    fn a_held_back_spec_is_not_what_starts() {
+        let failed = Arc::new(new_image_spec());
+        let desired = Desired {
+            spec: Arc::clone(&failed),
+        };
+        let mut o = observed(spec(), Phase::Stopped);
+        assert_eq!(
+            spec_to_start(&desired, Some(&o)),
+            failed,
+            "no failed update"
+        );
+        o.failed_update = Some(Arc::clone(&failed));
+        assert_eq!(
+            *spec_to_start(&desired, Some(&o)),
+            spec(),
+            "the version that ran"
+        );
+        assert_eq!(spec_to_start(&desired, None), failed);
+    }
+
+    fn new_image_spec() -> ValidatedSpec {
+        with(|s| s.image = "oci:/img:v2".into())
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::effects::Effects;
 use super::status;
 use super::worker::{self, Job, Outcome, Worker};
 use crate::reconcile::health::{self, Health, HealthState};
-use crate::reconcile::plan::Trial;
+use crate::reconcile::plan::{spec_to_start, Trial};
 use crate::reconcile::policy;
 use crate::reconcile::{plan, plan_shutdown, Action, Observed, ObservedSet, Phase};
 use crate::runtime::protocol::ExitStatus;
@@ -128,8 +128,13 @@ impl Record {
         }
     }
 
-    /// Probes `inst` (just started or adopted) as the record's spec says, replacing any probe
-    /// task it had.
+    /// Watches a new (or adopted) instance: its exit, and its probe if the spec has one.
+    fn track(&mut self, name: &str, inst: &Instance, ctx: &worker::Context) {
+        worker::watch_exit(name, inst, ctx);
+        self.start_probing(name, inst, ctx);
+    }
+
+    /// Probes `inst` as the record's spec says, replacing any probe task it had.
     fn start_probing(&mut self, name: &str, inst: &Instance, ctx: &worker::Context) {
         self.stop_probing();
         self.probe = worker::watch_health(name, inst, &self.obs.spec, ctx);
@@ -332,9 +337,10 @@ impl Engine {
         let name = action.name().to_string();
         match action {
             Action::Start { .. } => {
-                let Some(spec) = self.desired_spec(&name) else {
+                let Some(desired) = self.snapshot.desired.get(&name) else {
                     return;
                 };
+                let spec = spec_to_start(desired, self.records.get(&name).map(|r| &r.obs));
                 let r = self
                     .records
                     .entry(name.clone())
@@ -596,7 +602,7 @@ impl Engine {
                 r.obs.restart_requested = false;
                 r.obs.failed_update = None;
                 r.obs.killed_unhealthy = false;
-                r.start_probing(name, &instance, &self.ctx);
+                r.track(name, &instance, &self.ctx);
                 r.instance = Some(instance);
                 r.note = None;
             }
@@ -625,7 +631,7 @@ impl Engine {
                         pid: running.init_pid,
                         since: now(),
                     };
-                    r.start_probing(name, &running, &self.ctx);
+                    r.track(name, &running, &self.ctx);
                 }
                 r.instance = Some(running);
                 r.obs.failed_update = Some(failed);
@@ -649,7 +655,7 @@ impl Engine {
                             pid: instance.init_pid,
                             since: now(),
                         };
-                        r.start_probing(name, &instance, &self.ctx);
+                        r.track(name, &instance, &self.ctx);
                         r.instance = Some(instance);
                         r.note = Some(format!("rolled back ({why})"));
                     }
@@ -766,8 +772,7 @@ impl Engine {
                         since: now().checked_sub(ran).unwrap_or_else(Instant::now),
                     };
                     tracing::info!(name = %rec.name, id = %inst.id, pid = inst.init_pid, "adopted");
-                    worker::watch_exit(&rec.name, &inst, &self.ctx);
-                    r.start_probing(&rec.name, &inst, &self.ctx);
+                    r.track(&rec.name, &inst, &self.ctx);
                 } else {
                     r.obs.phase = Phase::Exiting { at: now() };
                 }

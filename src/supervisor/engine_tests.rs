@@ -803,6 +803,13 @@ async fn a_new_version_that_exits_is_rolled_back_and_not_tried_again() {
             "start web oci:/img:v1".to_string()
         ]
     );
+    // The restored instance is watched like any other: its exit is seen and restarted.
+    let restored = h.ps().await["web"]["id"].clone();
+    fake.exit(restored.as_str().unwrap());
+    h.wait_row("web", Duration::from_secs(5), |r| {
+        r["state"] == "running" && r["id"] != restored
+    })
+    .await;
     h.shutdown().await;
     every_start_was_cleaned_up(&fake);
 }

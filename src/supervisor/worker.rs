@@ -120,13 +120,6 @@ impl Worker {
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 let outcome = run(&name, &ctx, job).await;
-                if let Outcome::Started { instance, .. }
-                | Outcome::UpdateFailed {
-                    running: instance, ..
-                } = &outcome
-                {
-                    watch_exit(&name, instance, &ctx);
-                }
                 ctx.report.done(&name, outcome);
             }
         });
