@@ -356,3 +356,146 @@ fn berth_events_streams_the_transitions() {
     d.stop();
     env.assert_no_leaks();
 }
+
+/// The test busybox image with `APP_VERSION=version` added to its config's Env, as an OCI
+/// layout tagged `tag` in `dir` (same layer, new config, new manifest digest).
+fn versioned_image(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
+    use common::registry::sha;
+    let base = busybox_image()
+        .strip_prefix("oci:")
+        .and_then(|s| s.strip_suffix(":latest"))
+        .unwrap()
+        .to_string();
+    let base = std::path::Path::new(&base);
+    let out = dir.join(format!("v{version}"));
+    let blobs = out.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for e in std::fs::read_dir(base.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(base.join("oci-layout"), out.join("oci-layout")).unwrap();
+    let blob = |d: &str| std::fs::read(blobs.join(&d["sha256:".len()..])).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha(bytes);
+        std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("index.json")).unwrap()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let env = &mut config["config"]["Env"];
+    if !env.is_array() {
+        *env = serde_json::json!([]);
+    }
+    env.as_array_mut()
+        .unwrap()
+        .push(format!("APP_VERSION={version}").into());
+    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = cd.into();
+    manifest["config"]["size"] = cs.into();
+    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+    let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": ms,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(out.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    out
+}
+
+/// Pushes `layout` as `dest` and returns the digest the registry gives it.
+fn push(layout: &std::path::Path, dest: &str) -> String {
+    common::registry::skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", layout.display()),
+        &format!("docker://{dest}"),
+    ]);
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{dest}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn a_moved_tag_is_picked_up_by_check_and_a_bad_one_rolled_back() {
+    if skip_unless_root("update check") {
+        return;
+    }
+    for tool in ["docker-registry", "skopeo"] {
+        if !common::registry::have(tool) {
+            eprintln!("skipping update check: {tool} not installed");
+            return;
+        }
+    }
+    let env = TestEnv::new("hl-check");
+    let reg = common::registry::Registry::start(None);
+    let images = tempfile::tempdir().unwrap();
+    let tag = format!("{}/app:stable", reg.host());
+    let v1 = push(&versioned_image(images.path(), "1"), &tag);
+    let d = Daemon::start(&env);
+    // The version in the image's Env is what it serves; "bad" exits at once.
+    let spec = format!(
+        "image = {tag:?}\ncommand = [\"sh\", \"-c\", \"[ \\\"$APP_VERSION\\\" = bad ] && exit 1; mkdir -p /www && echo $APP_VERSION > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www\"]\nstop_timeout = \"1s\"\n[network]\nmode = \"none\"\n[health]\nhttp = {{ port = 8080, path = \"/index.html\" }}\ninterval = \"500ms\"\n[update]\ncheck = \"10s\"\nhealthy_for = \"3s\"\n"
+    );
+    std::fs::write(env.specs().join("web.toml"), spec).unwrap();
+    let status_file = env.dir.path().join("status/web.json");
+    let file = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&status_file).unwrap_or_default()).unwrap_or_default()
+    };
+    let serving = || {
+        let out = env.ctl(&["exec", "web", "--", "cat", "/www/index.html"]);
+        stdout(&out).trim().to_string()
+    };
+    wait_until(Duration::from_secs(30), "v1 healthy", || {
+        file()["health"] == "healthy"
+    });
+    assert_eq!(file()["image_digest"], v1.as_str());
+    assert_eq!(serving(), "1");
+
+    // The tag moves: the next check (within 10 s) pulls it and replaces the container.
+    let v2 = push(&versioned_image(images.path(), "2"), &tag);
+    assert_ne!(v1, v2);
+    wait_until(Duration::from_secs(40), "v2 healthy", || {
+        let f = file();
+        f["image_digest"] == v2.as_str() && f["health"] == "healthy"
+    });
+    assert_eq!(serving(), "2");
+    assert!(
+        env.daemon_log().contains(&format!("now names {v2}")),
+        "{}",
+        env.daemon_log()
+    );
+    // Kept once it ran its healthy_for.
+    std::thread::sleep(Duration::from_secs(4));
+    let kept = file();
+    assert_eq!(kept["image_digest"], v2.as_str());
+
+    // The tag moves to a version that exits: rolled back to v2, which serves again.
+    let bad = push(&versioned_image(images.path(), "bad"), &tag);
+    wait_until(Duration::from_secs(40), "rolled back to v2", || {
+        let f = file();
+        f["image_digest"] == v2.as_str()
+            && f["health"] == "healthy"
+            && f["last_rollback"].as_str().is_some()
+    });
+    assert_eq!(serving(), "2");
+    assert!(
+        env.daemon_log().contains(&format!("now names {bad}")),
+        "{}",
+        env.daemon_log()
+    );
+    // Later checks find the bad digest again and leave v2 running.
+    let pid = file()["pid"].clone();
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(file()["pid"], pid, "{}", env.daemon_log());
+    assert_eq!(file()["image_digest"], v2.as_str());
+    d.stop();
+    env.assert_no_leaks();
+}

@@ -122,6 +122,29 @@ impl ImageStore {
         Ok((rec, stats))
     }
 
+    /// Asks the registry what the tag of `r` names now and fetches that image (missing layers
+    /// only), recorded under `r` pinned to its manifest digest. The tag's own record, which
+    /// what runs was started from, is left as it was: a rollback finds it unchanged.
+    pub fn fetch_current(&self, r: &RegistryRef) -> Result<RegistryRef, ImageError> {
+        let _lock = self.content.lock(false)?;
+        let tagged = RegistryRef {
+            digest: None,
+            ..r.clone()
+        };
+        let name = tagged.to_string();
+        let reference = tagged.tag.clone().unwrap_or_else(|| "latest".into());
+        let client = RegistryClient::new(&self.registry, &tagged, &name)?;
+        let origin = Origin::Registry { client, reference };
+        let mut pulled = self.pull_origin(&name, &origin, &name, None)?;
+        let pinned = RegistryRef {
+            digest: Some(pulled.record.digest.clone()),
+            ..tagged
+        };
+        pulled.record.name = pinned.to_string();
+        self.content.write_record(&pulled.record)?;
+        Ok(pinned)
+    }
+
     /// Imports an OCI layout dir, oci-archive or docker-archive (a path, detected by content, or a
     /// reference with its `oci:`/`oci-archive:`/`docker-archive:` prefix), recording it as
     /// `name`, else the name the archive carries, else `localhost/<file stem>:<tag or latest>`.

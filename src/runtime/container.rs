@@ -350,6 +350,21 @@ impl Runtime {
         Ok(self.images.resolve(&image_ref)?)
     }
 
+    /// What the registry tag `image` names now, fetched into the store: the reference pinned
+    /// to its digest (`registry/repo:tag@sha256:...`).
+    pub fn fetch_current_image(&self, image: &str) -> Result<String, RuntimeError> {
+        let r = match ImageRef::parse(image) {
+            Ok(ImageRef::Registry(r)) => Ok(r),
+            Ok(_) => Err(format!("{image:?} is not a registry image")),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| RuntimeError::ImageRef {
+            image: image.to_string(),
+            source: e.into(),
+        })?;
+        Ok(self.images.fetch_current(&r)?.to_string())
+    }
+
     fn init_layer(&self) -> PathBuf {
         self.root.join("init-layer")
     }

@@ -76,7 +76,7 @@ const HEALTH_KEYS: &[&str] = &[
     "on_unhealthy",
 ];
 const HTTP_KEYS: &[&str] = &["port", "path"];
-const UPDATE_KEYS: &[&str] = &["order", "healthy_for", "rollback"];
+const UPDATE_KEYS: &[&str] = &["order", "check", "healthy_for", "rollback"];
 const TCP_KEYS: &[&str] = &["port"];
 
 /// `[health]` defaults (Docker's retries; a shorter interval and timeout than Docker's 30 s,
@@ -561,7 +561,7 @@ impl Checker<'_> {
             .unwrap_or_default();
         let update = doc
             .get("update")
-            .map(|v| self.update(v, &network))
+            .map(|v| self.update(v, &network, &image))
             .unwrap_or_default();
 
         ValidatedSpec {
@@ -589,8 +589,8 @@ impl Checker<'_> {
         }
     }
 
-    /// `[update]`: order, healthy_for, rollback.
-    fn update(&mut self, v: &Val<'_>, network: &NetworkSpec) -> UpdateSpec {
+    /// `[update]`: order, check, healthy_for, rollback.
+    fn update(&mut self, v: &Val<'_>, network: &NetworkSpec, image: &str) -> UpdateSpec {
         let mut spec = UpdateSpec::default();
         let Some(table) = self.table(v, "update") else {
             return spec;
@@ -625,6 +625,14 @@ impl Checker<'_> {
         if let Some(b) = table.get("rollback") {
             if let Some(b) = self.boolean(b, "update.rollback") {
                 spec.rollback = b;
+            }
+        }
+        if let Some(c) = table.get("check") {
+            if let Some(every) = self.duration(c, "update.check") {
+                match check_checkable(image, every) {
+                    Ok(()) => spec.check = Some(every),
+                    Err(msg) => self.err(c.span(), "update.check", msg),
+                }
             }
         }
         spec
@@ -1234,6 +1242,26 @@ fn normalize_target(s: &str) -> Result<String, String> {
 }
 
 /// `uid[:gid]` or `name[:group]`: one or two non-empty parts, no whitespace.
+/// `update.check` asks a registry what a tag names now: only a registry image by tag has
+/// one, and asking more often than once a minute is a mistake.
+fn check_checkable(image: &str, every: Duration) -> Result<(), String> {
+    use crate::image::ImageRef;
+    match ImageRef::parse(image) {
+        // The image's own error is reported at `image`.
+        Err(_) => Ok(()),
+        Ok(ImageRef::Registry(r)) if r.digest.is_some() => Err(format!(
+            "{image:?} is pinned by digest: there is no tag to check"
+        )),
+        Ok(ImageRef::Registry(_)) if every < Duration::from_secs(10) => {
+            Err("must be at least 10s (each check asks the registry)".into())
+        }
+        Ok(ImageRef::Registry(_)) => Ok(()),
+        Ok(_) => Err(format!(
+            "{image:?} is not a registry image: only a registry tag can move"
+        )),
+    }
+}
+
 fn check_user(s: &str) -> Result<(), String> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {

@@ -204,9 +204,12 @@ fn update_section() {
         UpdateSpec {
             order: UpdateOrder::StartFirst,
             healthy_for: Duration::from_secs(30),
-            rollback: false
+            rollback: false,
+            check: None,
         }
     );
+    let s = ok("image = \"registry.example/app:1\"\n[update]\ncheck = \"1h\"\n");
+    assert_eq!(s.update.check, Some(Duration::from_secs(3600)));
 }
 
 #[test]
@@ -489,6 +492,9 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\ndepends_on = \"db\"\n", 2, 14, "depends_on", "a list of container names"),    ("image = \"busybox\"\n[update]\norder = \"blue-green\"\n", 3, 9, "update.order", "unknown order"),
     ("image = \"busybox\"\n[network]\nports = [\"80:80\"]\n[update]\norder = \"start-first\"\n", 5, 9, "update.order", "published ports"),
     ("image = \"busybox\"\n[update]\nrollback = \"yes\"\n", 3, 12, "update.rollback", "expected a boolean"),
+    ("image = \"oci:/img:1\"\n[update]\ncheck = \"1h\"\n", 3, 9, "update.check", "not a registry image"),
+    ("image = \"busybox@sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n[update]\ncheck = \"1h\"\n", 3, 9, "update.check", "pinned by digest"),
+    ("image = \"busybox\"\n[update]\ncheck = \"5s\"\n", 3, 9, "update.check", "at least 10s"),
 ];
 
 #[test]

@@ -59,6 +59,9 @@ pub struct UpdateSpec {
     pub healthy_for: Duration,
     /// Whether a new version that does not go back to the one before.
     pub rollback: bool,
+    /// How often the image's tag is asked of its registry; a new digest is an update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Duration>,
 }
 
 impl Default for UpdateSpec {
@@ -67,6 +70,7 @@ impl Default for UpdateSpec {
             order: UpdateOrder::StopFirst,
             healthy_for: Duration::from_secs(10),
             rollback: true,
+            check: None,
         }
     }
 }

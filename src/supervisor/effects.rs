@@ -41,6 +41,9 @@ pub type ProbeResult = Pin<Box<dyn Future<Output = (bool, String)> + Send>>;
 pub trait Effects: Send + Sync + 'static {
     /// Fetches or unpacks the spec's image (blocking; in the bounded pull pool).
     fn pull(&self, spec: &ValidatedSpec) -> Result<(), String>;
+    /// Asks the registry what the tag `image` names now and fetches it (blocking; in the pull
+    /// pool): the reference pinned to that digest.
+    fn fetch_current(&self, image: &str) -> Result<String, String>;
     /// Prepares and starts an instance of `spec` (blocking).
     fn start(&self, spec: &ValidatedSpec) -> Result<Instance, String>;
     /// Sends `signal` to the instance's init, if it is still that process.
@@ -93,6 +96,12 @@ impl Effects for RuntimeEffects {
         self.rt
             .resolve_image(spec)
             .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn fetch_current(&self, image: &str) -> Result<String, String> {
+        self.rt
+            .fetch_current_image(image)
             .map_err(|e| e.to_string())
     }
 

@@ -14,8 +14,10 @@ use super::control::{Request, Response};
 use super::effects::Effects;
 use super::status;
 use super::worker::{self, Job, Outcome, Worker};
+use crate::image::{ImageRef, RegistryRef};
 use crate::reconcile::health::{self, Health, HealthState};
 use crate::reconcile::plan::{spec_to_start, Trial};
+use crate::reconcile::plan::{Desired, DesiredSet};
 use crate::reconcile::policy;
 use crate::reconcile::{plan, plan_shutdown, Action, Observed, ObservedSet, Phase};
 use crate::runtime::protocol::ExitStatus;
@@ -44,6 +46,13 @@ pub enum Event {
     /// A time the planner waits for has come (a restart due, a trial's healthy_for over): the
     /// pass after it acts.
     Wake,
+    /// While instance `id` ran, its image's tag was asked of the registry (`update.check`):
+    /// the image it names now, pinned by digest.
+    Checked {
+        name: String,
+        id: String,
+        result: Result<String, String>,
+    },
     /// A health probe of instance `id` ended.
     Probed {
         name: String,
@@ -88,6 +97,30 @@ impl worker::Report for Reporter {
             output,
         });
     }
+
+    fn checked(&self, name: &str, id: &str, result: Result<String, String>) {
+        let _ = self.0.send(Event::Checked {
+            name: name.to_string(),
+            id: id.to_string(),
+            result,
+        });
+    }
+}
+
+/// What `update.check` found a container's tag to name, while it differs from what the file
+/// says literally: the desired spec's image is `pinned` (`registry/repo:tag@sha256:...`).
+struct Pin {
+    /// The tag the file names (canonical, without digest).
+    tag: RegistryRef,
+    pinned: String,
+}
+
+/// The registry tag an image reference names, without any digest.
+fn registry_tag(image: &str) -> Option<RegistryRef> {
+    match ImageRef::parse(image) {
+        Ok(ImageRef::Registry(r)) => Some(RegistryRef { digest: None, ..r }),
+        _ => None,
+    }
 }
 
 /// Everything the daemon knows of one container.
@@ -106,6 +139,8 @@ pub struct Record {
     pub health: Option<HealthState>,
     /// The task probing the running instance.
     probe: Option<tokio::task::AbortHandle>,
+    /// The task asking the registry for a new image (`update.check`).
+    checker: Option<tokio::task::AbortHandle>,
     /// Why it waits to start (a dependency not ready), while it does.
     pub waiting: Option<String>,
     /// The last rollback: when and why.
@@ -123,15 +158,38 @@ impl Record {
             exit_seen: None,
             health: None,
             probe: None,
+            checker: None,
             waiting: None,
             last_rollback: None,
         }
     }
 
-    /// Watches a new (or adopted) instance: its exit, and its probe if the spec has one.
+    /// Watches a new (or adopted) instance: its exit, its probe and its image's tag, as the
+    /// spec says.
     fn track(&mut self, name: &str, inst: &Instance, ctx: &worker::Context) {
         worker::watch_exit(name, inst, ctx);
         self.start_probing(name, inst, ctx);
+        self.start_checking(name, inst, ctx);
+    }
+
+    /// Asks the registry about `inst`'s image tag as the record's spec says, replacing any
+    /// checker it had.
+    fn start_checking(&mut self, name: &str, inst: &Instance, ctx: &worker::Context) {
+        if let Some(c) = self.checker.take() {
+            c.abort();
+        }
+        let spec = &self.obs.spec;
+        if let (Some(every), Some(tag)) = (spec.update.check, registry_tag(&spec.image)) {
+            self.checker = Some(worker::watch_image(name, inst, tag.to_string(), every, ctx));
+        }
+    }
+
+    /// Stops what watches the instance that ended.
+    fn untrack(&mut self) {
+        self.stop_probing();
+        if let Some(c) = self.checker.take() {
+            c.abort();
+        }
     }
 
     /// Probes `inst` as the record's spec says, replacing any probe task it had.
@@ -162,7 +220,11 @@ pub struct Engine {
     ctx: worker::Context,
     state: StateDir,
     source: SpecSource,
+    /// The spec dir as its files say.
     pub(super) snapshot: Snapshot,
+    /// What the planner is given: the snapshot with the pins applied.
+    desired: DesiredSet,
+    pins: BTreeMap<String, Pin>,
     pub(super) records: BTreeMap<String, Record>,
     workers: BTreeMap<String, Worker>,
     tx: mpsc::UnboundedSender<Event>,
@@ -194,6 +256,8 @@ impl Engine {
             state,
             source,
             snapshot: Snapshot::default(),
+            desired: DesiredSet::new(),
+            pins: BTreeMap::new(),
             records: BTreeMap::new(),
             workers: BTreeMap::new(),
             tx: tx.clone(),
@@ -213,8 +277,7 @@ impl Engine {
         on_ready: impl FnOnce(),
     ) {
         self.adopt();
-        self.snapshot = self.source.relist();
-        self.log_spec_errors(&BTreeMap::new());
+        self.relist().await;
         self.reconcile();
         self.publish();
         on_ready();
@@ -261,11 +324,10 @@ impl Engine {
         match event {
             Event::Hint => {
                 tokio::time::sleep(DEBOUNCE).await;
-                let previous = std::mem::take(&mut self.snapshot.errors);
-                self.snapshot = self.source.relist();
-                self.log_spec_errors(&previous);
+                self.relist().await;
             }
             Event::Exited { name, id } => self.on_exited(&name, &id),
+            Event::Checked { name, id, result } => return self.on_checked(&name, &id, result),
             Event::Probed {
                 name,
                 id,
@@ -291,6 +353,41 @@ impl Engine {
         true
     }
 
+    /// Reads the spec dir again, logging the errors that are new.
+    async fn relist(&mut self) {
+        let previous = std::mem::take(&mut self.snapshot.errors);
+        self.snapshot = self.source.relist();
+        self.log_spec_errors(&previous);
+        self.apply_pins();
+    }
+
+    /// The desired set: the files' specs, each image a check pinned replaced by its pin (a
+    /// pin whose file no longer names that tag with a check is dropped).
+    fn apply_pins(&mut self) {
+        let files = &self.snapshot.desired;
+        self.pins.retain(|name, pin| {
+            files.get(name).is_some_and(|d| {
+                d.spec.update.check.is_some()
+                    && registry_tag(&d.spec.image).as_ref() == Some(&pin.tag)
+            })
+        });
+        self.desired = files
+            .iter()
+            .map(|(name, d)| {
+                let d = match self.pins.get(name) {
+                    Some(pin) => Desired {
+                        spec: Arc::new(ValidatedSpec {
+                            image: pin.pinned.clone(),
+                            ..(*d.spec).clone()
+                        }),
+                    },
+                    None => d.clone(),
+                };
+                (name.clone(), d)
+            })
+            .collect();
+    }
+
     fn observed(&self) -> ObservedSet {
         self.records
             .iter()
@@ -299,7 +396,7 @@ impl Engine {
     }
 
     fn reconcile(&mut self) {
-        let actions = plan(&self.snapshot.desired, &self.observed(), now(), jitter());
+        let actions = plan(&self.desired, &self.observed(), now(), jitter());
         for action in actions {
             self.execute(action);
         }
@@ -330,14 +427,14 @@ impl Engine {
     }
 
     fn desired_spec(&self, name: &str) -> Option<Arc<ValidatedSpec>> {
-        self.snapshot.desired.get(name).map(|d| Arc::clone(&d.spec))
+        self.desired.get(name).map(|d| Arc::clone(&d.spec))
     }
 
     fn execute(&mut self, action: Action) {
         let name = action.name().to_string();
         match action {
             Action::Start { .. } => {
-                let Some(desired) = self.snapshot.desired.get(&name) else {
+                let Some(desired) = self.desired.get(&name) else {
                     return;
                 };
                 let spec = spec_to_start(desired, self.records.get(&name).map(|r| &r.obs));
@@ -362,7 +459,11 @@ impl Engine {
                     return;
                 };
                 let old_spec = Arc::clone(&r.obs.spec);
-                tracing::info!(%name, "the spec changed: replacing the container");
+                if spec.image != old_spec.image {
+                    tracing::info!(%name, image = %spec.image, "replacing the container");
+                } else {
+                    tracing::info!(%name, "the spec changed: replacing the container");
+                }
                 self.dispatch(
                     &name,
                     "updating",
@@ -496,9 +597,15 @@ impl Engine {
                     (self.desired_spec(&name), self.records.get_mut(&name))
                 {
                     let new_probe = spec.health != r.obs.spec.health;
+                    let new_check = spec.update.check != r.obs.spec.update.check;
                     r.obs.spec = spec;
-                    if let (true, Some(inst)) = (new_probe, r.instance.clone()) {
-                        r.start_probing(&name, &inst, &self.ctx);
+                    if let Some(inst) = r.instance.clone() {
+                        if new_probe {
+                            r.start_probing(&name, &inst, &self.ctx);
+                        }
+                        if new_check {
+                            r.start_checking(&name, &inst, &self.ctx);
+                        }
                     }
                 }
                 self.save(&name);
@@ -535,6 +642,52 @@ impl Engine {
         } else {
             r.obs.phase = Phase::Exiting { at: now() };
         }
+    }
+
+    /// Records what a check found the image's tag to name; true when that changes the
+    /// desired image: a new digest is an update, and finding what runs makes the desired
+    /// image what runs.
+    fn on_checked(&mut self, name: &str, id: &str, result: Result<String, String>) -> bool {
+        let Some(r) = self.records.get_mut(name) else {
+            return false;
+        };
+        let Some(inst) = r.instance.as_ref().filter(|i| i.id == id) else {
+            return false;
+        };
+        let found = match result {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(%name, "checking for a new image: {e}");
+                return false;
+            }
+        };
+        let (Some(tag), Some((_, digest))) = (registry_tag(&found), found.rsplit_once('@')) else {
+            return false;
+        };
+        let runs_it = inst.image_digest.as_deref() == Some(digest);
+        let pin = if runs_it {
+            let running = &r.obs.spec.image;
+            (running.contains('@') && registry_tag(running).as_ref() == Some(&tag))
+                .then(|| running.clone())
+        } else {
+            Some(found.clone())
+        };
+        if pin.as_ref() == self.pins.get(name).map(|p| &p.pinned) {
+            return false;
+        }
+        match pin {
+            Some(pinned) => {
+                if !runs_it {
+                    tracing::info!(%name, "{tag} now names {digest}: updating");
+                }
+                self.pins.insert(name.to_string(), Pin { tag, pinned });
+            }
+            None => {
+                self.pins.remove(name);
+            }
+        }
+        self.apply_pins();
+        true
     }
 
     /// Records a probe's result; true when the health changed.
@@ -674,7 +827,7 @@ impl Engine {
             }
             Outcome::Ended { ending, at } => {
                 let said = r.health.as_ref().map(|h| h.last_output.clone());
-                r.stop_probing();
+                r.untrack();
                 r.instance = None;
                 r.obs.restarts = policy::consecutive_after_run(
                     &r.obs.spec.restart,
@@ -751,6 +904,14 @@ impl Engine {
         for rec in saved {
             let spec = Arc::new(rec.spec.clone());
             self.source.seed(&rec.name, Arc::clone(&spec));
+            // It was started from an image a check found: that stays desired while the file
+            // names the same tag.
+            if let (Some(_), Some(tag)) = (spec.update.check, registry_tag(&spec.image)) {
+                if spec.image.contains('@') {
+                    let pinned = spec.image.clone();
+                    self.pins.insert(rec.name.clone(), Pin { tag, pinned });
+                }
+            }
             let mut r = Record::new(spec);
             r.obs.manual_stop = rec.manual_stop;
             r.obs.restarts = rec.restarts;
@@ -895,7 +1056,7 @@ impl Engine {
             // Served by the socket as a stream (`Event::Subscribe`).
             Request::Events => Response::Error("events are a stream: use `berth events`".into()),
             Request::Plan => {
-                let actions = plan(&self.snapshot.desired, &self.observed(), now(), 0.0);
+                let actions = plan(&self.desired, &self.observed(), now(), 0.0);
                 let lines: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
                 Response::Ok(
                     serde_json::json!({ "actions": lines, "spec_errors": self.snapshot.errors }),

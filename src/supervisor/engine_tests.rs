@@ -37,6 +37,15 @@ struct Fake {
     gate: (Mutex<bool>, Condvar),
     /// Instance ids whose probes fail.
     sick: Mutex<BTreeSet<String>>,
+    /// What each registry tag names (a digest number); an image by a tag not listed here is
+    /// digest 0. Instances of a digest at or above `EXITING_DIGEST` exit at once.
+    tags: Mutex<BTreeMap<String, u64>>,
+}
+
+const EXITING_DIGEST: u64 = 0xdead;
+
+fn digest(n: u64) -> String {
+    format!("sha256:{n:064x}")
 }
 
 impl Fake {
@@ -95,6 +104,12 @@ impl Effects for Fake {
         Ok(())
     }
 
+    fn fetch_current(&self, image: &str) -> Result<String, String> {
+        self.call(format!("check {image}"));
+        let n = self.tags.lock().unwrap().get(image).copied().unwrap_or(0);
+        Ok(format!("{image}@{}", digest(n)))
+    }
+
     fn start(&self, spec: &ValidatedSpec) -> Result<Instance, String> {
         self.call(format!("start {} {}", spec.name, spec.image));
         if spec.image == BAD_START {
@@ -103,7 +118,21 @@ impl Effects for Fake {
         let pid = 100 + self.next_pid.fetch_add(1, Ordering::SeqCst);
         let id = format!("{}-{pid}", spec.name);
         self.track(&id, spec.env.contains_key("IGNORES_TERM"));
-        if spec.image == EXITS {
+        // By digest, the one pinned; by tag, the one the tag names.
+        let image_digest = match spec.image.split_once('@') {
+            Some((_, d)) => d.to_string(),
+            None => digest(
+                self.tags
+                    .lock()
+                    .unwrap()
+                    .get(&spec.image)
+                    .copied()
+                    .unwrap_or(0),
+            ),
+        };
+        let exits = u64::from_str_radix(image_digest.trim_start_matches("sha256:"), 16)
+            .is_ok_and(|n| n >= EXITING_DIGEST);
+        if spec.image == EXITS || exits {
             self.exit(&id);
         }
         Ok(Instance {
@@ -113,7 +142,7 @@ impl Effects for Fake {
             monitor_pid: pid,
             monitor_start: 1,
             started_at: SystemTime::now(),
-            image_digest: Some(format!("sha256:{:064x}", pid)),
+            image_digest: Some(image_digest),
         })
     }
 
@@ -869,5 +898,118 @@ async fn events_stream_every_change() {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         last = v["phase"].as_str().unwrap().to_string();
     }
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_moved_tag_is_an_update_and_a_bad_digest_is_rolled_back_once() {
+    let (fake, dir) = Harness::fixture();
+    const TAG: &str = "registry.test/app:1";
+    let upd = "[update]\ncheck = \"10s\"\nhealthy_for = \"5s\"";
+    fake.tags.lock().unwrap().insert(TAG.into(), 1);
+    write_spec(&dir, "web", &body(TAG, upd));
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+
+    // Checks that find what runs change nothing.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert!(
+        fake.count(&format!("check {TAG}")) >= 3,
+        "{:?}",
+        fake.calls()
+    );
+    assert_eq!(fake.count("start web"), 1);
+
+    // The tag moves: the next check starts the new digest, pinned.
+    fake.tags.lock().unwrap().insert(TAG.into(), 2);
+    let pinned = format!("{TAG}@{}", digest(2));
+    let row = h
+        .wait_row("web", Duration::from_secs(11), |r| {
+            r["image"] == pinned.as_str() && r["state"] == "running"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        h.ps().await["web"]["id"],
+        row["id"],
+        "kept after its healthy_for"
+    );
+
+    // The tag moves to an image that exits: rolled back to the last good digest, and that bad
+    // digest is not tried again however often the checks find it.
+    fake.tags.lock().unwrap().insert(TAG.into(), EXITING_DIGEST);
+    let bad = format!("start web {TAG}@{}", digest(EXITING_DIGEST));
+    h.wait_row("web", Duration::from_secs(15), |r| {
+        r["state"] == "running"
+            && r["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("rolled back"))
+    })
+    .await;
+    assert_eq!(h.ps().await["web"]["image"], pinned.as_str());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(fake.count(&bad), 1, "{:?}", fake.matching("start web"));
+    assert_eq!(h.state("web").await, "running");
+
+    // An edit of the file that names another tag drops the pin.
+    fake.tags
+        .lock()
+        .unwrap()
+        .insert("registry.test/app:2".into(), 3);
+    h.write("web", &body("registry.test/app:2", upd));
+    h.wait_row("web", Duration::from_secs(5), |r| {
+        r["image"] == "registry.test/app:2" && r["state"] == "running"
+    })
+    .await;
+    h.shutdown().await;
+    every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adopted_container_keeps_the_digest_a_check_found() {
+    let (fake, dir) = Harness::fixture();
+    const TAG: &str = "registry.test/app:1";
+    let upd = "[update]\ncheck = \"10s\"";
+    let spec_text = body(TAG, upd);
+    write_spec(&dir, "web", &spec_text);
+    let pinned = format!("{TAG}@{}", digest(7));
+    // A previous daemon left it running from the digest its check had found.
+    let file = dir.path().join("specs/web.toml");
+    let mut spec = crate::spec::load_file(&file, &ValidationContext::default()).unwrap();
+    spec.image = pinned.clone();
+    let inst = Instance {
+        id: "web-old".into(),
+        init_pid: 50,
+        init_start: 1,
+        monitor_pid: 50,
+        monitor_start: 1,
+        started_at: SystemTime::now(),
+        image_digest: Some(digest(7)),
+    };
+    let state = StateDir::open(&dir.path().join("root")).unwrap();
+    state
+        .save(&ContainerRecord {
+            name: "web".into(),
+            spec,
+            instance: Some(inst),
+            restarts: 0,
+            manual_stop: false,
+            last_exit: None,
+        })
+        .unwrap();
+    fake.alive.lock().unwrap().insert("web-old".into());
+    fake.track("web-old", false);
+    fake.tags.lock().unwrap().insert(TAG.into(), 7);
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let row = &h.ps().await["web"];
+    assert_eq!(
+        row["id"], "web-old",
+        "not replaced by the tag's older image: {row}"
+    );
+    assert_eq!(row["image"], pinned.as_str());
+    assert_eq!(fake.count("start web"), 0, "{:?}", fake.calls());
+    assert!(fake.count("check ") >= 2);
     h.shutdown().await;
 }

@@ -98,6 +98,8 @@ pub trait Report: Send + Sync + 'static {
     fn exited(&self, name: &str, id: &str);
     /// A health probe of instance `id` succeeded or not, saying `output`.
     fn probed(&self, name: &str, id: &str, ok: bool, output: String);
+    /// While instance `id` ran, its image's tag was found to name `result` (pinned by digest).
+    fn checked(&self, name: &str, id: &str, result: Result<String, String>);
 }
 
 /// The loop's handle on one container's worker; dropping it ends the worker once its current
@@ -174,6 +176,36 @@ pub fn watch_health(
         }
     });
     Some(task.abort_handle())
+}
+
+/// Asks the registry every `every` what `image` (a tag) names now, fetching what it names,
+/// until `inst` exits. Abort the returned handle when the spec changes.
+pub fn watch_image(
+    name: &str,
+    inst: &Instance,
+    image: String,
+    every: Duration,
+    ctx: &Context,
+) -> tokio::task::AbortHandle {
+    let exited = ctx.effects.exited(inst);
+    let (name, id, ctx) = (name.to_string(), inst.id.clone(), ctx.clone());
+    let task = tokio::spawn(async move {
+        tokio::pin!(exited);
+        loop {
+            tokio::select! {
+                _ = &mut exited => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let result = async {
+                let _permit = ctx.pulls.acquire().await.map_err(|e| e.to_string())?;
+                let image = image.clone();
+                blocking(&ctx, move |fx| fx.fetch_current(&image)).await?
+            }
+            .await;
+            ctx.report.checked(&name, &id, result);
+        }
+    });
+    task.abort_handle()
 }
 
 async fn blocking<T: Send + 'static>(
