@@ -499,3 +499,100 @@ fn a_moved_tag_is_picked_up_by_check_and_a_bad_one_rolled_back() {
     d.stop();
     env.assert_no_leaks();
 }
+
+/// `GET path` from 127.0.0.1:port: (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample `series` (name and labels exactly) in a metrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn metrics_are_served_and_promtool_accepts_them() {
+    if skip_unless_root("metrics") {
+        return;
+    }
+    let env = TestEnv::new("hl-metrics");
+    let port = common::registry::free_port();
+    let d = Daemon::start_with_config(&env, &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let rest = "[network]\nmode = \"none\"\n[health]\nhttp = { port = 8080, path = \"/index.html\" }\ninterval = \"500ms\"\n";
+    env.write_spec("web", &format!("{}{rest}", httpd(8080)));
+    env.write_spec(
+        "crash",
+        "command = [\"sh\", \"-c\", \"exit 3\"]\n[network]\nmode = \"none\"\n[restart]\npolicy = \"on-failure\"\nmax_retries = 1\nbackoff = { initial = \"100ms\" }\n",
+    );
+    wait_health(&env, "web", "healthy");
+    wait_until(Duration::from_secs(20), "crash given up", || {
+        env.status("crash").is_some_and(|s| s["state"] == "exited")
+    });
+    let (status, text) = http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{text}");
+    let get = |series: &str| {
+        sample(&text, series).unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+    };
+    assert_eq!(
+        get("berth_container_state{name=\"web\",state=\"running\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("berth_container_state{name=\"crash\",state=\"exited\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("berth_container_health{name=\"web\",health=\"healthy\"}"),
+        1.0
+    );
+    assert_eq!(get("berth_container_last_exit_code{name=\"crash\"}"), 3.0);
+    assert_eq!(get("berth_container_restarts_total{name=\"crash\"}"), 1.0);
+    assert!(get("berth_container_memory_bytes{name=\"web\"}") > 0.0);
+    assert!(get("berth_container_cpu_seconds_total{name=\"web\"}") > 0.0);
+    assert!(get("berth_container_pids{name=\"web\"}") >= 1.0);
+    assert!(get("berth_probe_duration_seconds_count") >= 1.0);
+    assert!(get("berth_reconciles_total") >= 1.0);
+    assert!(get("berth_image_pulls_total{result=\"ok\"}") >= 3.0);
+    assert_eq!(http_get(port, "/").0, "HTTP/1.1 404 Not Found");
+
+    if common::registry::have("promtool") {
+        use std::io::Write;
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    } else {
+        eprintln!("promtool not installed (Debian package prometheus): its check is skipped");
+    }
+    d.stop();
+    env.assert_no_leaks();
+}

@@ -39,6 +39,13 @@ struct RawConfig {
     device_control: Option<Spanned<String>>,
     network: Option<RawNetwork>,
     logs: Option<RawLogs>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +80,8 @@ pub struct Config {
     pub device_control: DeviceControl,
     pub network: NetworkConfig,
     pub logs: LogLimits,
+    /// Where the Prometheus metrics are served (`[metrics] listen`); off when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -86,6 +95,7 @@ impl Default for Config {
             device_control: DeviceControl::Required,
             network: NetworkConfig::default(),
             logs: LogLimits::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -151,6 +161,17 @@ impl Config {
                     ))
                 }
             };
+        }
+        if let Some(listen) = raw.metrics.and_then(|m| m.listen) {
+            c.metrics_listen = Some(listen.get_ref().parse().map_err(|_| {
+                invalid(
+                    Some(listen.span()),
+                    format!(
+                        "metrics.listen: {:?} is not an address:port such as \"127.0.0.1:9462\"",
+                        listen.get_ref()
+                    ),
+                )
+            })?);
         }
         if let Some(n) = raw.network {
             let net = &mut c.network;
@@ -274,6 +295,9 @@ mod tests {
         assert_eq!(c.device_control, DeviceControl::Required);
         let best = Config::parse(p, "device_control = \"best-effort\"\n").unwrap();
         assert_eq!(best.device_control, DeviceControl::BestEffort);
+        let m = Config::parse(p, "[metrics]\nlisten = \"127.0.0.1:9462\"\n").unwrap();
+        assert_eq!(m.metrics_listen, Some("127.0.0.1:9462".parse().unwrap()));
+        assert_eq!(c.metrics_listen, None, "off unless set");
         let n = Config::parse(
             p,
             "[network]\nmasquerade = false\nmtu = 1400\ndns = [\"10.0.0.2\", \"fd00::53\"]\ndns_search = [\"lan\"]\n",
@@ -313,6 +337,7 @@ mod tests {
             ("\n[network]\nmtu = 100\n", "network.mtu", 3),
             ("[network]\ndns = [\"8.8.8.x\"]\n", "network.dns", 2),
             ("[network]\nsubnet = \"10.0.0.0\"\n", "network.subnet", 2),
+            ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen", 2),
             (
                 "root = \"/r\"\ndevice_control = \"off\"\n",
                 "device_control",

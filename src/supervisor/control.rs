@@ -28,6 +28,8 @@ pub enum Request {
     /// Every status change from now on, one JSON object per line (as in the status files),
     /// until the client hangs up.
     Events,
+    /// The Prometheus text of the daemon and its containers (a JSON string).
+    Metrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

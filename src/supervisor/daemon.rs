@@ -33,6 +33,11 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("starting the event loop: {0}")]
     Tokio(std::io::Error),
 }
@@ -89,8 +94,22 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     );
     let hint = Arc::new(tokio::sync::Notify::new());
     let _watcher = watch_specs(&config.specs, Arc::clone(&hint));
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            super::metrics::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     let listener = bind_socket(&config.socket)?;
     tokio::spawn(accept_loop(listener, tx.clone()));
+    if let Some(metrics) = metrics {
+        if let Ok(addr) = metrics.local_addr() {
+            tracing::info!("serving metrics at http://{addr}/metrics");
+        }
+        tokio::spawn(super::metrics::serve(metrics, tx.clone()));
+    }
     spawn_signal_handlers(tx);
 
     engine

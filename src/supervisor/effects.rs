@@ -18,7 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
-use super::control::ContainerStats;
+use super::metrics::Usage;
 use crate::reconcile::plan::Bandwidth;
 use crate::runtime::container::{LogLimits, Mode, Runtime};
 use crate::runtime::launch::{self, Stdin};
@@ -75,8 +75,8 @@ pub trait Effects: Send + Sync + 'static {
     fn bridge_hosts(&self) -> Vec<(String, std::net::Ipv4Addr)>;
     /// Rewrites the /etc/hosts of running bridge containers (init pid, hostname) (blocking).
     fn refresh_hosts(&self, targets: &[(i32, String)]);
-    /// Usage of running instances (name, id, bridged), sampled over a short window (blocking).
-    fn stats(&self, running: &[(String, String, bool)]) -> Vec<ContainerStats>;
+    /// What each running instance (id, in bridge mode) has used so far (blocking).
+    fn usage(&self, running: &[(String, bool)]) -> Vec<Option<Usage>>;
     /// Where things are, for `inspect`: the log dir of `name`, the root and the cgroup parent.
     fn locations(&self, name: &str) -> serde_json::Value;
 }
@@ -255,8 +255,8 @@ impl Effects for RuntimeEffects {
         }
     }
 
-    fn stats(&self, running: &[(String, String, bool)]) -> Vec<ContainerStats> {
-        sample_stats(&self.rt, running)
+    fn usage(&self, running: &[(String, bool)]) -> Vec<Option<Usage>> {
+        read_usage(&self.rt, running)
     }
 
     fn locations(&self, name: &str) -> serde_json::Value {
@@ -268,31 +268,19 @@ impl Effects for RuntimeEffects {
     }
 }
 
-/// CPU over a 200 ms window, memory and pids from the cgroups, and bridge traffic, of the
-/// running instances (name, id, in bridge mode).
-fn sample_stats(rt: &Runtime, running: &[(String, String, bool)]) -> Vec<ContainerStats> {
-    let read = |id: &str| rt.cgroup(id).ok().flatten().and_then(|cg| cg.stats().ok());
-    let first: Vec<_> = running.iter().map(|(_, id, _)| read(id)).collect();
-    let t0 = std::time::Instant::now();
-    std::thread::sleep(Duration::from_millis(200));
-    let elapsed = t0.elapsed().as_nanos() as f64;
+/// What the cgroup (and the bridge veth) of each running instance (id, in bridge mode) has
+/// used so far.
+fn read_usage(rt: &Runtime, running: &[(String, bool)]) -> Vec<Option<Usage>> {
     running
         .iter()
-        .zip(first)
-        .filter_map(|((name, id, bridged), before)| {
-            let after = read(id)?;
-            let traffic = if *bridged { rt.traffic(id) } else { None };
-            let used = after
-                .cpu_usage_ns
-                .saturating_sub(before.map(|b| b.cpu_usage_ns).unwrap_or(after.cpu_usage_ns));
-            Some(ContainerStats {
-                name: name.clone(),
-                cpu_percent: (used as f64 / elapsed * 1000.0).round() / 10.0,
-                memory_bytes: after.memory_bytes,
-                memory_limit: after.memory_limit,
-                pids: after.pids_current,
-                net_rx_bytes: traffic.map(|t| t.0),
-                net_tx_bytes: traffic.map(|t| t.1),
+        .map(|(id, bridged)| {
+            let s = rt.cgroup(id).ok().flatten()?.stats().ok()?;
+            Some(Usage {
+                cpu_ns: s.cpu_usage_ns,
+                memory_bytes: s.memory_bytes,
+                memory_limit: s.memory_limit,
+                pids: s.pids_current,
+                traffic: if *bridged { rt.traffic(id) } else { None },
             })
         })
         .collect()

@@ -5,6 +5,7 @@
 //! [`Worker`]. It never waits for the host itself: every effect goes through a worker.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::control::{Request, Response};
 use super::effects::Effects;
+use super::metrics::{self, Counters, Sample, Usage};
 use super::status;
 use super::worker::{self, Job, Outcome, Worker};
 use crate::image::{ImageRef, RegistryRef};
@@ -31,6 +33,8 @@ const RELIST_EVERY: Duration = Duration::from_secs(10);
 const DEBOUNCE: Duration = Duration::from_millis(15);
 /// Image pulls carried out at once; the others queue without holding a thread.
 pub const PULLS_AT_ONCE: usize = 2;
+/// The window `berth stats` measures CPU use over.
+const STATS_WINDOW: Duration = Duration::from_millis(200);
 
 pub enum Event {
     /// The spec dir may have changed: relist it.
@@ -145,6 +149,10 @@ pub struct Record {
     pub waiting: Option<String>,
     /// The last rollback: when and why.
     pub last_rollback: Option<String>,
+    /// Restarts by the restart policy since this daemon started (never reset).
+    restarts_total: u64,
+    /// How the last instance ended.
+    last_exit: Option<ExitStatus>,
 }
 
 impl Record {
@@ -161,6 +169,8 @@ impl Record {
             checker: None,
             waiting: None,
             last_rollback: None,
+            restarts_total: 0,
+            last_exit: None,
         }
     }
 
@@ -250,6 +260,7 @@ impl Engine {
             effects,
             pulls: Arc::new(Semaphore::new(PULLS_AT_ONCE)),
             report: Arc::new(Reporter(tx.clone())),
+            counters: Arc::new(Counters::default()),
         };
         let engine = Engine {
             ctx,
@@ -396,10 +407,74 @@ impl Engine {
     }
 
     fn reconcile(&mut self) {
+        let t0 = std::time::Instant::now();
         let actions = plan(&self.desired, &self.observed(), now(), jitter());
         for action in actions {
             self.execute(action);
         }
+        let counters = &self.ctx.counters;
+        counters.reconciles.fetch_add(1, Ordering::Relaxed);
+        counters.reconcile_seconds.observe(t0.elapsed());
+    }
+
+    /// The running instances: (name, id, in bridge mode).
+    fn running(&self) -> Vec<(String, String, bool)> {
+        self.records
+            .iter()
+            .filter_map(|(n, r)| {
+                let bridged = r.obs.spec.network.mode == NetworkMode::Bridge;
+                r.instance
+                    .as_ref()
+                    .map(|i| (n.clone(), i.id.clone(), bridged))
+            })
+            .collect()
+    }
+
+    /// Reads the usage of `running` on the blocking pool, twice `window` apart when given:
+    /// (the first reads, the last reads, the time between them).
+    fn read_usage(
+        &self,
+        running: &[(String, String, bool)],
+        window: Option<Duration>,
+    ) -> impl std::future::Future<Output = (Vec<Option<Usage>>, Vec<Option<Usage>>, Duration)> {
+        let fx = Arc::clone(&self.ctx.effects);
+        let ids: Vec<(String, bool)> = running.iter().map(|(_, id, b)| (id.clone(), *b)).collect();
+        async move {
+            let read = |fx: Arc<dyn Effects>, ids: Vec<(String, bool)>| async move {
+                tokio::task::spawn_blocking(move || fx.usage(&ids))
+                    .await
+                    .unwrap_or_default()
+            };
+            let first = read(Arc::clone(&fx), ids.clone()).await;
+            let Some(window) = window else {
+                return (Vec::new(), first, Duration::ZERO);
+            };
+            let t0 = tokio::time::Instant::now();
+            tokio::time::sleep(window).await;
+            let last = read(fx, ids).await;
+            (first, last, t0.elapsed())
+        }
+    }
+
+    /// Every container as the metrics show it (without usage).
+    fn samples(&self) -> Vec<Sample> {
+        status::ps(self, &BTreeMap::new())
+            .into_iter()
+            .map(|row| {
+                let r = self.records.get(&row.name);
+                Sample {
+                    restarts_total: r.map_or(0, |r| r.restarts_total),
+                    last_exit_code: r.and_then(|r| r.last_exit).map(|e| match e {
+                        ExitStatus::Code(c) => i64::from(c),
+                        ExitStatus::Signal(s) => 128 + i64::from(s),
+                    }),
+                    name: row.name,
+                    state: row.state,
+                    health: row.health,
+                    usage: None,
+                }
+            })
+            .collect()
     }
 
     /// One pass of the shutdown; true once nothing runs and no job is left.
@@ -444,6 +519,7 @@ impl Engine {
                     .or_insert_with(|| Record::new(Arc::clone(&spec)));
                 if r.obs.restart_at.take().is_some() {
                     r.obs.restarts += 1;
+                    r.restarts_total += 1;
                 }
                 r.obs.manual_stop = false;
                 r.left = false;
@@ -850,6 +926,7 @@ impl Engine {
                     },
                 };
                 if let Some((status, oom)) = ending.exit {
+                    r.last_exit = Some(status);
                     let text = status::describe(status, oom);
                     tracing::info!(%name, "exited: {text}");
                     r.note = Some(text);
@@ -1016,23 +1093,45 @@ impl Engine {
                 }
             }
             Request::Stats => {
-                let running: Vec<(String, String, bool)> = self
-                    .records
-                    .iter()
-                    .filter_map(|(n, r)| {
-                        let bridged = r.obs.spec.network.mode == NetworkMode::Bridge;
-                        r.instance
-                            .as_ref()
-                            .map(|i| (n.clone(), i.id.clone(), bridged))
-                    })
-                    .collect();
-                let fx = Arc::clone(&self.ctx.effects);
+                let running = self.running();
+                let usage = self.read_usage(&running, Some(STATS_WINDOW));
                 tokio::spawn(async move {
-                    let rows = tokio::task::spawn_blocking(move || fx.stats(&running))
-                        .await
-                        .unwrap_or_default();
+                    let (before, after, elapsed) = usage.await;
+                    let rows: Vec<_> = running
+                        .iter()
+                        .zip(before.iter().zip(&after))
+                        .filter_map(|((name, _, _), (b, a))| {
+                            let a = a.as_ref()?;
+                            Some(metrics::stats_row(
+                                name,
+                                b.as_ref().unwrap_or(a),
+                                a,
+                                elapsed,
+                            ))
+                        })
+                        .collect();
                     let _ =
                         reply.send(Response::Ok(serde_json::to_value(rows).unwrap_or_default()));
+                });
+                return;
+            }
+            Request::Metrics => {
+                let running = self.running();
+                let usage = self.read_usage(&running, None);
+                let mut samples = self.samples();
+                let counters = Arc::clone(&self.ctx.counters);
+                tokio::spawn(async move {
+                    let (_, now, _) = usage.await;
+                    let by_name: BTreeMap<&str, Usage> = running
+                        .iter()
+                        .zip(now)
+                        .filter_map(|((name, _, _), u)| Some((name.as_str(), u?)))
+                        .collect();
+                    for s in &mut samples {
+                        s.usage = by_name.get(s.name.as_str()).copied();
+                    }
+                    let text = metrics::render(&counters, &samples);
+                    let _ = reply.send(Response::Ok(serde_json::Value::String(text)));
                 });
                 return;
             }

@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{oneshot, watch};
 
-use super::control::{ContainerStats, Request, Response};
+use super::control::{Request, Response};
 use super::effects::{Effects, Ending, Wait};
 use super::engine::{Engine, Event};
+use super::metrics::Usage;
 use crate::reconcile::plan::Bandwidth;
 use crate::runtime::protocol::ExitStatus;
 use crate::source::SpecSource;
@@ -40,6 +41,7 @@ struct Fake {
     /// What each registry tag names (a digest number); an image by a tag not listed here is
     /// digest 0. Instances of a digest at or above `EXITING_DIGEST` exit at once.
     tags: Mutex<BTreeMap<String, u64>>,
+    usage_reads: AtomicI32,
 }
 
 const EXITING_DIGEST: u64 = 0xdead;
@@ -227,8 +229,19 @@ impl Effects for Fake {
 
     fn refresh_hosts(&self, _: &[(i32, String)]) {}
 
-    fn stats(&self, _: &[(String, String, bool)]) -> Vec<ContainerStats> {
-        Vec::new()
+    /// Each instance has used one more CPU second at every read, and 4 KiB.
+    fn usage(&self, running: &[(String, bool)]) -> Vec<Option<Usage>> {
+        let n = self.usage_reads.fetch_add(1, Ordering::SeqCst) as u64 + 1;
+        running
+            .iter()
+            .map(|_| {
+                Some(Usage {
+                    cpu_ns: n * 1_000_000_000,
+                    memory_bytes: 4096,
+                    ..Default::default()
+                })
+            })
+            .collect()
     }
 
     fn locations(&self, _: &str) -> serde_json::Value {
@@ -1011,5 +1024,57 @@ async fn an_adopted_container_keeps_the_digest_a_check_found() {
     assert_eq!(row["image"], pinned.as_str());
     assert_eq!(fake.count("start web"), 0, "{:?}", fake.calls());
     assert!(fake.count("check ") >= 2);
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_and_stats_show_each_container() {
+    let (fake, dir) = Harness::fixture();
+    let restart = "[restart]\npolicy = \"always\"\nbackoff = { initial = \"1s\" }";
+    write_spec(&dir, "web", &body("oci:/img:v1", restart));
+    write_spec(&dir, "job", &body(EXITS, "[restart]\npolicy = \"never\""));
+    let h = Harness::start(fake.clone(), dir);
+    let row = h
+        .wait_row("web", Duration::from_secs(1), |r| r["state"] == "running")
+        .await;
+    h.wait_state("job", "exited", Duration::from_secs(1)).await;
+    fake.exit(row["id"].as_str().unwrap());
+    h.wait_row("web", Duration::from_secs(5), |r| {
+        r["state"] == "running" && r["id"] != row["id"]
+    })
+    .await;
+    let text = match h.ask(Request::Metrics).await {
+        Response::Ok(serde_json::Value::String(t)) => t,
+        other => panic!("metrics: {other:?}"),
+    };
+    for line in [
+        "berth_container_state{name=\"web\",state=\"running\"} 1",
+        "berth_container_state{name=\"job\",state=\"exited\"} 1",
+        "berth_container_state{name=\"job\",state=\"running\"} 0",
+        "berth_container_restarts_total{name=\"web\"} 1",
+        "berth_container_restarts_total{name=\"job\"} 0",
+        "berth_container_last_exit_code{name=\"web\"} 0",
+        "berth_container_memory_bytes{name=\"web\"} 4096",
+        "berth_image_pulls_total{result=\"ok\"} 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    // Only the running one has usage.
+    assert!(!text.contains("memory_bytes{name=\"job\"}"), "{text}");
+    let reconciles: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_reconciles_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reconciles >= 4.0, "{text}");
+    // berth stats: one more CPU second over its 200 ms window is 500%.
+    let rows = match h.ask(Request::Stats).await {
+        Response::Ok(serde_json::Value::Array(rows)) => rows,
+        other => panic!("stats: {other:?}"),
+    };
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["name"], "web");
+    assert_eq!(rows[0]["cpu_percent"], 500.0);
     h.shutdown().await;
 }

@@ -10,6 +10,7 @@ mod effects;
 mod engine;
 #[cfg(test)]
 mod engine_tests;
+mod metrics;
 mod notify;
 mod pid1;
 mod probe;

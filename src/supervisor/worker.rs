@@ -4,6 +4,7 @@
 //! and image pulls go to the blocking pool, pulls behind their own bounded semaphore, so no
 //! container waits behind another's stop or pull.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::effects::{Effects, Ending, KILL_GRACE};
 use super::engine::now;
+use super::metrics::Counters;
 use crate::reconcile::plan::Bandwidth;
 use crate::spec::{NetworkMode, ValidatedSpec};
 use crate::state::Instance;
@@ -114,6 +116,7 @@ pub struct Context {
     pub effects: Arc<dyn Effects>,
     pub pulls: Arc<Semaphore>,
     pub report: Arc<dyn Report>,
+    pub counters: Arc<Counters>,
 }
 
 impl Worker {
@@ -168,10 +171,15 @@ pub fn watch_health(
                 _ = tokio::time::sleep(health.interval) => {}
             }
             let probe = ctx.effects.probe(&inst, &spec);
+            let t0 = std::time::Instant::now();
             let (ok, output) = match tokio::time::timeout(health.timeout, probe).await {
                 Ok(result) => result,
                 Err(_) => (false, format!("no answer within {:?}", health.timeout)),
             };
+            ctx.counters.probe_seconds.observe(t0.elapsed());
+            if !ok {
+                ctx.counters.probe_failures.fetch_add(1, Ordering::Relaxed);
+            }
             ctx.report.probed(&name, &inst.id, ok, output);
         }
     });
@@ -202,6 +210,11 @@ pub fn watch_image(
                 blocking(&ctx, move |fx| fx.fetch_current(&image)).await?
             }
             .await;
+            let counter = match result {
+                Ok(_) => &ctx.counters.checks_ok,
+                Err(_) => &ctx.counters.checks_failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             ctx.report.checked(&name, &id, result);
         }
     });
@@ -219,9 +232,20 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn pull(ctx: &Context, spec: &Arc<ValidatedSpec>) -> Result<(), String> {
-    let _permit = ctx.pulls.acquire().await.map_err(|e| e.to_string())?;
-    let spec = Arc::clone(spec);
-    blocking(ctx, move |fx| fx.pull(&spec)).await?
+    let t0 = std::time::Instant::now();
+    let result = async {
+        let _permit = ctx.pulls.acquire().await.map_err(|e| e.to_string())?;
+        let spec = Arc::clone(spec);
+        blocking(ctx, move |fx| fx.pull(&spec)).await?
+    }
+    .await;
+    ctx.counters.pull_seconds.observe(t0.elapsed());
+    let counter = match result {
+        Ok(()) => &ctx.counters.pulls_ok,
+        Err(_) => &ctx.counters.pulls_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    result
 }
 
 async fn start(ctx: &Context, spec: &Arc<ValidatedSpec>) -> Result<Instance, String> {

@@ -20,6 +20,19 @@ impl<'a> Daemon<'a> {
         Daemon::spawn(env, env.command())
     }
 
+    /// A daemon with `config` (the text of a supervisor config file).
+    pub fn start_with_config(env: &'a TestEnv, config: &str) -> Daemon<'a> {
+        let path = env.dir.path().join("berth.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut c = env.command();
+        c.arg("--socket")
+            .arg(env.socket())
+            .arg("supervise")
+            .arg("--config")
+            .arg(path);
+        Daemon::spawn_supervise(env, c)
+    }
+
     /// A daemon inside the test's network namespace (for bridge mode), with `config` (the
     /// text of a supervisor config file) when given.
     pub fn start_in(env: &'a TestEnv, netns: &TestNetns, config: Option<&str>) -> Daemon<'a> {
