@@ -11,12 +11,14 @@
 //! - `source`: the spec dir (relist as truth, inotify as hint, last good version per file).
 //! - `state`: the supervisor's durable records under `<root>/state`.
 //! - `supervisor`: the daemon, its config and its control socket.
+//! - `init`: berth as PID 1 (mounts, modules, power-off).
 //! - `sys`: the only place with `unsafe`.
 //! - `cli`: the command line.
 
 pub mod cgroups;
 pub mod cli;
 pub mod image;
+pub mod init;
 pub mod logs;
 pub mod network;
 pub mod reconcile;

@@ -92,6 +92,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stop every container, end the daemon and, when it is the machine's init, power off
+    /// (only the daemon ends otherwise).
+    Poweroff,
+    /// As poweroff, then reboot the machine when the daemon is its init.
+    Reboot,
+    /// As poweroff, then halt the machine when the daemon is its init.
+    Halt,
     /// Stop a container; it stays stopped until `berth start` or a change of its spec.
     Stop { name: String },
     /// Start a stopped container.
@@ -176,8 +183,40 @@ impl Cli {
     }
 }
 
+/// The command line of the machine's init: the kernel passes only the words of its own
+/// command line it does not know, which are no berth command; the daemon runs with
+/// `/etc/berth/berth.toml` when there is one.
+fn init_cli() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) if std::env::args().len() > 1 => {
+            eprintln!("berth: as init, ignoring the arguments: {e}")
+        }
+        Err(_) => {}
+    }
+    let config = Path::new(DEFAULT_CONFIG);
+    Cli {
+        root: None,
+        socket: None,
+        cgroup_parent: None,
+        log: None,
+        command: Command::Supervise {
+            config: config.is_file().then(|| config.to_path_buf()),
+            specs: None,
+        },
+    }
+}
+
+/// The supervisor config read by an init started without arguments.
+const DEFAULT_CONFIG: &str = "/etc/berth/berth.toml";
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = if crate::init::is_pid1() {
+        crate::init::early();
+        init_cli()
+    } else {
+        Cli::parse()
+    };
     let default_log = if matches!(cli.command, Command::Supervise { .. }) {
         "info"
     } else {
@@ -209,6 +248,9 @@ pub fn main() -> ExitCode {
             control::simple(&cli, control::Request::Restart { name: name.clone() })
         }
         Command::Plan { json } => control::plan(&cli, *json),
+        Command::Poweroff => power(&cli, crate::init::Power::Poweroff),
+        Command::Reboot => power(&cli, crate::init::Power::Reboot),
+        Command::Halt => power(&cli, crate::init::Power::Halt),
         Command::Logs {
             follow,
             tail,
@@ -235,4 +277,8 @@ pub fn main() -> ExitCode {
             command,
         } => exec::exec(&cli, name, command, *interactive, *tty),
     }
+}
+
+fn power(cli: &Cli, action: crate::init::Power) -> ExitCode {
+    control::simple(cli, control::Request::Power { action })
 }

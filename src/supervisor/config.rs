@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::cgroups::DeviceControl;
+use crate::init::{CgroupMode, InitConfig, Power};
 use crate::network::NetworkConfig;
 use crate::runtime::container::LogLimits;
 use crate::spec::units;
@@ -40,6 +41,16 @@ struct RawConfig {
     network: Option<RawNetwork>,
     logs: Option<RawLogs>,
     metrics: Option<RawMetrics>,
+    init: Option<RawInit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInit {
+    hostname: Option<Spanned<String>>,
+    modules: Option<Vec<Spanned<String>>>,
+    cgroup: Option<Spanned<String>>,
+    shutdown: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +93,8 @@ pub struct Config {
     pub logs: LogLimits,
     /// Where the Prometheus metrics are served (`[metrics] listen`); off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// What berth does as PID 1 (`[init]`).
+    pub init: InitConfig,
 }
 
 impl Default for Config {
@@ -96,6 +109,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             logs: LogLimits::default(),
             metrics_listen: None,
+            init: InitConfig::default(),
         }
     }
 }
@@ -172,6 +186,50 @@ impl Config {
                     ),
                 )
             })?);
+        }
+        if let Some(i) = raw.init {
+            let init = &mut c.init;
+            if let Some(h) = i.hostname {
+                units::check_hostname(h.get_ref())
+                    .map_err(|m| invalid(Some(h.span()), format!("init.hostname: {m}")))?;
+                init.hostname = Some(h.into_inner());
+            }
+            for m in i.modules.unwrap_or_default() {
+                let ok = !m.get_ref().is_empty()
+                    && m.get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !ok {
+                    return Err(invalid(
+                        Some(m.span()),
+                        format!("init.modules: {:?} is not a module name", m.get_ref()),
+                    ));
+                }
+                init.modules.push(m.into_inner());
+            }
+            if let Some(g) = i.cgroup {
+                init.cgroup = match g.get_ref().as_str() {
+                    "v2" => CgroupMode::V2,
+                    "v1" => CgroupMode::V1,
+                    other => {
+                        return Err(invalid(
+                            Some(g.span()),
+                            format!("init.cgroup: {other:?} is not one of \"v2\", \"v1\""),
+                        ))
+                    }
+                };
+            }
+            if let Some(s) = i.shutdown {
+                init.shutdown = Power::parse(s.get_ref()).ok_or_else(|| {
+                    invalid(
+                        Some(s.span()),
+                        format!(
+                            "init.shutdown: {:?} is not one of \"poweroff\", \"reboot\", \"halt\"",
+                            s.get_ref()
+                        ),
+                    )
+                })?;
+            }
         }
         if let Some(n) = raw.network {
             let net = &mut c.network;
@@ -298,6 +356,22 @@ mod tests {
         let m = Config::parse(p, "[metrics]\nlisten = \"127.0.0.1:9462\"\n").unwrap();
         assert_eq!(m.metrics_listen, Some("127.0.0.1:9462".parse().unwrap()));
         assert_eq!(c.metrics_listen, None, "off unless set");
+        let i = Config::parse(
+            p,
+            "[init]\nhostname = \"edge-1\"\nmodules = [\"overlay\", \"nf-tables\"]\ncgroup = \"v1\"\nshutdown = \"reboot\"\n",
+        )
+        .unwrap()
+        .init;
+        assert_eq!(
+            i,
+            InitConfig {
+                hostname: Some("edge-1".into()),
+                modules: vec!["overlay".into(), "nf-tables".into()],
+                cgroup: CgroupMode::V1,
+                shutdown: Power::Reboot,
+            }
+        );
+        assert_eq!(c.init, InitConfig::default());
         let n = Config::parse(
             p,
             "[network]\nmasquerade = false\nmtu = 1400\ndns = [\"10.0.0.2\", \"fd00::53\"]\ndns_search = [\"lan\"]\n",
@@ -338,6 +412,11 @@ mod tests {
             ("[network]\ndns = [\"8.8.8.x\"]\n", "network.dns", 2),
             ("[network]\nsubnet = \"10.0.0.0\"\n", "network.subnet", 2),
             ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen", 2),
+            ("[init]\nmodules = [\"../x\"]\n", "init.modules", 2),
+            ("[init]\n\ncgroup = \"v3\"\n", "init.cgroup", 3),
+            ("[init]\nshutdown = \"off\"\n", "init.shutdown", 2),
+            ("[init]\nhostname = \"-bad\"\n", "init.hostname", 2),
+            ("[init]\nrunlevel = 3\n", "runlevel", 2),
             (
                 "root = \"/r\"\ndevice_control = \"off\"\n",
                 "device_control",

@@ -30,6 +30,11 @@ pub enum Request {
     Events,
     /// The Prometheus text of the daemon and its containers (a JSON string).
     Metrics,
+    /// Stop every container and end the daemon; as the machine's init, then power off,
+    /// reboot or halt.
+    Power {
+        action: crate::init::Power,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use super::notify;
 use super::signals::spawn_signal_handlers;
 use super::socket::{accept_loop, bind_socket};
 use super::watch::watch_specs;
+use crate::init::Power;
 use crate::runtime::container::{Runtime, RuntimeError};
 use crate::runtime::launch;
 use crate::source::SpecSource;
@@ -43,9 +44,10 @@ pub enum DaemonError {
 }
 
 /// Runs the supervisor until SIGTERM/SIGINT; then stops every container and returns.
-pub fn run(config: Config) -> Result<(), DaemonError> {
-    if std::process::id() == 1 {
-        super::pid1::prepare();
+/// Returns the power state asked for with the shutdown (a signal or `berth poweroff`...).
+pub fn run(config: Config) -> Result<Option<Power>, DaemonError> {
+    if crate::init::is_pid1() {
+        crate::init::prepare(&config.init);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -55,7 +57,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     rt.block_on(serve(config))
 }
 
-async fn serve(config: Config) -> Result<(), DaemonError> {
+async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
     // Held for the daemon's life; the kernel drops it when the process dies.
     let _lock = state::lock_root(&config.root)?;
     let runtime = Arc::new(
@@ -110,9 +112,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         }
         tokio::spawn(super::metrics::serve(metrics, tx.clone()));
     }
-    spawn_signal_handlers(tx);
+    spawn_signal_handlers(tx, config.init.shutdown);
 
-    engine
+    let power = engine
         .run(rx, hint, || {
             notify::notify("READY=1");
             if let Some(every) = notify::watchdog_interval() {
@@ -126,5 +128,5 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         })
         .await;
     let _ = std::fs::remove_file(&config.socket);
-    Ok(())
+    Ok(power)
 }

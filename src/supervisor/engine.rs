@@ -17,6 +17,7 @@ use super::metrics::{self, Counters, Sample, Usage};
 use super::status;
 use super::worker::{self, Job, Outcome, Worker};
 use crate::image::{ImageRef, RegistryRef};
+use crate::init::Power;
 use crate::reconcile::health::{self, Health, HealthState};
 use crate::reconcile::plan::{spec_to_start, Trial};
 use crate::reconcile::plan::{Desired, DesiredSet};
@@ -72,7 +73,11 @@ pub enum Event {
     Subscribe {
         events: mpsc::UnboundedSender<String>,
     },
-    Shutdown,
+    /// Stop every container and end the loop; `power` is what the machine should do then
+    /// (when berth is its init).
+    Shutdown {
+        power: Option<Power>,
+    },
 }
 
 /// Sends the workers' reports into the loop.
@@ -239,6 +244,7 @@ pub struct Engine {
     workers: BTreeMap<String, Worker>,
     tx: mpsc::UnboundedSender<Event>,
     shutting_down: bool,
+    power: Option<Power>,
     status: Option<status::StatusFiles>,
     subscribers: Vec<mpsc::UnboundedSender<String>>,
 }
@@ -273,6 +279,7 @@ impl Engine {
             workers: BTreeMap::new(),
             tx: tx.clone(),
             shutting_down: false,
+            power: None,
             status,
             subscribers: Vec::new(),
         };
@@ -281,12 +288,13 @@ impl Engine {
 
     /// Adopts what a previous daemon left, then runs until the shutdown has stopped every
     /// container. `hint` wakes it for a relist; `on_ready` is called once the first pass ran.
+    /// Returns the power state the shutdown asked for, if any.
     pub async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Event>,
         hint: Arc<tokio::sync::Notify>,
         on_ready: impl FnOnce(),
-    ) {
+    ) -> Option<Power> {
         self.adopt();
         self.relist().await;
         self.reconcile();
@@ -313,6 +321,7 @@ impl Engine {
             }
             self.publish();
         }
+        self.power
     }
 
     /// Rewrites the status files that changed and tells the `berth events` clients.
@@ -353,13 +362,7 @@ impl Engine {
                 self.subscribers.push(events);
                 return false;
             }
-            Event::Shutdown => {
-                if !self.shutting_down {
-                    tracing::info!("shutting down: stopping every container");
-                }
-                self.shutting_down = true;
-                super::notify::notify("STOPPING=1");
-            }
+            Event::Shutdown { power } => self.shut_down(power),
         }
         true
     }
@@ -397,6 +400,16 @@ impl Engine {
                 (name.clone(), d)
             })
             .collect();
+    }
+
+    /// Stops every container from now on; the first power state asked for is kept.
+    fn shut_down(&mut self, power: Option<Power>) {
+        if !self.shutting_down {
+            tracing::info!("shutting down: stopping every container");
+        }
+        self.shutting_down = true;
+        self.power = self.power.or(power);
+        super::notify::notify("STOPPING=1");
     }
 
     fn observed(&self) -> ObservedSet {
@@ -1152,6 +1165,13 @@ impl Engine {
                     o.restart_at = None;
                 }
             }),
+            Request::Power { action } => {
+                self.shut_down(Some(action));
+                Response::Ok(serde_json::json!(format!(
+                    "stopping every container, then {}",
+                    action.as_str()
+                )))
+            }
             // Served by the socket as a stream (`Event::Subscribe`).
             Request::Events => Response::Error("events are a stream: use `berth events`".into()),
             Request::Plan => {

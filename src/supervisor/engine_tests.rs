@@ -253,7 +253,7 @@ struct Harness {
     fake: Arc<Fake>,
     dir: tempfile::TempDir,
     tx: tokio::sync::mpsc::UnboundedSender<Event>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Option<crate::init::Power>>,
 }
 
 /// A spec file body: `image`, then `extra` TOML keys.
@@ -352,7 +352,7 @@ impl Harness {
 
     async fn shutdown(self) -> Duration {
         let t0 = tokio::time::Instant::now();
-        self.tx.send(Event::Shutdown).unwrap();
+        self.tx.send(Event::Shutdown { power: None }).unwrap();
         self.task.await.unwrap();
         t0.elapsed()
     }
@@ -1077,4 +1077,29 @@ async fn metrics_and_stats_show_each_container() {
     assert_eq!(rows[0]["name"], "web");
     assert_eq!(rows[0]["cpu_percent"], 500.0);
     h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_power_request_stops_everything_and_is_returned() {
+    let (fake, dir) = Harness::fixture();
+    write_spec(&dir, "db", &body("oci:/img:v1", IGNORES_TERM));
+    write_spec(&dir, "web", &body("oci:/img:v1", "depends_on = [\"db\"]"));
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+    let action = crate::init::Power::Reboot;
+    match h.ask(Request::Power { action }).await {
+        Response::Ok(v) => assert!(v.as_str().unwrap().contains("reboot"), "{v}"),
+        other => panic!("{other:?}"),
+    }
+    // A later signal does not change what was asked first.
+    h.tx.send(Event::Shutdown {
+        power: Some(crate::init::Power::Poweroff),
+    })
+    .unwrap();
+    assert_eq!(h.task.await.unwrap(), Some(action));
+    // web (the dependent) was signalled before db, and db was killed after its timeout.
+    let signals = fake.matching("signal ");
+    assert!(signals[0].starts_with("signal web-"), "{signals:?}");
+    assert_eq!(fake.count("kill db-"), 1);
+    every_start_was_cleaned_up(&fake);
 }

@@ -12,7 +12,6 @@ mod engine;
 mod engine_tests;
 mod metrics;
 mod notify;
-mod pid1;
 mod probe;
 mod signals;
 mod socket;
