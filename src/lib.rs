@@ -7,6 +7,7 @@
 //! - `reconcile`: the pure planner and restart policy (what to do, never doing it).
 //! - `network`: bridge networking (the only user of netlink).
 //! - `runtime`: turns a spec and an image into a `ContainerPlan` and launches it.
+//! - `mountinfo`: mount tables as data.
 //! - `logs`: containers' log files (CRI format, size-based rotation) and reading them.
 //! - `source`: the spec dir (relist as truth, inotify as hint, last good version per file).
 //! - `state`: the supervisor's durable records under `<root>/state`.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod image;
 pub mod init;
 pub mod logs;
+pub mod mountinfo;
 pub mod network;
 pub mod reconcile;
 pub mod runtime;

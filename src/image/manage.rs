@@ -352,20 +352,12 @@ impl ImageStore {
 /// `\,` escapes as the runtime writes them and mountinfo's octal escapes).
 fn overlay_lowerdirs(table: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for line in table.lines() {
-        let Some((_, after)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut f = after.splitn(3, ' ');
-        if f.next() != Some("overlay") {
+    for m in crate::mountinfo::parse(table) {
+        if m.fstype != "overlay" {
             continue;
         }
-        let (_source, Some(opts)) = (f.next(), f.next()) else {
-            continue;
-        };
-        let opts = unescape_octal(opts);
         // Split on unescaped ',' then unescaped ':'.
-        for opt in split_escaped(&opts, ',') {
+        for opt in split_escaped(&m.super_options, ',') {
             let Some(v) = opt
                 .strip_prefix("lowerdir=")
                 .or_else(|| opt.strip_prefix("lowerdir+="))
@@ -378,25 +370,6 @@ fn overlay_lowerdirs(table: &str) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Splits on `sep` not preceded by a backslash, keeping escapes in the parts.

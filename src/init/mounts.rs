@@ -42,14 +42,6 @@ fn m(target: &str, fstype: &'static str, flags: MsFlags, data: Option<&str>) -> 
     }
 }
 
-/// The mount points of a mount table (`/proc/self/mountinfo`: the fifth field).
-fn mount_points(mountinfo: &str) -> Vec<&str> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .collect()
-}
-
 /// The v1 hierarchies for the enabled controllers of `/proc/cgroups`: (dir, controllers)
 /// plus the links (`cpu` -> `cpu,cpuacct`).
 pub fn v1_hierarchies(proc_cgroups: &str) -> (Vec<String>, Vec<(String, String)>) {
@@ -84,7 +76,7 @@ pub fn v1_hierarchies(proc_cgroups: &str) -> (Vec<String>, Vec<(String, String)>
 
 /// What to mount, in order, given the mount table and (for v1) `/proc/cgroups`.
 pub fn plan_mounts(mountinfo: &str, cgroup: CgroupMode, proc_cgroups: &str) -> Vec<InitMount> {
-    let mounted = mount_points(mountinfo);
+    let mounted = crate::mountinfo::mount_points(mountinfo);
     let mut all = vec![
         m("/proc", "proc", NOSUID_NODEV_NOEXEC, None),
         m("/sys", "sysfs", NOSUID_NODEV_NOEXEC, None),
@@ -155,7 +147,7 @@ pub fn plan_mounts(mountinfo: &str, cgroup: CgroupMode, proc_cgroups: &str) -> V
         }
     }
     all.into_iter()
-        .filter(|mnt| !mounted.contains(&mnt.target.as_str()))
+        .filter(|mnt| !mounted.contains(&mnt.target))
         .collect()
 }
 

@@ -70,11 +70,7 @@ fn stop_everything() {
 /// root, one in use) is remounted read-only.
 fn unmount_everything() {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut targets: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .collect();
+    let mut targets = crate::mountinfo::mount_points(&info);
     // The mount table lists parents before their children.
     targets.reverse();
     for t in targets {
@@ -96,25 +92,6 @@ fn unmount_everything() {
         MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     );
-}
-
-/// A mountinfo path with its octal escapes (`\040` for a space) decoded.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Ends the machine as `power` says, after the supervisor stopped its containers.
@@ -188,12 +165,5 @@ mod tests {
             assert_eq!(power_of(sig, Power::Reboot), want, "{sig}");
         }
         assert_eq!(power_of(libc::SIGTERM, Power::Poweroff), Power::Poweroff);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape("/plain"), "/plain");
-        assert_eq!(unescape("/x\\"), "/x\\");
     }
 }

@@ -258,14 +258,7 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
             netns.display()
         )))?;
     }
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(step("making / private"))?;
+    make_private()?;
 
     let p = &plan.paths;
     mount(
@@ -310,8 +303,7 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     drop(root);
 
     chdir(&p.rootfs).map_err(step("chdir to rootfs"))?;
-    pivot_root(".", ".").map_err(step("pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(step("detaching the old root"))?;
+    enter_root(&p.rootfs)?;
     chdir("/").map_err(step("chdir /"))?;
 
     for (link, target) in DEV_SYMLINKS {
@@ -479,6 +471,60 @@ fn target_in_root(root: &OwnedFd, target: &str, file: bool) -> Result<OwnedFd, I
         }
     }
     open_in_root(root.as_fd(), rel, path_flags, 0).map_err(step(what()))
+}
+
+/// Stops mount propagation out of the new mount namespace: `/` and everything below it
+/// private. Under a chroot that is no mount point, `/` cannot be named: each mount in sight
+/// is made private instead.
+fn make_private() -> Result<(), InitError> {
+    let private = |target: &str, flags: MsFlags| {
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+    };
+    match private("/", MsFlags::MS_REC | MsFlags::MS_PRIVATE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL) => {
+            let table =
+                fs::read_to_string("/proc/self/mountinfo").map_err(step("reading mountinfo"))?;
+            for target in crate::mountinfo::mount_points(&table) {
+                let _ = private(&target, MsFlags::MS_PRIVATE);
+            }
+            Ok(())
+        }
+        Err(e) => Err(step("making / private")(e)),
+    }
+}
+
+/// Makes the mounted rootfs (the cwd) the root of the container: pivot_root, and the old
+/// root detached. Where the host root cannot be pivoted (pivot_root's EINVAL: an initramfs,
+/// whose rootfs has no parent mount, or a root that is not a mount point), every mount of the
+/// old tree but the rootfs and those holding it is detached, the rootfs is moved over `/` and
+/// chrooted into, as runc's no-pivot mode does: a walk up from it ends on the mount moved over
+/// the old `/`, so nothing of the host is reachable by path. Every later step (masks,
+/// read-only paths, credentials, seccomp) is the same in both.
+fn enter_root(rootfs: &Path) -> Result<(), InitError> {
+    match pivot_root(".", ".") {
+        Ok(()) => umount2(".", MntFlags::MNT_DETACH).map_err(step("detaching the old root")),
+        Err(Errno::EINVAL) => move_root(rootfs),
+        Err(e) => Err(step("pivot_root")(e)),
+    }
+}
+
+fn move_root(rootfs: &Path) -> Result<(), InitError> {
+    let real = fs::canonicalize(rootfs).map_err(step("resolving the rootfs path"))?;
+    let table = fs::read_to_string("/proc/self/mountinfo").map_err(step("reading mountinfo"))?;
+    let detach = crate::runtime::mounts::mounts_to_detach(&table, &real.to_string_lossy())
+        .ok_or_else(|| InitError {
+            step: "moving the root".into(),
+            detail: format!("{} is not a mount point", real.display()),
+        })?;
+    for target in detach {
+        // Gone with its parent already, or busy: what stays is unreachable once moved over.
+        let _ = umount2(target.as_str(), MntFlags::MNT_DETACH);
+    }
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(step("moving the rootfs over /"))?;
+    nix::unistd::chroot(".").map_err(step("chroot"))?;
+    Ok(())
 }
 
 /// Executes one mount of the plan onto its target inside `root` (before pivot_root).

@@ -217,9 +217,72 @@ pub fn container_mounts(inp: &MountInputs<'_>) -> Vec<Mount> {
     m
 }
 
+/// Where the host root cannot be pivoted (an initramfs), the mounts of the container's mount
+/// namespace to detach before its rootfs is moved over `/`: every one that is neither the
+/// rootfs (the last mount at `rootfs`), below it, nor one it is mounted on. Deepest first.
+/// `None` when no mount is at `rootfs`.
+pub fn mounts_to_detach(table: &str, rootfs: &str) -> Option<Vec<String>> {
+    let entries = crate::mountinfo::parse(table);
+    let root = entries.iter().rev().find(|e| e.mount_point == rootfs)?;
+    let parent_of: std::collections::HashMap<u32, u32> =
+        entries.iter().map(|e| (e.id, e.parent)).collect();
+    let chain = |mut id: u32| {
+        let mut ids = vec![id];
+        while let Some(&p) = parent_of.get(&id) {
+            if p == id || ids.contains(&p) {
+                break;
+            }
+            ids.push(p);
+            id = p;
+        }
+        ids
+    };
+    let holders = chain(root.id);
+    Some(
+        entries
+            .iter()
+            .rev()
+            .filter(|e| !holders.contains(&e.id) && !chain(e.id).contains(&root.id))
+            .map(|e| e.mount_point.clone())
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_move_of_the_root_detaches() {
+        // An initramfs host: rootfs, its API filesystems, berth's state on a tmpfs at /run,
+        // the container's overlay there, and its own mounts inside.
+        let table = "1 0 0:1 / / rw - rootfs rootfs rw
+20 1 0:20 / /proc rw - proc proc rw
+21 1 0:21 / /sys rw - sysfs sysfs rw
+22 21 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+23 1 0:5 / /dev rw - devtmpfs devtmpfs rw
+24 23 0:23 / /dev/pts rw - devpts devpts rw
+25 1 0:24 / /run rw - tmpfs tmpfs rw
+26 25 0:25 / /run/berth/c1/scratch rw - tmpfs tmpfs rw
+27 25 0:26 / /run/berth/c1/rootfs rw - overlay overlay rw,lowerdir=/l
+28 27 0:27 / /run/berth/c1/rootfs/proc rw - proc proc rw
+29 27 0:28 / /run/berth/c1/rootfs/dev rw - tmpfs tmpfs rw
+30 25 0:29 / /run/berth/other/rootfs rw - overlay overlay rw,lowerdir=/m
+";
+        assert_eq!(
+            mounts_to_detach(table, "/run/berth/c1/rootfs").unwrap(),
+            [
+                "/run/berth/other/rootfs",
+                "/run/berth/c1/scratch",
+                "/dev/pts",
+                "/dev",
+                "/sys/fs/cgroup",
+                "/sys",
+                "/proc",
+            ]
+        );
+        assert_eq!(mounts_to_detach(table, "/nowhere"), None);
+    }
 
     fn inputs(mounts: &[crate::spec::MountSpec], own_netns: bool) -> MountInputs<'_> {
         MountInputs {
