@@ -323,3 +323,36 @@ fn the_helper_runs_from_a_sealed_copy_of_berth() {
     assert!(child.wait().unwrap().success());
     env.assert_no_leaks();
 }
+
+/// Every other test of this file again, with berth where the root cannot be pivoted (as on an
+/// initramfs): the same masks, read-only paths, devices, fds and invisibility must hold.
+#[test]
+fn the_same_isolation_where_the_root_cannot_be_pivoted() {
+    if skip_unless_root("isolation without pivot_root") {
+        return;
+    }
+    if std::env::var_os("BERTH_TEST_NO_PIVOT").is_some() {
+        return; // the inner run
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BERTH_TEST_NO_PIVOT", "1")
+        .args(["--skip", "the_same_isolation_where", "--test-threads", "4"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    let passed: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no result in {text}"));
+    assert!(passed >= 10, "only {passed} ran:\n{text}");
+    // The wrapper really leaves no mount point at the root: pivot_root could not have worked.
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", common::NO_PIVOT_WRAPPER, "sh"])
+        .args(["sh", "-c", "mountpoint -q / && echo mounted || echo plain"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&probe).trim(), "plain", "{}", stderr(&probe));
+}

@@ -72,6 +72,25 @@ pub fn busybox_image() -> &'static str {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Runs its arguments chrooted into a directory that is no mount point, in a private mount
+/// namespace that sees the host's dirs: there pivot_root fails with EINVAL (the current root
+/// is no mount point), as on an initramfs, and berth must move the root instead.
+pub const NO_PIVOT_WRAPPER: &str = r#"set -e
+base=/mnt/berth-no-pivot
+mkdir -p $base
+mount -t tmpfs -o mode=755 tmpfs $base
+mkdir $base/root
+for d in bin sbin lib lib32 lib64 libx32 usr etc proc sys dev tmp run var root home work; do
+  [ -d /$d ] && [ ! -L /$d ] || continue
+  mkdir $base/root/$d
+  mount --rbind /$d $base/root/$d
+done
+for d in bin sbin lib lib32 lib64 libx32; do
+  [ -L /$d ] && ln -s "$(readlink /$d)" $base/root/$d
+done
+cd / && exec chroot $base/root "$@"
+"#;
+
 /// One test's own state dir, spec dir and cgroup parent.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
@@ -107,8 +126,17 @@ impl TestEnv {
         path
     }
 
+    /// `berth --root R --cgroup-parent P`; with `BERTH_TEST_NO_PIVOT` set, run where the root
+    /// cannot be pivoted (see [`NO_PIVOT_WRAPPER`]).
     pub fn command(&self) -> Command {
-        let mut c = Command::new(berth_bin());
+        let mut c = if std::env::var_os("BERTH_TEST_NO_PIVOT").is_some() {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "sh", "-c", NO_PIVOT_WRAPPER, "sh"])
+                .arg(berth_bin());
+            c
+        } else {
+            Command::new(berth_bin())
+        };
         c.arg("--root")
             .arg(self.root())
             .arg("--cgroup-parent")
