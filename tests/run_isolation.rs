@@ -350,7 +350,15 @@ fn the_same_isolation_where_the_root_cannot_be_pivoted() {
     assert!(passed >= 10, "only {passed} ran:\n{text}");
     // The wrapper really leaves no mount point at the root: pivot_root could not have worked.
     let probe = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", common::NO_PIVOT_WRAPPER, "sh"])
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            common::NO_PIVOT_WRAPPER,
+            "sh",
+        ])
         .args(["sh", "-c", "mountpoint -q / && echo mounted || echo plain"])
         .output()
         .unwrap();

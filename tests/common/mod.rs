@@ -131,8 +131,16 @@ impl TestEnv {
     pub fn command(&self) -> Command {
         let mut c = if std::env::var_os("BERTH_TEST_NO_PIVOT").is_some() {
             let mut c = Command::new("unshare");
-            c.args(["-m", "--propagation", "private", "sh", "-c", NO_PIVOT_WRAPPER, "sh"])
-                .arg(berth_bin());
+            c.args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                NO_PIVOT_WRAPPER,
+                "sh",
+            ])
+            .arg(berth_bin());
             c
         } else {
             Command::new(berth_bin())

@@ -134,6 +134,55 @@ impl Initramfs {
         fs
     }
 
+    /// An initramfs with nothing in it but the usual empty dirs.
+    pub fn bare() -> Initramfs {
+        let fs = Initramfs {
+            dir: tempfile::tempdir().unwrap(),
+            modules: Vec::new(),
+        };
+        for d in ["dev", "proc", "sys", "run", "tmp", "etc"] {
+            std::fs::create_dir_all(fs.dir.path().join(d)).unwrap();
+        }
+        fs
+    }
+
+    /// `vm`'s `/lib/modules/<release>` as berth loads from it: modules.dep, modules.builtin
+    /// and the files of `names` with their dependencies, at their paths.
+    pub fn kernel_modules(&self, vm: &Vm, names: &[&str]) {
+        let release = vm
+            .modules
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let dst = format!("lib/modules/{release}");
+        let dep = std::fs::read_to_string(vm.modules.join("modules.dep")).unwrap();
+        self.write(&format!("{dst}/modules.dep"), &dep, 0o644);
+        if let Ok(b) = std::fs::read_to_string(vm.modules.join("modules.builtin")) {
+            self.write(&format!("{dst}/modules.builtin"), &b, 0o644);
+        }
+        let mut todo: Vec<String> = names.iter().map(|n| n.replace('-', "_")).collect();
+        let mut done = Vec::new();
+        while let Some(n) = todo.pop() {
+            let Some((path, deps)) = dep.lines().find_map(|l| {
+                let (path, deps) = l.split_once(':')?;
+                let stem = Path::new(path).file_name()?.to_str()?.split(".ko").next()?;
+                (stem.replace('-', "_") == n).then(|| (path.to_string(), deps.to_string()))
+            }) else {
+                panic!("module {n} not in modules.dep");
+            };
+            if done.contains(&path) {
+                continue;
+            }
+            self.copy(vm.modules.join(&path), &format!("{dst}/{path}"));
+            for d in deps.split_whitespace() {
+                let stem = Path::new(d).file_name().unwrap().to_string_lossy();
+                todo.push(stem.split(".ko").next().unwrap().replace('-', "_"));
+            }
+            done.push(path);
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -241,6 +290,51 @@ impl Drop for Initramfs {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.dir.path().with_extension("cpio"));
     }
+}
+
+/// berth linked statically (`-C target-feature=+crt-static`), built once per test run into
+/// `target/vm-static` and stripped: the binary an init image carries.
+pub fn static_berth() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target_dir = manifest.join("target/vm-static");
+        let t0 = Instant::now();
+        let out = Command::new(env!("CARGO"))
+            .current_dir(manifest)
+            .args(["build", "--locked", "--bin", "berth"])
+            .args(["--target", "x86_64-unknown-linux-gnu"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .output()
+            .expect("running cargo");
+        assert!(
+            out.status.success(),
+            "static build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let built = target_dir.join("x86_64-unknown-linux-gnu/debug/berth");
+        let stripped = target_dir.join("berth-static");
+        std::fs::copy(&built, &stripped).unwrap();
+        let _ = Command::new("strip").arg(&stripped).status();
+        eprintln!("static berth built in {:?}", t0.elapsed());
+        stripped
+    })
+    .clone()
+}
+
+/// Whether an ELF file asks for a dynamic loader (has a PT_INTERP program header).
+pub fn is_dynamic(path: &Path) -> bool {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..4], b"\x7fELF", "{} is no ELF file", path.display());
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let o = phoff + i * phentsize;
+        u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) == 3
+    })
 }
 
 fn which(name: &str) -> Option<PathBuf> {
