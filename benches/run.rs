@@ -12,7 +12,8 @@
 //!   alternating: median Mbit/s of each and bridge/veth in % (target: >= 80%).
 //!
 //! The network parts run inside network namespaces the benchmark creates, never the host's.
-//! Run as root: `cargo bench --bench run` (env `BENCH_RUNS`, default 200).
+//! Run as root: `cargo bench --bench run` (env `BENCH_RUNS`, default 200; `BENCH_STATIC` = the
+//! binary of packaging/build-static, to compare it with the dynamic build).
 
 use std::fs::File;
 use std::io::Read;
@@ -148,8 +149,47 @@ fn main() {
         "  berth peak RSS (largest child): {:.1} MiB",
         peak_kib as f64 / 1024.0
     );
+    if let Some(stat) = std::env::var_os("BENCH_STATIC") {
+        static_against_dynamic(&berth, Path::new(&stat), &root, &spec, runs);
+    }
     bridge_start(&berth, work.path(), &image, runs.min(100));
     bridge_throughput(&berth, work.path(), &image);
+}
+
+/// The static build (`BENCH_STATIC`, from packaging/build-static) against this dynamic one,
+/// interleaved: size, `berth --version` (process start) and a one-shot run of /bin/true.
+fn static_against_dynamic(dynamic: &Path, stat: &Path, root: &Path, spec: &Path, runs: usize) {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    println!(
+        "static build {}: {:.2} MB, dynamic {:.2} MB",
+        stat.display(),
+        size(stat),
+        size(dynamic)
+    );
+    let version = |bin: &Path| {
+        let mut c = Command::new(bin);
+        c.arg("--version");
+        c
+    };
+    let cases: [(&str, &dyn Fn(&Path) -> Command, usize); 2] = [
+        ("--version", &version, runs * 5),
+        ("run /bin/true", &|bin: &Path| berth_run(bin, root, spec), runs),
+    ];
+    for (name, cmd, n) in cases {
+        let (mut d, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        time(cmd(stat));
+        for _ in 0..n {
+            d.push(time(cmd(dynamic)));
+            s.push(time(cmd(stat)));
+        }
+        let (md, ms_) = (median(&mut d), median(&mut s));
+        println!(
+            "  {name:<14} dynamic {:>7.2} ms  static {:>7.2} ms  static/dynamic {:.2}x",
+            ms(md),
+            ms(ms_),
+            ms_.as_secs_f64() / md.as_secs_f64()
+        );
+    }
 }
 
 /// Container start and stop with `mode = "bridge"` against `mode = "none"`, in the same run.

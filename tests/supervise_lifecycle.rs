@@ -175,3 +175,28 @@ fn a_second_daemon_on_the_same_root_refuses() {
     d.stop();
     env.assert_no_leaks();
 }
+
+#[test]
+fn berth_reboot_outside_an_init_only_stops_the_daemon() {
+    if skip_unless_root("berth reboot outside an init") {
+        return;
+    }
+    let env = TestEnv::new("lc-power");
+    std::fs::create_dir_all(env.specs()).unwrap();
+    env.write_spec("db", SLEEPER);
+    env.write_spec("web", &format!("depends_on = [\"db\"]\n{SLEEPER}"));
+    let d = Daemon::start(&env);
+    wait_until(Duration::from_secs(30), "2 running", || running(&env) == 2);
+    let out = env.ctl(&["reboot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("then reboot"), "{}", stdout(&out));
+    let t0 = Instant::now();
+    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0), "{}", env.daemon_log());
+    // Each ignores SIGTERM: web's stop timeout, then db's, in reverse dependency order.
+    assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+    let log = env.daemon_log();
+    let web = log.find("exited: signal 9 name=web").expect(&log);
+    let db = log.find("exited: signal 9 name=db").expect(&log);
+    assert!(web < db, "db stopped before web:\n{log}");
+    env.assert_no_leaks();
+}

@@ -486,40 +486,4 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
-
-    /// promtool (Debian's prometheus package), when installed, accepts what is rendered.
-    #[test]
-    fn promtool_accepts_the_output() {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let Ok(mut child) = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        else {
-            eprintln!("skipping: promtool not installed");
-            return;
-        };
-        let c = Counters::default();
-        c.probe_seconds.observe(Duration::from_millis(3));
-        let mut web = sample("web", "running");
-        web.usage = Some(Usage::default());
-        web.health = Some("starting".into());
-        let text = render(&c, &[web]);
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}\n{text}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }

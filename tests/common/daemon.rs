@@ -101,6 +101,12 @@ impl<'a> Daemon<'a> {
         );
     }
 
+    /// Waits for the daemon to exit on its own (at most `timeout`): its exit code.
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        wait_child(&mut child, timeout)
+    }
+
     /// kill -9, leaving its containers running.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
