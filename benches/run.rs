@@ -171,9 +171,14 @@ fn static_against_dynamic(dynamic: &Path, stat: &Path, root: &Path, spec: &Path,
         c.arg("--version");
         c
     };
-    let cases: [(&str, &dyn Fn(&Path) -> Command, usize); 2] = [
+    type MakeCommand<'a> = &'a dyn Fn(&Path) -> Command;
+    let cases: [(&str, MakeCommand, usize); 2] = [
         ("--version", &version, runs * 5),
-        ("run /bin/true", &|bin: &Path| berth_run(bin, root, spec), runs),
+        (
+            "run /bin/true",
+            &|bin: &Path| berth_run(bin, root, spec),
+            runs,
+        ),
     ];
     for (name, cmd, n) in cases {
         let (mut d, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));

@@ -357,53 +357,18 @@ fn berth_events_streams_the_transitions() {
     env.assert_no_leaks();
 }
 
-/// The test busybox image with `APP_VERSION=version` added to its config's Env, as an OCI
-/// layout tagged `tag` in `dir` (same layer, new config, new manifest digest).
+/// The test busybox image with `APP_VERSION=version` added to its config's Env (same layer,
+/// new config, new manifest digest).
 fn versioned_image(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
-    use common::registry::sha;
-    let base = busybox_image()
-        .strip_prefix("oci:")
-        .and_then(|s| s.strip_suffix(":latest"))
-        .unwrap()
-        .to_string();
-    let base = std::path::Path::new(&base);
-    let out = dir.join(format!("v{version}"));
-    let blobs = out.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    for e in std::fs::read_dir(base.join("blobs/sha256")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
-    }
-    std::fs::copy(base.join("oci-layout"), out.join("oci-layout")).unwrap();
-    let blob = |d: &str| std::fs::read(blobs.join(&d["sha256:".len()..])).unwrap();
-    let put = |bytes: &[u8]| {
-        let d = sha(bytes);
-        std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap();
-        (d, bytes.len())
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(base.join("index.json")).unwrap()).unwrap();
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
-    let env = &mut config["config"]["Env"];
-    if !env.is_array() {
-        *env = serde_json::json!([]);
-    }
-    env.as_array_mut()
-        .unwrap()
-        .push(format!("APP_VERSION={version}").into());
-    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
-    manifest["config"]["digest"] = cd.into();
-    manifest["config"]["size"] = cs.into();
-    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
-    let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": md, "size": ms,
-        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
-    std::fs::write(out.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
-    out
+    busybox_variant(&dir.join(format!("v{version}")), |config| {
+        let env = &mut config["config"]["Env"];
+        if !env.is_array() {
+            *env = serde_json::json!([]);
+        }
+        env.as_array_mut()
+            .unwrap()
+            .push(format!("APP_VERSION={version}").into());
+    })
 }
 
 /// Pushes `layout` as `dest` and returns the digest the registry gives it.

@@ -191,7 +191,12 @@ fn berth_reboot_outside_an_init_only_stops_the_daemon() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("then reboot"), "{}", stdout(&out));
     let t0 = Instant::now();
-    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0), "{}", env.daemon_log());
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        env.daemon_log()
+    );
     // Each ignores SIGTERM: web's stop timeout, then db's, in reverse dependency order.
     assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
     let log = env.daemon_log();

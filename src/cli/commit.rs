@@ -58,10 +58,7 @@ pub fn commit(cli: &Cli, name: &str, reference: &str) -> ExitCode {
         .as_str()
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| cli.root());
-    let cgroup_parent = v["cgroup_parent"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| cli.cgroup_parent());
+    let cgroup_parent = cli.daemon_cgroup_parent(&v);
     let upper = root.join("containers").join(id).join("upper");
     let store = match ImageStore::open(&root) {
         Ok(s) => s.with_progress(Progress::new(|line| eprintln!("{line}"))),

@@ -34,14 +34,15 @@ pub fn exec(cli: &Cli, name: &str, command: &[String], interactive: bool, tty: b
         Ok(s) => s,
         Err(e) => return fail(format!("bad response from the daemon: spec: {e}")),
     };
+    // The daemon's cgroup parent, whatever this command was given.
+    let cgroup_parent = cli.daemon_cgroup_parent(&v);
     let cgroup_procs = match &instance {
-        Some(inst) => match ContainerCgroup::open(&cli.cgroup_parent(), &inst.id) {
+        Some(inst) => match ContainerCgroup::open(&cgroup_parent, &inst.id) {
             Ok(Some(cg)) => cg.join_files(),
             Ok(None) => {
                 return fail(format!(
-                    "container {name}: no cgroup {} under {}",
-                    inst.id,
-                    cli.cgroup_parent()
+                    "container {name}: no cgroup {} under {cgroup_parent}",
+                    inst.id
                 ))
             }
             Err(e) => return fail(format!("container {name}: {e}")),

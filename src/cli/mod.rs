@@ -163,6 +163,15 @@ impl Cli {
         self.cgroup_parent.clone().unwrap_or_else(|| "berth".into())
     }
 
+    /// The cgroup parent the daemon uses, from its `inspect` answer `v` (this command's own
+    /// setting only when the daemon does not say).
+    pub fn daemon_cgroup_parent(&self, v: &serde_json::Value) -> String {
+        v["cgroup_parent"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.cgroup_parent())
+    }
+
     /// The supervisor config file's settings (the defaults without one), overridden by the
     /// global flags: for the daemon, and for `run` and `validate` given `--config`.
     pub fn settings(&self, config: Option<&Path>) -> Result<Config, ConfigError> {
@@ -211,8 +220,8 @@ fn init_cli() -> Cli {
 const DEFAULT_CONFIG: &str = "/etc/berth/berth.toml";
 
 pub fn main() -> ExitCode {
-    let cli = if crate::init::is_pid1() {
-        crate::init::early();
+    crate::init::early();
+    let cli = if crate::init::is_machine_init() {
         init_cli()
     } else {
         Cli::parse()

@@ -55,6 +55,7 @@ pub fn run(
             .with_device_control(cfg.device_control),
         Err(e) => return fail(e),
     };
+    rt.sweep_dead_runs();
     let prepared = match rt.prepare(&spec, &Mode::Foreground) {
         Ok(p) => p,
         Err(e) => return fail(e),

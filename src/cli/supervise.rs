@@ -9,7 +9,7 @@ use super::{Cli, EXIT_BERTH_ERROR};
 use crate::init;
 
 pub fn supervise(cli: &Cli, config: Option<&Path>, specs: Option<&Path>) -> ExitCode {
-    let pid1 = init::is_pid1();
+    let pid1 = init::is_machine_init();
     let mut cfg = match cli.settings(config) {
         Ok(c) => c,
         Err(e) if pid1 => {

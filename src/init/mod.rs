@@ -7,6 +7,8 @@ mod modules;
 mod mounts;
 mod power;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 pub use modules::{load_modules, ModuleError};
@@ -63,20 +65,26 @@ impl Default for InitConfig {
     }
 }
 
-/// Whether this process is the machine's init.
-pub fn is_pid1() -> bool {
-    std::process::id() == 1
+static MACHINE_INIT: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is the machine's init (PID 1 of the first pid namespace, whose end
+/// is the machine's), as [`early`] found. PID 1 of a container's pid namespace is not: it only
+/// reaps its orphans, and SIGTERM ends it like any daemon.
+pub fn is_machine_init() -> bool {
+    MACHINE_INIT.load(Ordering::Relaxed)
 }
 
-/// The first steps of an init, before the config is read: /proc, /dev and a console on fds
-/// 0-2 (the kernel leaves them closed when the root has no /dev/console), and ctrl-alt-del
-/// turned into SIGINT.
+/// Called first thing by every berth process. In the machine's init: ctrl-alt-del turned into
+/// SIGINT, which only the first pid namespace's init may ask for (a child namespace gets
+/// EINVAL: that is how the two are told apart), then /proc, /dev and a console on fds 0-2
+/// (the kernel leaves them closed when the root has no /dev/console).
 pub fn early() {
+    if std::process::id() != 1 || nix::sys::reboot::set_cad_enabled(false).is_err() {
+        return;
+    }
+    MACHINE_INIT.store(true, Ordering::Relaxed);
     mounts::mount_early();
     power::console_fds();
-    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
-        eprintln!("berth: ctrl-alt-del stays the kernel's: {e}");
-    }
 }
 
 /// The rest of the set-up, once the config is known: every mount the plan lacks, the hostname,

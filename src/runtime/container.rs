@@ -105,6 +105,12 @@ fn network_file(dir: &Path) -> PathBuf {
     dir.join("network.json")
 }
 
+/// Names the `berth run` process (pid and start time) that owns a foreground instance; a
+/// supervised instance has none (the daemon's records own those).
+fn owner_file(dir: &Path) -> PathBuf {
+    dir.join("owner")
+}
+
 /// The runtime bound to a state dir and a cgroup parent.
 #[derive(Debug)]
 pub struct Runtime {
@@ -338,6 +344,35 @@ impl Runtime {
         }
     }
 
+    /// Removes what foreground runs that were killed before their teardown (kill -9) left
+    /// under this root: each instance whose owner process is gone, with its cgroup, network
+    /// and lease. Returns their ids.
+    pub fn sweep_dead_runs(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.root.join("containers")) else {
+            return Vec::new();
+        };
+        let mut swept = Vec::new();
+        for e in entries.flatten() {
+            let Ok(owner) = fs::read_to_string(owner_file(&e.path())) else {
+                continue;
+            };
+            let mut f = owner.split_whitespace().map(|n| n.parse::<u64>().ok());
+            let (Some(Some(pid)), Some(Some(start))) = (f.next(), f.next()) else {
+                continue;
+            };
+            if crate::state::is_same_process(pid as i32, start) {
+                continue;
+            }
+            let id = e.file_name().to_string_lossy().into_owned();
+            tracing::warn!(%id, "removing what a killed `berth run` left");
+            if let Err(err) = self.teardown_id(&id, true) {
+                tracing::warn!(%id, "{err}");
+            }
+            swept.push(id);
+        }
+        swept
+    }
+
     /// Resolves (and fetches or unpacks on first use) a spec's image.
     pub fn resolve_image(
         &self,
@@ -420,6 +455,11 @@ impl Runtime {
         let paths = ContainerPaths::new(self.root.join("containers").join(&id));
         let mut attachment = None;
         let result = self.prepare_dirs(&paths).and_then(|()| {
+            if matches!(mode, Mode::Foreground) {
+                let me = std::process::id() as i32;
+                let owner = format!("{me} {}", crate::state::process_start_time(me).unwrap_or(0));
+                fs::write(owner_file(&paths.dir), owner).map_err(state_err(&paths.dir))?;
+            }
             let (netns, hosts) = match spec.network.mode {
                 NetworkMode::Bridge => {
                     let att =
@@ -537,6 +577,8 @@ impl Runtime {
             )
         });
         let dir_result = if keep {
+            // Kept on purpose: no later sweep takes it for a crashed run's.
+            let _ = fs::remove_file(owner_file(&plan.paths.dir));
             Ok(())
         } else {
             fs::remove_dir_all(&plan.paths.dir)

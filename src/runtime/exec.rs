@@ -35,7 +35,7 @@ use crate::runtime::protocol::Channel;
 use crate::runtime::{capabilities, seccomp};
 use crate::spec::ValidatedSpec;
 use crate::state::Instance;
-use crate::sys::process::{close_fds_from, fork_single_threaded, sealed_self_exe, take_fd};
+use crate::sys::process::{close_fds_at_exec, fork_single_threaded, sealed_self_exe, take_fd};
 
 /// The argument that selects the exec helper mode; the channel's fd number follows it.
 pub const EXEC_ARG: &str = "__berth-exec";
@@ -715,7 +715,7 @@ fn child(plan: &ExecPlan, init_cwd: &OwnedFd) -> Result<Infallible, ChildError> 
         None
     };
     // Nothing of the helper's reaches the command but stdio.
-    close_fds_from(3).map_err(fail("closing inherited fds"))?;
+    close_fds_at_exec(3).map_err(fail("closing inherited fds"))?;
     crate::sys::exec::reset_signal_dispositions().map_err(fail("resetting signal actions"))?;
     if let Some(filters) = filters {
         seccomp::install(&filters).map_err(fail("installing the seccomp profile"))?;

@@ -28,7 +28,7 @@ use crate::runtime::plan::{overlay_options, ContainerPlan, LogTarget};
 use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
 use crate::runtime::{capabilities, seccomp, user};
 use crate::sys::openat::{open_dir, open_in_root};
-use crate::sys::process::{close_fds_from, fork_single_threaded, loopback_up};
+use crate::sys::process::{close_fds_at_exec, fork_single_threaded, loopback_up};
 
 /// The argument that selects the helper mode; the channel's fd number follows it.
 pub const MONITOR_ARG: &str = "__berth-monitor";
@@ -121,19 +121,19 @@ fn start(plan: &ContainerPlan) -> Result<(Pid, Option<Output>), String> {
         ForkResult::Child => {
             drop(err_r);
             let e = match pipes {
-                Some(((_, out_w), (_, err_w))) => {
+                Some(((_, out_w), (_, stderr_w))) => {
                     // dup2 onto stdio clears close-on-exec on the copies.
                     match nix::unistd::dup2_stdout(&out_w)
-                        .and_then(|()| nix::unistd::dup2_stderr(&err_w))
+                        .and_then(|()| nix::unistd::dup2_stderr(&stderr_w))
                     {
-                        Ok(()) => init(plan).unwrap_err(),
+                        Ok(()) => init(plan, &err_w).unwrap_err(),
                         Err(e) => InitError {
                             step: "redirecting output".into(),
                             detail: e.to_string(),
                         },
                     }
                 }
-                None => init(plan).unwrap_err(),
+                None => init(plan, &err_w).unwrap_err(),
             };
             let mut w = File::from(err_w);
             let _ = w.write_all(e.to_string().as_bytes());
@@ -226,9 +226,31 @@ fn wait_for(pid: Pid) -> ExitStatus {
     }
 }
 
-/// Sets up the container around the current process and execs its command. Returns only on
-/// failure.
-fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
+/// With `die_with_parent` (`berth run`): the init's parent-death signal, set again (a fork
+/// and a change of credentials clear it); a helper already gone by then (its end of the
+/// error pipe `report` closed) would never send it, so the init ends here instead.
+fn die_with_helper(plan: &ContainerPlan, report: &OwnedFd) -> Result<(), InitError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    if !plan.die_with_parent {
+        return Ok(());
+    }
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
+    let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLOUT)];
+    let gone = poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR));
+    if gone {
+        std::process::exit(125);
+    }
+    Ok(())
+}
+
+/// Sets up the container around the current process and execs its command; `report` is the
+/// error pipe. Returns only on failure.
+fn init(plan: &ContainerPlan, report: &OwnedFd) -> Result<std::convert::Infallible, InitError> {
+    die_with_helper(plan, report)?;
     // Into the cgroup first, so everything below is accounted and limited, and the cgroup
     // namespace is rooted at the container's own cgroup.
     for procs in &plan.cgroup_procs {
@@ -370,11 +392,8 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     let uid = Uid::from_raw(who.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(step(format!("setuid {}", who.uid)))?;
     capabilities::apply(&caps, who.uid == 0).map_err(step("setting capabilities"))?;
-    if plan.die_with_parent {
-        // Credentials changed above, which clears the parent-death signal: set it again.
-        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-            .map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
-    }
+    // Credentials changed above, which clears the parent-death signal.
+    die_with_helper(plan, report)?;
     chdir(plan.cwd.as_str()).map_err(step(format!("chdir to workdir {}", plan.cwd)))?;
     if plan.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(step("prctl(PR_SET_NO_NEW_PRIVS)"))?;
@@ -382,8 +401,9 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
     // Signals we (Rust's runtime: SIGPIPE) or our caller ignored would stay ignored in the
     // container's command.
     crate::sys::exec::reset_signal_dispositions().map_err(step("resetting signal dispositions"))?;
-    // Every inherited fd but stdio closes at exec (the error pipe must live until then).
-    close_fds_from(3).map_err(step("closing inherited fds"))?;
+    // Every inherited fd but stdio closes at exec; the error pipe lives until then, so a
+    // failure below (a NUL in an argument, seccomp, the exec itself) is still reported.
+    close_fds_at_exec(3).map_err(step("closing inherited fds"))?;
     let argv: Vec<CString> = plan
         .args
         .iter()
@@ -396,9 +416,22 @@ fn init(plan: &ContainerPlan) -> Result<std::convert::Infallible, InitError> {
         seccomp::install(&filters).map_err(step("installing the seccomp profile"))?;
     }
     let err = execve(&program, &argv, &envp).unwrap_err();
+    let mut detail = err.to_string();
+    if err == Errno::ENOENT && Path::new(program.to_str().unwrap_or("")).exists() {
+        detail.push_str(" (the file is there: its ELF or #! interpreter is missing)");
+    }
+    if err == Errno::E2BIG {
+        let bytes: usize = env.iter().chain(&plan.args).map(|s| s.len() + 1).sum();
+        detail.push_str(&format!(
+            " ({} environment entries and {} arguments, {bytes} bytes, pass the kernel's \
+             limit of a quarter of the stack rlimit)",
+            env.len(),
+            plan.args.len()
+        ));
+    }
     Err(InitError {
         step: format!("exec {}", plan.args[0]),
-        detail: err.to_string(),
+        detail,
     })
 }
 

@@ -280,11 +280,16 @@ fn merge_env(
     spec_env: &BTreeMap<String, String>,
     hostname: &str,
 ) -> Vec<String> {
+    // In first-set order, each name once; the index makes every set O(1).
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |k: &str, v: &str, overwrite: bool| match env.iter_mut().find(|(ek, _)| ek == k) {
-        Some(entry) if overwrite => entry.1 = v.to_string(),
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut set = |k: &str, v: &str, overwrite: bool| match index.get(k) {
+        Some(&i) if overwrite => env[i].1 = v.to_string(),
         Some(_) => {}
-        None => env.push((k.to_string(), v.to_string())),
+        None => {
+            index.insert(k.to_string(), env.len());
+            env.push((k.to_string(), v.to_string()));
+        }
     };
     for kv in image_env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));

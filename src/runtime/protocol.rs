@@ -1,5 +1,8 @@
-//! The typed messages between the launcher and the helper (monitor), one JSON document per
-//! SOCK_SEQPACKET message, so message boundaries are the kernel's and never parsed.
+//! The typed messages between the launcher and the helper (monitor): one JSON document per
+//! message, carried as SOCK_SEQPACKET packets of at most [`PACKET`] bytes (so boundaries are
+//! the kernel's and never parsed), each led by a byte saying whether more of the document
+//! follows. A document may be as large as [`MAX_MESSAGE`]: a plan holding an image's whole
+//! environment fits, where one packet could not pass the socket's buffer.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -10,8 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::plan::ContainerPlan;
 
-/// Largest message accepted.
-const MAX_MESSAGE: usize = 1 << 20;
+/// Largest document accepted (an image config is at most 4 MiB; a spec far less).
+pub const MAX_MESSAGE: usize = 16 << 20;
+/// Largest packet, well inside the default socket buffer.
+const PACKET: usize = 64 << 10;
+/// The first byte of a packet: the document goes on in the next packet, or ends here.
+const MORE: u8 = 1;
+const LAST: u8 = 0;
 
 /// From the launcher to the helper.
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,30 +83,62 @@ impl Channel {
     }
 
     pub fn send<T: Serialize>(&self, msg: &T) -> io::Result<()> {
-        let buf = serde_json::to_vec(msg).map_err(io::Error::other)?;
-        loop {
-            match send(self.fd.as_raw_fd(), &buf, MsgFlags::MSG_NOSIGNAL) {
-                Ok(_) => return Ok(()),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+        let doc = serde_json::to_vec(msg).map_err(io::Error::other)?;
+        if doc.len() > MAX_MESSAGE {
+            return Err(io::Error::other(format!(
+                "message of {} bytes is larger than the {MAX_MESSAGE} bytes allowed",
+                doc.len()
+            )));
+        }
+        let chunks: Vec<&[u8]> = doc.chunks(PACKET - 1).collect();
+        let mut packet = Vec::with_capacity(PACKET.min(doc.len() + 1));
+        for (i, chunk) in chunks.iter().enumerate() {
+            packet.clear();
+            packet.push(if i + 1 < chunks.len() { MORE } else { LAST });
+            packet.extend_from_slice(chunk);
+            loop {
+                match send(self.fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL) {
+                    Ok(_) => break,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
+        Ok(())
     }
 
     /// The next message, or `None` when the other end closed.
     pub fn recv<T: DeserializeOwned>(&self) -> io::Result<Option<T>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_CMSG_CLOEXEC) {
-                Ok(n) => break n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+        let mut doc = Vec::new();
+        let mut packet = vec![0u8; PACKET];
+        loop {
+            let n = loop {
+                match recv(self.fd.as_raw_fd(), &mut packet, MsgFlags::MSG_CMSG_CLOEXEC) {
+                    Ok(n) => break n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if n == 0 {
+                return if doc.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::other(
+                        "the other end closed in the middle of a message",
+                    ))
+                };
             }
-        };
-        if n == 0 {
-            return Ok(None);
+            doc.extend_from_slice(&packet[1..n]);
+            if doc.len() > MAX_MESSAGE {
+                return Err(io::Error::other(format!(
+                    "message larger than the {MAX_MESSAGE} bytes allowed"
+                )));
+            }
+            if packet[0] == LAST {
+                break;
+            }
         }
-        serde_json::from_slice(&buf[..n])
+        serde_json::from_slice(&doc)
             .map(Some)
             .map_err(io::Error::other)
     }
@@ -107,6 +147,26 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_larger_than_the_socket_buffer_arrives_whole() {
+        let (a, b) = Channel::pair().unwrap();
+        let big = "x".repeat(3 << 20);
+        let sender = std::thread::spawn(move || {
+            a.send(&Event::Failed { error: big }).unwrap();
+            a
+        });
+        match b.recv::<Event>().unwrap() {
+            Some(Event::Failed { error }) => assert_eq!(error.len(), 3 << 20),
+            other => panic!("{other:?}"),
+        }
+        drop(sender.join().unwrap());
+        assert!(b.recv::<Event>().unwrap().is_none());
+        let (a, _b) = Channel::pair().unwrap();
+        let too_big = "x".repeat(MAX_MESSAGE + 1);
+        let e = a.send(&Event::Failed { error: too_big }).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+    }
 
     #[test]
     fn round_trip_and_eof() {

@@ -51,16 +51,30 @@ impl Diagnostic {
     }
 }
 
+/// `s` with every control character written as its escape (`\u{1b}`), so that a hostile key
+/// or file name cannot drive the terminal or the log that shows the diagnostic.
+pub fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
+        let text = format!(
             "{}:{}:{}: {}",
             self.file.display(),
             self.line,
             self.col,
             self.message
-        )
+        );
+        f.write_str(&escape_controls(&text))
     }
 }
 

@@ -96,6 +96,11 @@ const SECTIONS: &[(&str, &[&str])] = &[
 
 type Val<'i> = Spanned<DeValue<'i>>;
 
+/// The most CPUs `resources.cpus` may ask for (cpu.max takes far more; no machine has them).
+const MAX_CPUS: f64 = 1024.0;
+/// The kernel's largest pid count (PID_MAX_LIMIT on 64-bit): pids.max refuses more.
+const PID_MAX_LIMIT: i128 = 4_194_304;
+
 /// Parses and validates the text of a spec file. The container's name is the file stem.
 pub fn parse_str(
     file: &Path,
@@ -1005,10 +1010,14 @@ impl Checker<'_> {
                 }
             };
             if let Some(c) = cpus {
-                if c.is_finite() && c > 0.0 {
+                if c.is_finite() && c > 0.0 && c <= MAX_CPUS {
                     r.cpus = Some(c);
                 } else {
-                    self.err(v.span(), KEY, format!("must be greater than 0, got {c}"));
+                    self.err(
+                        v.span(),
+                        KEY,
+                        format!("must be greater than 0 and at most {MAX_CPUS}, got {c}"),
+                    );
                 }
             }
         }
@@ -1025,7 +1034,7 @@ impl Checker<'_> {
         }
         if let Some(v) = table.get("pids") {
             r.pids = self
-                .int_in(v, "resources.pids", 1, i128::from(u64::MAX))
+                .int_in(v, "resources.pids", 1, PID_MAX_LIMIT)
                 .map(|n| n as u64);
         }
         if let Some(io) = table.get("io").and_then(|v| self.table(v, "resources.io")) {
@@ -1271,6 +1280,21 @@ fn check_user(s: &str) -> Result<(), String> {
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("invalid user {s:?}: must not contain whitespace"));
+    }
+    for p in parts {
+        let digits = p.strip_prefix('-').unwrap_or(p);
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // u32::MAX is (uid_t)-1, which setresuid takes as "unchanged".
+        match p.parse::<u32>() {
+            Ok(id) if id < u32::MAX => {}
+            _ => {
+                return Err(format!(
+                    "invalid user {s:?}: an id must be between 0 and 4294967294"
+                ))
+            }
+        }
     }
     Ok(())
 }

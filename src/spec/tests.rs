@@ -430,6 +430,11 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\nuser = \"\"\n", 2, 8, "user", "must not be empty"),
     ("image = \"busybox\"\nuser = \"1:2:3\"\n", 2, 8, "user", "invalid user"),
     ("image = \"busybox\"\nuser = \"1:\"\n", 2, 8, "user", "invalid user"),
+    ("image = \"busybox\"\nuser = \"4294967296\"\n", 2, 8, "user", "between 0 and 4294967294"),
+    ("image = \"busybox\"\nuser = \"-1\"\n", 2, 8, "user", "between 0 and 4294967294"),
+    ("image = \"busybox\"\nuser = \"app:4294967295\"\n", 2, 8, "user", "between 0 and 4294967294"),
+    ("image = \"busybox\"\n[resources]\ncpus = 1e9\n", 3, 8, "resources.cpus", "at most 1024"),
+    ("image = \"busybox\"\n[resources]\npids = 18446744073709551615\n", 3, 8, "resources.pids", "4194304"),
     ("image = \"busybox\"\nhostname = \"web_1\"\n", 2, 12, "hostname", "may only contain letters, digits and '-'"),
     ("image = \"busybox\"\nhostname = \"-web\"\n", 2, 12, "hostname", "must not start or end with '-'"),
     ("image = \"busybox\"\nstop_signal = \"SIGFOO\"\n", 2, 15, "stop_signal", "unknown signal \"SIGFOO\""),
@@ -452,7 +457,7 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\n[resources]\ncpu_weight = 10001\n", 3, 14, "resources.cpu_weight", "must be between 1 and 10000"),
     ("image = \"busybox\"\n[resources]\ncpuset = \"0-\"\n", 3, 10, "resources.cpuset", "invalid cpuset"),
     ("image = \"busybox\"\n[resources]\ncpuset = \"3-1\"\n", 3, 10, "resources.cpuset", "start after its end"),
-    ("image = \"busybox\"\n[resources]\npids = 0\n", 3, 8, "resources.pids", "must be at least 1, got 0"),
+    ("image = \"busybox\"\n[resources]\npids = 0\n", 3, 8, "resources.pids", "must be between 1 and 4194304, got 0"),
     ("image = \"busybox\"\n[resources]\nio = { weight = 0 }\n", 3, 17, "resources.io.weight", "must be between 1 and 10000"),
     ("image = \"busybox\"\n[network]\nmode = \"nat\"\n", 3, 8, "network.mode", "unknown network mode \"nat\""),
     ("image = \"busybox\"\n[network]\nip = \"10.89.1.5\"\n", 3, 6, "network.ip", "outside the bridge subnet 10.89.0.0/24"),
@@ -825,4 +830,22 @@ mod files {
         let missing = load_paths(&[root.path().join("nope.toml")], &ctx);
         assert!(missing[0].1.is_err());
     }
+}
+
+#[test]
+fn control_bytes_in_keys_are_escaped_in_diagnostics() {
+    let text = "image = \"busybox\"\n\"a\\u001b[31mb\\u0000\" = 1\n";
+    let errs = crate::spec::parse_str(
+        std::path::Path::new("/s/web.toml"),
+        text,
+        &ValidationContext::default(),
+    )
+    .unwrap_err();
+    let shown = errs.to_string();
+    assert!(shown.contains("unknown key"), "{shown}");
+    assert!(
+        !shown.chars().any(|c| c.is_control() && c != '\n'),
+        "{shown:?}"
+    );
+    assert!(shown.contains("\\u{1b}[31m"), "{shown}");
 }

@@ -46,9 +46,10 @@ pub enum DaemonError {
 /// Runs the supervisor until SIGTERM/SIGINT; then stops every container and returns.
 /// Returns the power state asked for with the shutdown (a signal or `berth poweroff`...).
 pub fn run(config: Config) -> Result<Option<Power>, DaemonError> {
-    if crate::init::is_pid1() {
+    if crate::init::is_machine_init() {
         crate::init::prepare(&config.init);
     }
+    raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -129,4 +130,18 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
         .await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(power)
+}
+
+/// The soft fd limit up to the hard one: every container costs the daemon a few fds (pidfds,
+/// its log pipes' watchers) and every control connection one. Containers get their own limit
+/// from the plan.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("raising the fd limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
 }

@@ -297,6 +297,7 @@ impl Engine {
     ) -> Option<Power> {
         self.adopt();
         self.relist().await;
+        self.release_unclaimed_addresses();
         self.reconcile();
         self.publish();
         on_ready();
@@ -1032,6 +1033,18 @@ impl Engine {
             self.records.insert(rec.name, r);
         }
         self.ctx.effects.sweep(&known);
+    }
+
+    /// Gives up the bridge addresses of names that neither a record nor a spec file claims: a
+    /// crash between a start and its record leaves such a lease, and the container's file may
+    /// be gone by the next start.
+    fn release_unclaimed_addresses(&self) {
+        for (name, ip) in self.ctx.effects.bridge_hosts() {
+            if !self.records.contains_key(&name) && !self.snapshot.desired.contains_key(&name) {
+                tracing::info!(%name, %ip, "releasing an address no container claims");
+                self.ctx.effects.release_address(&name);
+            }
+        }
     }
 
     fn log_spec_errors(&self, previous: &BTreeMap<String, String>) {

@@ -42,6 +42,8 @@ struct Fake {
     /// digest 0. Instances of a digest at or above `EXITING_DIGEST` exit at once.
     tags: Mutex<BTreeMap<String, u64>>,
     usage_reads: AtomicI32,
+    /// The bridge leases, by name.
+    leases: Mutex<Vec<(String, std::net::Ipv4Addr)>>,
 }
 
 const EXITING_DIGEST: u64 = 0xdead;
@@ -224,7 +226,7 @@ impl Effects for Fake {
     fn sweep(&self, _: &BTreeSet<String>) {}
 
     fn bridge_hosts(&self) -> Vec<(String, std::net::Ipv4Addr)> {
-        Vec::new()
+        self.leases.lock().unwrap().clone()
     }
 
     fn refresh_hosts(&self, _: &[(i32, String)]) {}
@@ -1102,4 +1104,34 @@ async fn a_power_request_stops_everything_and_is_returned() {
     assert!(signals[0].starts_with("signal web-"), "{signals:?}");
     assert_eq!(fake.count("kill db-"), 1);
     every_start_was_cleaned_up(&fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_address_no_record_or_file_claims_is_released_at_start() {
+    let (fake, dir) = Harness::fixture();
+    let ip = std::net::Ipv4Addr::new(10, 89, 0, 7);
+    *fake.leases.lock().unwrap() =
+        vec![("gone".into(), ip), ("kept".into(), ip), ("web".into(), ip)];
+    // "kept" has a record (stopped by hand), "web" a file; "gone" neither: its start crashed
+    // before its record and its file was removed since.
+    write_spec(&dir, "kept", &body("oci:/img:v1", ""));
+    let file = dir.path().join("specs/kept.toml");
+    let spec = crate::spec::load_file(&file, &ValidationContext::default()).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    StateDir::open(&dir.path().join("root"))
+        .unwrap()
+        .save(&ContainerRecord {
+            name: "kept".into(),
+            spec,
+            instance: None,
+            restarts: 0,
+            manual_stop: true,
+            last_exit: None,
+        })
+        .unwrap();
+    write_spec(&dir, "web", &body("oci:/img:v1", ""));
+    let h = Harness::start(fake.clone(), dir);
+    h.wait_state("web", "running", Duration::from_secs(1)).await;
+    assert_eq!(fake.matching("release "), ["release gone"]);
+    h.shutdown().await;
 }

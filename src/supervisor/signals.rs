@@ -12,7 +12,7 @@ use crate::init::{self, Power};
 pub fn spawn_signal_handlers(tx: mpsc::UnboundedSender<Event>, shutdown: Power) {
     let mut kinds = vec![SignalKind::terminate(), SignalKind::interrupt()];
     // Outside an init these keep their default (they end a process, as for any daemon).
-    if init::is_pid1() {
+    if init::is_machine_init() {
         kinds.extend([SignalKind::user_defined1(), SignalKind::user_defined2()]);
     }
     for kind in kinds {

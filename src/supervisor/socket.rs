@@ -1,15 +1,28 @@
 //! The control socket: a unix socket (mode 0600, in a 0700 dir) whose peers must be root or
 //! the daemon's own user; one JSON request per connection, answered by the decision loop.
+//! Bounded against its clients: the peer is checked before anything is read, a request must
+//! arrive whole within [`REQUEST_TIMEOUT`] and within [`MAX_REQUEST`] bytes, at most
+//! [`CONNECTIONS_AT_ONCE`] connections are served at once, and accept backs off when the
+//! daemon is out of fds instead of spinning.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::control::{Request, Response};
 use super::daemon::DaemonError;
 use super::engine::Event;
+
+/// The longest request line taken (requests are a few dozen bytes).
+pub const MAX_REQUEST: u64 = 64 << 10;
+/// How long a client has to send its request after connecting.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once (`berth events` streams included); more wait to be accepted.
+pub const CONNECTIONS_AT_ONCE: usize = 4096;
 
 pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -38,9 +51,20 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
 
 pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
     let me = nix::unistd::geteuid().as_raw();
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_AT_ONCE));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and the like: the pending connection stays queued; try again soon
+                // rather than spin on it.
+                tracing::warn!("control socket: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let allowed = stream
             .peer_cred()
@@ -48,13 +72,36 @@ pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event
             .unwrap_or(false);
         let tx = tx.clone();
         tokio::spawn(async move {
-            let (r, mut w) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = BufReader::new(r);
-            if reader.read_line(&mut line).await.is_err() {
-                return;
-            }
-            if allowed && matches!(serde_json::from_str(&line), Ok(Request::Events)) {
+            serve(stream, allowed, &tx).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Reads the request line: at most `MAX_REQUEST` bytes, within `REQUEST_TIMEOUT`.
+async fn read_request<R: tokio::io::AsyncRead + Unpin>(r: R) -> Result<Request, String> {
+    let mut line = String::new();
+    let mut reader = BufReader::with_capacity(1024, r.take(MAX_REQUEST + 1));
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => return Err(format!("no request within {REQUEST_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(format!("reading the request: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if line.len() as u64 > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    serde_json::from_str(&line).map_err(|e| format!("bad request: {e}"))
+}
+
+async fn serve(stream: UnixStream, allowed: bool, tx: &mpsc::UnboundedSender<Event>) {
+    let (r, mut w) = stream.into_split();
+    let resp = if !allowed {
+        // Nothing is read from a peer that may not ask.
+        Response::Error("permission denied".into())
+    } else {
+        match read_request(r).await {
+            Err(e) => Response::Error(e),
+            Ok(Request::Events) => {
                 let (events, mut rx) = mpsc::unbounded_channel::<String>();
                 let _ = tx.send(Event::Subscribe { events });
                 while let Some(mut ev) = rx.recv().await {
@@ -65,23 +112,40 @@ pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event
                 }
                 return;
             }
-            let resp = if !allowed {
-                Response::Error("permission denied".into())
-            } else {
-                match serde_json::from_str::<Request>(&line) {
-                    Err(e) => Response::Error(format!("bad request: {e}")),
-                    Ok(req) => {
-                        let (reply, rx) = oneshot::channel();
-                        let _ = tx.send(Event::Control { req, reply });
-                        rx.await.unwrap_or_else(|_| {
-                            Response::Error("the daemon is shutting down".into())
-                        })
-                    }
-                }
-            };
-            let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-            out.push(b'\n');
-            let _ = w.write_all(&out).await;
-        });
+            Ok(req) => {
+                let (reply, rx) = oneshot::channel();
+                let _ = tx.send(Event::Control { req, reply });
+                rx.await
+                    .unwrap_or_else(|_| Response::Error("the daemon is shutting down".into()))
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+    out.push(b'\n');
+    let _ = w.write_all(&out).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_are_bounded_in_size() {
+        let ok = read_request(&b"{\"cmd\":\"ps\"}\n"[..]).await;
+        assert_eq!(ok, Ok(Request::Ps));
+        let huge = vec![b'x'; 10 << 20];
+        let err = read_request(&huge[..]).await.unwrap_err();
+        assert!(err.contains("longer than 65536"), "{err}");
+        let err = read_request(&b"{\"cmd\":\"nosuch\"}\n"[..])
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("bad request"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_dropped() {
+        let (_keep, quiet) = tokio::io::duplex(64);
+        let err = read_request(quiet).await.unwrap_err();
+        assert!(err.contains("no request within"), "{err}");
     }
 }

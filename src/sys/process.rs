@@ -19,12 +19,23 @@ pub fn fork_single_threaded() -> nix::Result<ForkResult> {
     unsafe { nix::unistd::fork() }
 }
 
-/// Closes every fd from `first` upwards (close_range(2)).
-pub fn close_fds_from(first: u32) -> io::Result<()> {
-    // SAFETY: close_range takes plain integers and touches only this process's fd table; the
-    // callers own every fd at or above `first` and use none of them afterwards.
-    let rc = unsafe { libc::close_range(first, u32::MAX, 0) };
+/// Makes every fd from `first` upwards close at exec (close_range(2) with
+/// CLOSE_RANGE_CLOEXEC): nothing leaks into the program exec'd next, yet a step that fails
+/// before that exec can still report on its pipe. Kernels before 5.11 lack the flag: there
+/// the fds are closed at once.
+pub fn close_fds_at_exec(first: u32) -> io::Result<()> {
+    // SAFETY: close_range takes plain integers and only changes flags in this process's fd
+    // table (or, on the fallback, closes fds the callers own and use no more).
+    let rc = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
     if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) {
+        return Err(err);
+    }
+    // SAFETY: as above.
+    if unsafe { libc::close_range(first, u32::MAX, 0) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

@@ -101,6 +101,10 @@ impl<'a> Daemon<'a> {
         );
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Waits for the daemon to exit on its own (at most `timeout`): its exit code.
     pub fn wait_exit(mut self, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take().unwrap();

@@ -70,6 +70,48 @@ pub fn busybox_image() -> &'static str {
     })
 }
 
+/// A copy of the busybox image at `out` (an OCI layout tagged `latest`) whose config `edit`
+/// changed: the same layer, a new config and manifest.
+pub fn busybox_variant(out: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let base = busybox_image()
+        .strip_prefix("oci:")
+        .and_then(|s| s.strip_suffix(":latest"))
+        .unwrap()
+        .to_string();
+    let base = Path::new(&base);
+    let blobs = out.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for e in std::fs::read_dir(base.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(base.join("oci-layout"), out.join("oci-layout")).unwrap();
+    let blob = |d: &str| std::fs::read(blobs.join(&d["sha256:".len()..])).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("index.json")).unwrap()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    edit(&mut config);
+    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = cd.into();
+    manifest["config"]["size"] = cs.into();
+    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+    let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": ms,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(out.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    out.to_path_buf()
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs its arguments chrooted into a directory that is no mount point, in a private mount
