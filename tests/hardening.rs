@@ -261,3 +261,158 @@ fn what_a_killed_berth_run_leaves_is_swept_by_the_next_run() {
     );
     env.assert_no_leaks();
 }
+
+/// An OCI layout in `dir` whose one layer is `script`'s output: the script runs in `dir` and
+/// must leave `layer.tar` there (gzipped here).
+fn layout_with_layer(dir: &std::path::Path, script: &str) -> String {
+    let sh = |s: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(s)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{s}: {}", stderr(&out));
+        stdout(&out)
+    };
+    sh(script);
+    let diff_id = format!(
+        "sha256:{}",
+        sh("sha256sum layer.tar").split(' ').next().unwrap()
+    );
+    sh("gzip -1 layer.tar && mkdir -p blobs/sha256");
+    let put = |bytes: &[u8]| {
+        use sha2::Digest;
+        let d = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(dir.join("blobs/sha256").join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let layer = std::fs::read(dir.join("layer.tar.gz")).unwrap();
+    let (ld, ls) = put(&layer);
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {}});
+    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls}]});
+    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}").unwrap();
+    format!("oci:{}:latest", dir.display())
+}
+
+fn import(root: &std::path::Path, image: &str) -> std::process::Output {
+    std::process::Command::new(berth_bin())
+        .arg("--root")
+        .arg(root)
+        .args(["image", "import", image, "--name", "localhost/test:1"])
+        .output()
+        .unwrap()
+}
+
+/// Nothing of a refused layer is left: no layer dir, no temp dir, no record.
+fn nothing_half_written(root: &std::path::Path) {
+    let count = |d: &str| {
+        std::fs::read_dir(root.join(d))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("layers"), 0, "a layer dir was left");
+    assert_eq!(count("tmp"), 0, "a temp dir was left");
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_and_zeros_stay_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb");
+    std::fs::create_dir_all(&bomb).unwrap();
+    // 256 MiB of zeros gzip to about 250 KiB: a ratio near 1000.
+    let image = layout_with_layer(
+        &bomb,
+        "truncate -s 256M zeros && tar -cf layer.tar zeros && rm zeros",
+    );
+    let root = dir.path().join("root");
+    let out = import(&root, &image);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("decompression bomb") && err.contains("limit is 100x"),
+        "{err}"
+    );
+    assert!(err.contains("sha256:"), "the layer is not named: {err}");
+    nothing_half_written(&root);
+
+    // 48 MiB of zeros (under the 64 MiB any layer may reach) unpack as a hole.
+    let holes = dir.path().join("holes");
+    std::fs::create_dir_all(&holes).unwrap();
+    let image = layout_with_layer(
+        &holes,
+        "truncate -s 48M zeros && tar -cf layer.tar zeros && rm zeros",
+    );
+    let out = import(&root, &image);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let layer = std::fs::read_dir(root.join("layers"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(layer.join("zeros")).unwrap();
+    assert_eq!(m.len(), 48 << 20);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "{} bytes allocated for zeros",
+        m.blocks() * 512
+    );
+    let ls = std::process::Command::new(berth_bin())
+        .arg("--root")
+        .arg(&root)
+        .args(["image", "ls"])
+        .output()
+        .unwrap();
+    assert!(stdout(&ls).contains("UNPACKED"), "{}", stdout(&ls));
+}
+
+#[test]
+fn a_layer_that_would_fill_the_store_is_refused() {
+    if skip_unless_root("a full image store") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    // A 300 MiB filesystem and the default 256 MiB reserve: a 80 MiB layer cannot fit.
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=300m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(&small);
+    let src = dir.path().join("random");
+    std::fs::create_dir_all(&src).unwrap();
+    let image = layout_with_layer(
+        &src,
+        "head -c 80M /dev/urandom > data && tar -cf layer.tar data && rm data",
+    );
+    let root = small.join("root");
+    let out = import(&root, &image);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("would fill up") && err.contains("kept free"),
+        "{err}"
+    );
+    nothing_half_written(&root);
+}

@@ -143,15 +143,16 @@ pub fn image(cli: &Cli, cmd: &ImageCommand) -> ExitCode {
                 return print_json(&recs);
             }
             println!(
-                "{:<50} {:<12} {:>9} {:>6}  CREATED",
-                "NAME", "DIGEST", "SIZE", "LAYERS"
+                "{:<50} {:<12} {:>9} {:>9} {:>6}  CREATED",
+                "NAME", "DIGEST", "SIZE", "UNPACKED", "LAYERS"
             );
             for r in &recs {
                 println!(
-                    "{:<50} {:<12} {:>9} {:>6}  {}",
+                    "{:<50} {:<12} {:>9} {:>9} {:>6}  {}",
                     r.name,
                     short(&r.digest),
                     human(r.size()),
+                    human(store.unpacked_size(r)),
                     r.layers.len(),
                     r.created.as_deref().unwrap_or("-")
                 );

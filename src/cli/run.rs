@@ -52,7 +52,8 @@ pub fn run(
     let rt = match Runtime::open(&cfg.root, &cfg.cgroup_parent) {
         Ok(rt) => rt
             .with_network(cfg.network)
-            .with_device_control(cfg.device_control),
+            .with_device_control(cfg.device_control)
+            .with_unpack_limits(cfg.unpack_limits),
         Err(e) => return fail(e),
     };
     rt.sweep_dead_runs();

@@ -185,6 +185,28 @@ pub enum ImageError {
     #[error("layer is larger than the {limit}-byte limit uncompressed")]
     LayerTooLarge { limit: u64 },
 
+    #[error(
+        "layer unpacks to more than {ratio} times its compressed size of {compressed} bytes \
+         (over {unpacked} bytes so far; the limit is {limit}x): refused as a decompression bomb"
+    )]
+    LayerRatio {
+        compressed: u64,
+        unpacked: u64,
+        ratio: u64,
+        limit: u64,
+    },
+
+    #[error(
+        "the image store at {path} would fill up: {available} bytes free, {reserve} kept free \
+         (layer unpacked {unpacked} bytes so far)"
+    )]
+    StoreFull {
+        path: PathBuf,
+        available: u64,
+        reserve: u64,
+        unpacked: u64,
+    },
+
     #[error("layer entry {entry:?}: {step}: {source}")]
     Entry {
         entry: String,

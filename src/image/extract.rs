@@ -93,6 +93,39 @@ pub fn unpack_layer_limited(
     Ok(x.stats)
 }
 
+/// Copies `r` into the new, empty file `f`, leaving every all-zero chunk a hole (so a layer's
+/// sparse or zero-filled files take no disk for their zeros); the file ends at the full length.
+fn copy_sparse(r: &mut impl Read, f: &mut File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut total, mut ends_in_hole) = (0u64, false);
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        ends_in_hole = buf[..n].iter().all(|&b| b == 0);
+        if ends_in_hole {
+            f.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            f.write_all(&buf[..n])?;
+        }
+        total += n as u64;
+    }
+    if ends_in_hole {
+        f.set_len(total)?;
+    }
+    Ok(total)
+}
+
 /// Cleans a tar member name like containerd (`path.Clean("/" + name)`), returning its components
 /// relative to the layer root; empty for the root itself.
 pub(crate) fn clean_name(raw: &[u8]) -> Vec<&[u8]> {
@@ -229,7 +262,8 @@ impl Extractor {
                 )
                 .map_err(|s| io_err(&name, "creating the file", s.into()))?;
                 let mut file = File::from(fd);
-                let n = io::copy(e, &mut file).map_err(|source| ImageError::TarRead { source })?;
+                let n =
+                    copy_sparse(e, &mut file).map_err(|source| ImageError::TarRead { source })?;
                 self.stats.files += 1;
                 self.stats.bytes += n;
                 self.set_meta_fd(&name, file.as_fd(), &meta)?;

@@ -22,7 +22,9 @@ pub use extract::{unpack_layer, LayerStats, MAX_LAYER_SIZE};
 pub use manage::PruneReport;
 pub use reference::{ImageRef, RegistryRef};
 pub use registry::RegistryOptions;
-pub use store::{chain_ids, ImageStore, Progress, ResolveStats, MAX_JSON_SIZE};
+pub use store::{
+    chain_ids, ImageStore, Progress, ResolveStats, UnpackLimits, MAX_JSON_SIZE, RATIO_FLOOR,
+};
 
 use std::path::PathBuf;
 

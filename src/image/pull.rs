@@ -740,7 +740,8 @@ impl ImageStore {
                 out: &mut blob,
             };
             let mut buf = BufReader::with_capacity(256 * 1024, tee);
-            let actual = unpack_blob(&mut buf, hint, tmp).map_err(layer_err)?;
+            let actual =
+                unpack_blob(&mut buf, hint, tmp, desc.size, &self.limits).map_err(layer_err)?;
             if actual != diff_id {
                 return Err(ImageError::DiffIdMismatch {
                     image: image.into(),

@@ -55,7 +55,32 @@ pub struct ImageStore {
     pub(crate) content: Content,
     pub(crate) registry: RegistryOptions,
     pub(crate) progress: Progress,
+    pub(crate) limits: UnpackLimits,
 }
+
+/// What a layer may take when it is unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Space kept free on the store's filesystem: a layer that would eat into it is refused.
+    pub reserve: u64,
+    /// The most a layer may unpack to, as a multiple of its compressed size (beyond
+    /// [`RATIO_FLOOR`], which any layer may reach).
+    pub max_ratio: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            reserve: 256 << 20,
+            max_ratio: 100,
+        }
+    }
+}
+
+/// What any layer may unpack to, whatever its compressed size.
+pub const RATIO_FLOOR: u64 = 64 << 20;
+/// How often (in unpacked bytes) the free space is looked at again while a layer unpacks.
+const SPACE_CHECK_EVERY: u64 = 32 << 20;
 
 /// Where progress lines go (stderr for the CLI; nowhere by default).
 #[derive(Clone, Default)]
@@ -230,6 +255,7 @@ impl ImageStore {
             content: Content::new(root),
             registry: RegistryOptions::default(),
             progress: Progress::default(),
+            limits: UnpackLimits::default(),
         };
         mkdir_private(&store.root)?;
         mkdir_private(&store.layers)?;
@@ -322,6 +348,31 @@ impl ImageStore {
                 self.resolve_registry(reg, false)
             }
         }
+    }
+
+    /// Bounds every layer unpacked from now on by `limits`.
+    pub fn with_unpack_limits(mut self, limits: UnpackLimits) -> ImageStore {
+        self.limits = limits;
+        self
+    }
+
+    /// What the layers of `rec` take on disk (allocated blocks: holes count nothing).
+    pub fn unpacked_size(&self, rec: &super::content::ImageRecord) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(entries) = fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => m.blocks() * 512 + walk(&e.path()),
+                    Ok(m) => m.blocks() * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        rec.chain_ids.iter().map(|c| walk(&self.layer_dir(c))).sum()
     }
 
     /// Uses `opts` for registry access (timeouts, insecure registries, credentials file).
@@ -479,7 +530,8 @@ impl ImageStore {
         self.install_layer(chain, target, |tmp| {
             let file = layout.open_blob(desc)?;
             let mut buf = BufReader::with_capacity(256 * 1024, file.take(desc.size));
-            let actual = unpack_blob(&mut buf, compression_hint, tmp).map_err(layer_err)?;
+            let actual = unpack_blob(&mut buf, compression_hint, tmp, desc.size, &self.limits)
+                .map_err(layer_err)?;
             if actual != diff_id {
                 return Err(ImageError::DiffIdMismatch {
                     image: layout.image.into(),
@@ -660,10 +712,14 @@ pub(crate) fn image_config(
 /// bytes (else as `hint` says), and returns its diff ID: the sha256 of the whole uncompressed
 /// stream, including what follows the tar's end marker. Reads `buf` only to the end of the
 /// compressed stream.
+/// Unpacks the (maybe compressed) layer stream `buf` of `compressed` bytes into `dir`, within
+/// `limits`; returns the digest of the uncompressed tar (its diff ID).
 pub(crate) fn unpack_blob<R: Read>(
     buf: &mut BufReader<R>,
     hint: Compression,
     dir: &Path,
+    compressed: u64,
+    limits: &UnpackLimits,
 ) -> Result<String, ImageError> {
     let read_err = |source| ImageError::TarRead { source };
     let magic = buf.fill_buf().map_err(read_err)?;
@@ -674,12 +730,25 @@ pub(crate) fn unpack_blob<R: Read>(
             Box::new(zstd::stream::read::Decoder::with_buffer(buf).map_err(read_err)?)
         }
     };
-    let mut hashed = HashReader {
+    let guarded = Guard {
         inner: decoder,
+        dir,
+        compressed,
+        limits: *limits,
+        count: 0,
+        next_check: 0,
+        tripped: None,
+    };
+    let mut hashed = HashReader {
+        inner: guarded,
         hasher: Sha256::new(),
         count: 0,
     };
-    extract::unpack_layer_limited(&mut hashed, dir, MAX_LAYER_SIZE)?;
+    let unpacked = extract::unpack_layer_limited(&mut hashed, dir, MAX_LAYER_SIZE);
+    if let Some(e) = hashed.inner.tripped.take() {
+        return Err(e);
+    }
+    unpacked?;
     let rest = MAX_LAYER_SIZE.saturating_sub(hashed.count);
     let drained = io::copy(&mut (&mut hashed).take(rest + 1), &mut io::sink()).map_err(read_err)?;
     if drained > rest {
@@ -688,6 +757,66 @@ pub(crate) fn unpack_blob<R: Read>(
         });
     }
     Ok(format!("sha256:{}", hex::encode(hashed.hasher.finalize())))
+}
+
+/// The uncompressed stream of a layer, stopped (with the reason kept in `tripped`) once it
+/// passes the ratio limit or the store's free space falls to the reserve.
+struct Guard<'a, R> {
+    inner: R,
+    dir: &'a Path,
+    compressed: u64,
+    limits: UnpackLimits,
+    count: u64,
+    next_check: u64,
+    tripped: Option<ImageError>,
+}
+
+impl<R: Read> Guard<'_, R> {
+    fn check(&mut self) -> Option<ImageError> {
+        let allowed = self
+            .compressed
+            .saturating_mul(self.limits.max_ratio)
+            .max(RATIO_FLOOR);
+        if self.count > allowed {
+            return Some(ImageError::LayerRatio {
+                compressed: self.compressed,
+                unpacked: self.count,
+                ratio: self.count / self.compressed.max(1),
+                limit: self.limits.max_ratio,
+            });
+        }
+        if self.count >= self.next_check {
+            self.next_check = self.count + SPACE_CHECK_EVERY;
+            if let Ok(st) = nix::sys::statvfs::statvfs(self.dir) {
+                let available = st.blocks_available() * st.fragment_size();
+                if available < self.limits.reserve {
+                    return Some(ImageError::StoreFull {
+                        path: self.dir.to_path_buf(),
+                        available,
+                        reserve: self.limits.reserve,
+                        unpacked: self.count,
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+impl<R: Read> Read for Guard<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tripped.is_some() {
+            return Err(io::Error::other("layer refused"));
+        }
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        if let Some(e) = self.check() {
+            let msg = e.to_string();
+            self.tripped = Some(e);
+            return Err(io::Error::other(msg));
+        }
+        Ok(n)
+    }
 }
 
 pub(crate) struct HashReader<R> {

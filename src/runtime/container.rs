@@ -172,6 +172,12 @@ impl Runtime {
         self
     }
 
+    /// Bounds the layers this runtime unpacks (free space kept, compression ratio).
+    pub fn with_unpack_limits(mut self, limits: crate::image::UnpackLimits) -> Runtime {
+        self.images = self.images.with_unpack_limits(limits);
+        self
+    }
+
     /// Sets the bridge network (name, subnet) used by bridge-mode containers.
     pub fn with_network(mut self, config: NetworkConfig) -> Runtime {
         self.network_config = config;

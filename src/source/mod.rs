@@ -48,7 +48,9 @@ impl SpecSource {
     /// Reads the whole dir again.
     pub fn relist(&mut self) -> Snapshot {
         let mut errors = BTreeMap::new();
-        let listing = match spec::list_spec_dir(&self.dir) {
+        let listing = match spec::list_spec_dir(&self.dir)
+            .and_then(|l| Ok((l, spec::open_spec_dir(&self.dir)?)))
+        {
             Ok(l) => l,
             Err(e) => {
                 // An unreadable dir changes nothing: what runs keeps running.
@@ -56,6 +58,7 @@ impl SpecSource {
                 return self.snapshot(errors);
             }
         };
+        let (listing, dir_fd) = listing;
         for r in &listing.rejected {
             errors.insert(
                 r.path.display().to_string(),
@@ -70,7 +73,8 @@ impl SpecSource {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             present.push(name.clone());
-            match spec::load_file(path, &self.ctx) {
+            let inside = listing.inside(path);
+            match spec::load_in_dir(std::os::fd::AsFd::as_fd(&dir_fd), path, &inside, &self.ctx) {
                 Ok(s) => {
                     fresh.insert(name, Arc::new(s));
                 }

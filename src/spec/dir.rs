@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, SpecErrors};
-use super::parse::load_file;
+use std::os::fd::AsFd;
+
+use super::parse::{load_file, load_in_dir};
 use super::types::ValidatedSpec;
 use super::{SpecError, ValidationContext};
 
@@ -30,6 +32,19 @@ pub struct DirListing {
     /// `*.toml` entries that are not used: symlinks leading outside the directory or dangling,
     /// and entries that are not regular files. Dotfiles and temp files are not listed here.
     pub rejected: Vec<Rejected>,
+    /// For each symlink of `files`, its target as a path inside the directory: what is opened
+    /// (inside the directory), so a link swapped after the listing is never followed.
+    pub targets: BTreeMap<PathBuf, PathBuf>,
+}
+
+impl DirListing {
+    /// What to open for `file` of the listing, relative to the directory.
+    pub fn inside(&self, file: &Path) -> PathBuf {
+        self.targets
+            .get(file)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(file.file_name().unwrap_or_default()))
+    }
 }
 
 /// True for names that look like specs: `*.toml`, not hidden, not an editor or temp file.
@@ -43,6 +58,19 @@ pub fn is_spec_name(name: &str) -> bool {
 /// Lists the spec files of `dir`, sorted.
 pub fn spec_files_in(dir: &Path) -> Result<Vec<PathBuf>, SpecError> {
     Ok(list_spec_dir(dir)?.files)
+}
+
+/// Opens a spec directory (the path may be a symlink: it is the operator's own) for
+/// [`super::parse::load_in_dir`].
+pub fn open_spec_dir(dir: &Path) -> Result<std::os::fd::OwnedFd, SpecError> {
+    let canon = fs::canonicalize(dir).map_err(|source| SpecError::Canonicalize {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    crate::sys::openat::open_dir(&canon).map_err(|source| SpecError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Lists the spec files of `dir` and the spec-named entries that were refused.
@@ -94,7 +122,12 @@ pub fn list_spec_dir(dir: &Path) -> Result<DirListing, SpecError> {
                     )))
                 }
                 Ok(target) => match fs::metadata(&target) {
-                    Ok(m) if m.is_file() => listing.files.push(path),
+                    Ok(m) if m.is_file() => {
+                        if let Ok(rel) = target.strip_prefix(&canon_dir) {
+                            listing.targets.insert(path.clone(), rel.to_path_buf());
+                        }
+                        listing.files.push(path)
+                    }
                     Ok(_) => listing
                         .rejected
                         .push(reject("symlink target is not a regular file".into())),
@@ -128,16 +161,16 @@ pub fn load_paths(
             out.push((path.clone(), load_file(path, ctx)));
             continue;
         }
-        match list_spec_dir(path) {
-            Ok(listing) => {
+        match list_spec_dir(path).and_then(|l| Ok((l, open_spec_dir(path)?))) {
+            Ok((listing, dir_fd)) => {
                 let mut results: Vec<_> = listing
                     .files
-                    .into_iter()
+                    .iter()
                     .map(|f| {
-                        let r = load_file(&f, ctx);
-                        (f, r)
+                        let r = load_in_dir(dir_fd.as_fd(), f, &listing.inside(f), ctx);
+                        (f.clone(), r)
                     })
-                    .chain(listing.rejected.into_iter().map(|r| {
+                    .chain(listing.rejected.iter().cloned().map(|r| {
                         let err = SpecErrors::from(Diagnostic::whole_file(
                             &r.path,
                             format!("ignored: {}", r.reason),

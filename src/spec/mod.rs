@@ -19,13 +19,13 @@ use std::path::PathBuf;
 
 pub use diagnostic::{line_col, Diagnostic, SpecErrors};
 pub use dir::{
-    dependency_errors, is_spec_name, list_spec_dir, load_paths, spec_files_in, static_ip_clashes,
-    DirListing, Rejected,
+    dependency_errors, is_spec_name, list_spec_dir, load_paths, open_spec_dir, spec_files_in,
+    static_ip_clashes, DirListing, Rejected,
 };
 pub use parse::{
-    check_ip_in_subnet, diagnostic_at_key, load_file, parse_str, DEFAULT_BACKOFF_INITIAL,
-    DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_RESET_AFTER, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT,
-    MAX_SPEC_SIZE, MIN_MEMORY,
+    check_ip_in_subnet, diagnostic_at_key, load_file, load_in_dir, parse_str,
+    DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_RESET_AFTER, DEFAULT_STOP_SIGNAL,
+    DEFAULT_STOP_TIMEOUT, MAX_SPEC_SIZE, MIN_MEMORY,
 };
 pub use types::*;
 

@@ -188,12 +188,41 @@ pub fn load_file(path: &Path, ctx: &ValidationContext) -> Result<ValidatedSpec, 
     parse_str(path, &text, ctx)
 }
 
+/// Loads the spec file `path` of the spec directory open as `dir`: the file is opened once,
+/// through the fd, with every component (symlinks included) resolved inside the directory
+/// (openat2 RESOLVE_IN_ROOT), so a link swapped to point elsewhere between the listing and
+/// the read can never make it read a file outside.
+///
+/// `inside` is what to open relative to the directory (the file's name, or the target a
+/// symlink had when listed); `path` names the file in diagnostics.
+pub fn load_in_dir(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &Path,
+    inside: &Path,
+    ctx: &ValidationContext,
+) -> Result<ValidatedSpec, SpecErrors> {
+    let whole = |msg: String| SpecErrors::from(Diagnostic::whole_file(path, msg));
+    let fd = crate::sys::openat::open_in_root(
+        dir,
+        inside,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+        0,
+    )
+    .map_err(|e| whole(format!("cannot open spec file inside its directory: {e}")))?;
+    let text = read_capped_from(File::from(fd)).map_err(whole)?;
+    parse_str(path, &text, ctx)
+}
+
 fn read_capped(path: &Path) -> Result<String, String> {
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| format!("cannot open spec file: {e}"))?;
+    read_capped_from(file)
+}
+
+fn read_capped_from(file: File) -> Result<String, String> {
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot stat spec file: {e}"))?;

@@ -640,6 +640,41 @@ mod files {
     const GOOD: &str = "image = \"busybox\"\n";
 
     #[test]
+    fn a_link_swapped_after_the_listing_is_not_followed_out_of_the_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let specs = root.path().join("specs");
+        fs::create_dir_all(specs.join("..data")).unwrap();
+        fs::write(specs.join("..data/web.toml"), GOOD).unwrap();
+        let outside = root.path().join("outside.toml");
+        fs::write(&outside, "image = \"evil\"\n").unwrap();
+        let link = specs.join("web.toml");
+        symlink("..data/web.toml", &link).unwrap();
+        let ctx = ValidationContext::default();
+        let listing = list_spec_dir(&specs).unwrap();
+        assert_eq!(listing.files, std::slice::from_ref(&link));
+        let dir = open_spec_dir(&specs).unwrap();
+        // Swapped between the listing and the read: the listed target is read.
+        fs::remove_file(&link).unwrap();
+        symlink(&outside, &link).unwrap();
+        let inside = listing.inside(&link);
+        let s = load_in_dir(std::os::fd::AsFd::as_fd(&dir), &link, &inside, &ctx).unwrap();
+        assert_eq!(s.image, "busybox");
+        // Opened by its own name, the outside link resolves inside the dir: nothing there.
+        let e = load_in_dir(
+            std::os::fd::AsFd::as_fd(&dir),
+            &link,
+            std::path::Path::new("web.toml"),
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("cannot open spec file inside"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("evil"));
+    }
+
+    #[test]
     fn load_file_reads_and_validates() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = ValidationContext::default();

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::cgroups::DeviceControl;
+use crate::image::UnpackLimits;
 use crate::init::{CgroupMode, InitConfig, Power};
 use crate::network::NetworkConfig;
 use crate::runtime::container::LogLimits;
@@ -42,6 +43,14 @@ struct RawConfig {
     logs: Option<RawLogs>,
     metrics: Option<RawMetrics>,
     init: Option<RawInit>,
+    images: Option<RawImages>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    reserve: Option<Spanned<toml::Value>>,
+    max_ratio: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +104,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// What berth does as PID 1 (`[init]`).
     pub init: InitConfig,
+    /// `[images]`: the free space kept and the compression ratio allowed when unpacking.
+    pub unpack_limits: UnpackLimits,
 }
 
 impl Default for Config {
@@ -110,6 +121,7 @@ impl Default for Config {
             logs: LogLimits::default(),
             metrics_listen: None,
             init: InitConfig::default(),
+            unpack_limits: UnpackLimits::default(),
         }
     }
 }
@@ -186,6 +198,27 @@ impl Config {
                     ),
                 )
             })?);
+        }
+        if let Some(im) = raw.images {
+            if let Some(r) = im.reserve {
+                let span = r.span();
+                let bytes = match r.into_inner() {
+                    toml::Value::String(s) => units::parse_size(&s),
+                    toml::Value::Integer(n) if n >= 0 => Ok(n as u64),
+                    other => Err(format!("expected a size such as \"1G\", got {other}")),
+                };
+                c.unpack_limits.reserve =
+                    bytes.map_err(|m| invalid(Some(span), format!("images.reserve: {m}")))?;
+            }
+            if let Some(r) = im.max_ratio {
+                if *r.get_ref() < 2 {
+                    return Err(invalid(
+                        Some(r.span()),
+                        "images.max_ratio: must be at least 2".into(),
+                    ));
+                }
+                c.unpack_limits.max_ratio = r.into_inner();
+            }
         }
         if let Some(i) = raw.init {
             let init = &mut c.init;
@@ -372,6 +405,14 @@ mod tests {
             }
         );
         assert_eq!(c.init, InitConfig::default());
+        let im = Config::parse(p, "[images]\nreserve = \"2G\"\nmax_ratio = 50\n").unwrap();
+        assert_eq!(
+            im.unpack_limits,
+            UnpackLimits {
+                reserve: 2 << 30,
+                max_ratio: 50
+            }
+        );
         let n = Config::parse(
             p,
             "[network]\nmasquerade = false\nmtu = 1400\ndns = [\"10.0.0.2\", \"fd00::53\"]\ndns_search = [\"lan\"]\n",
@@ -417,6 +458,8 @@ mod tests {
             ("[init]\nshutdown = \"off\"\n", "init.shutdown", 2),
             ("[init]\nhostname = \"-bad\"\n", "init.hostname", 2),
             ("[init]\nrunlevel = 3\n", "runlevel", 2),
+            ("[images]\nmax_ratio = 1\n", "images.max_ratio", 2),
+            ("[images]\nreserve = \"lots\"\n", "images.reserve", 2),
             (
                 "root = \"/r\"\ndevice_control = \"off\"\n",
                 "device_control",

@@ -64,7 +64,8 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
     let runtime = Arc::new(
         Runtime::open(&config.root, &config.cgroup_parent)?
             .with_network(config.network.clone())
-            .with_device_control(config.device_control),
+            .with_device_control(config.device_control)
+            .with_unpack_limits(config.unpack_limits),
     );
     let exe =
         Arc::new(
