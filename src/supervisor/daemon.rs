@@ -117,17 +117,12 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
     spawn_signal_handlers(tx, config.init.shutdown);
 
     let power = engine
-        .run(rx, hint, || {
-            notify::notify("READY=1");
-            if let Some(every) = notify::watchdog_interval() {
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(every).await;
-                        notify::notify("WATCHDOG=1");
-                    }
-                });
-            }
-        })
+        .run(
+            rx,
+            hint,
+            || notify::notify("READY=1"),
+            notify::watchdog_interval(),
+        )
         .await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(power)

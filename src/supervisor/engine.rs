@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::control::{Request, Response};
 use super::effects::Effects;
 use super::metrics::{self, Counters, Sample, Usage};
+use super::persist::{Write, Writer};
 use super::status;
 use super::worker::{self, Job, Outcome, Worker};
 use crate::image::{ImageRef, RegistryRef};
@@ -78,6 +79,8 @@ pub enum Event {
     Shutdown {
         power: Option<Power>,
     },
+    /// A relist of the spec dir finished.
+    Relisted(Box<Snapshot>),
 }
 
 /// Sends the workers' reports into the loop.
@@ -234,7 +237,14 @@ impl Record {
 pub struct Engine {
     ctx: worker::Context,
     state: StateDir,
-    source: SpecSource,
+    /// Relisted on the blocking pool (`Event::Relisted` brings the result back).
+    source: Arc<std::sync::Mutex<SpecSource>>,
+    relisting: bool,
+    relist_again: bool,
+    /// Records and status files go to disk from a thread of their own.
+    writer: Writer,
+    /// The containers whose status may have changed since the last publish (`None`: all).
+    dirty: Option<BTreeSet<String>>,
     /// The spec dir as its files say.
     pub(super) snapshot: Snapshot,
     /// What the planner is given: the snapshot with the pins applied.
@@ -268,10 +278,15 @@ impl Engine {
             report: Arc::new(Reporter(tx.clone())),
             counters: Arc::new(Counters::default()),
         };
+        let writer = Writer::spawn(state.clone());
         let engine = Engine {
             ctx,
             state,
-            source,
+            source: Arc::new(std::sync::Mutex::new(source)),
+            relisting: false,
+            relist_again: false,
+            writer,
+            dirty: None,
             snapshot: Snapshot::default(),
             desired: DesiredSet::new(),
             pins: BTreeMap::new(),
@@ -289,26 +304,42 @@ impl Engine {
     /// Adopts what a previous daemon left, then runs until the shutdown has stopped every
     /// container. `hint` wakes it for a relist; `on_ready` is called once the first pass ran.
     /// Returns the power state the shutdown asked for, if any.
+    /// `watchdog`: systemd's watchdog interval, fed from this loop (at half of it) so that it
+    /// stops being fed when the loop stops turning.
     pub async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Event>,
         hint: Arc<tokio::sync::Notify>,
         on_ready: impl FnOnce(),
+        watchdog: Option<Duration>,
     ) -> Option<Power> {
         self.adopt();
-        self.relist().await;
+        // The first listing before anything runs: what to adopt and start depends on it.
+        let first = self.lock_source().relist();
+        self.take_snapshot(first);
         self.release_unclaimed_addresses();
         self.reconcile();
         self.publish();
         on_ready();
         let mut relist = tokio::time::interval(RELIST_EVERY);
         relist.tick().await;
+        let mut dog = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| {
+            (w / 2).max(Duration::from_millis(100))
+        }));
+        dog.tick().await;
         loop {
             let event = tokio::select! {
                 ev = rx.recv() => match ev { Some(ev) => ev, None => break },
                 _ = hint.notified() => Event::Hint,
                 _ = relist.tick() => Event::Hint,
+                _ = dog.tick() => {
+                    if watchdog.is_some() {
+                        super::notify::notify("WATCHDOG=1");
+                    }
+                    continue;
+                }
             };
+            self.mark_dirty(&event);
             if !self.handle(event).await {
                 continue;
             }
@@ -322,13 +353,47 @@ impl Engine {
             }
             self.publish();
         }
-        self.power
+        let power = self.power;
+        self.writer.finish();
+        power
+    }
+
+    /// Notes which containers' status an event may change.
+    fn mark_dirty(&mut self, event: &Event) {
+        let name = match event {
+            Event::Exited { name, .. }
+            | Event::Done { name, .. }
+            | Event::Probed { name, .. }
+            | Event::Checked { name, .. } => Some(name.clone()),
+            Event::Control {
+                req: Request::Stop { name } | Request::Start { name } | Request::Restart { name },
+                ..
+            } => Some(name.clone()),
+            Event::Control { .. } | Event::Subscribe { .. } => return,
+            Event::Hint | Event::Wake | Event::Shutdown { .. } | Event::Relisted(_) => None,
+        };
+        match (name, &mut self.dirty) {
+            (Some(n), Some(set)) => {
+                set.insert(n);
+            }
+            (Some(_), None) => {}
+            (None, _) => self.dirty = None,
+        }
+    }
+
+    pub(super) fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    fn lock_source(&self) -> std::sync::MutexGuard<'_, SpecSource> {
+        self.source.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Rewrites the status files that changed and tells the `berth events` clients.
     fn publish(&mut self) {
+        let dirty = std::mem::replace(&mut self.dirty, Some(BTreeSet::new()));
         if let Some(mut files) = self.status.take() {
-            let changes = files.publish(self);
+            let changes = files.publish(self, dirty.as_ref());
             self.status = Some(files);
             if !self.subscribers.is_empty() {
                 for change in changes {
@@ -345,7 +410,15 @@ impl Engine {
         match event {
             Event::Hint => {
                 tokio::time::sleep(DEBOUNCE).await;
-                self.relist().await;
+                self.start_relist();
+                return false;
+            }
+            Event::Relisted(snapshot) => {
+                self.relisting = false;
+                self.take_snapshot(*snapshot);
+                if std::mem::take(&mut self.relist_again) {
+                    self.start_relist();
+                }
             }
             Event::Exited { name, id } => self.on_exited(&name, &id),
             Event::Checked { name, id, result } => return self.on_checked(&name, &id, result),
@@ -368,10 +441,24 @@ impl Engine {
         true
     }
 
-    /// Reads the spec dir again, logging the errors that are new.
-    async fn relist(&mut self) {
-        let previous = std::mem::take(&mut self.snapshot.errors);
-        self.snapshot = self.source.relist();
+    /// Reads the spec dir again on the blocking pool (reading and parsing thousands of files
+    /// never holds up the loop); one relist at a time, another after it when hinted meanwhile.
+    fn start_relist(&mut self) {
+        if self.relisting {
+            self.relist_again = true;
+            return;
+        }
+        self.relisting = true;
+        let (source, tx) = (Arc::clone(&self.source), self.tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let snapshot = source.lock().unwrap_or_else(|e| e.into_inner()).relist();
+            let _ = tx.send(Event::Relisted(Box::new(snapshot)));
+        });
+    }
+
+    /// Takes in a relist's result, logging the errors that are new.
+    fn take_snapshot(&mut self, snapshot: Snapshot) {
+        let previous = std::mem::replace(&mut self.snapshot, snapshot).errors;
         self.log_spec_errors(&previous);
         self.apply_pins();
     }
@@ -521,6 +608,9 @@ impl Engine {
 
     fn execute(&mut self, action: Action) {
         let name = action.name().to_string();
+        if let Some(set) = &mut self.dirty {
+            set.insert(name.clone());
+        }
         match action {
             Action::Start { .. } => {
                 let Some(desired) = self.desired.get(&name) else {
@@ -820,9 +910,7 @@ impl Engine {
             Outcome::Removed => {
                 self.records.remove(name);
                 self.workers.remove(name);
-                if let Err(e) = self.state.remove(name) {
-                    tracing::error!(%name, "{e}");
-                }
+                self.writer.send(Write::RemoveRecord(name.to_string()));
                 tracing::info!(%name, "removed");
                 self.refresh_bridge_hosts();
                 return;
@@ -994,7 +1082,7 @@ impl Engine {
         let mut known = BTreeSet::new();
         for rec in saved {
             let spec = Arc::new(rec.spec.clone());
-            self.source.seed(&rec.name, Arc::clone(&spec));
+            self.lock_source().seed(&rec.name, Arc::clone(&spec));
             // It was started from an image a check found: that stays desired while the file
             // names the same tag.
             if let (Some(_), Some(tag)) = (spec.update.check, registry_tag(&spec.image)) {
@@ -1072,9 +1160,7 @@ impl Engine {
                 _ => None,
             },
         };
-        if let Err(e) = self.state.save(&rec) {
-            tracing::error!(%name, "{e}");
-        }
+        self.writer.send(Write::Record(rec));
     }
 
     /// Keeps every running bridge container's /etc/hosts listing the bridge's containers.

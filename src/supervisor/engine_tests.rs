@@ -280,7 +280,7 @@ impl Harness {
         let status = super::status::StatusFiles::open(&dir.path().join("status")).unwrap();
         let (engine, tx, rx) = Engine::new(fake.clone(), state, source, Some(status));
         let hint = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(engine.run(rx, hint, || {}));
+        let task = tokio::spawn(engine.run(rx, hint, || {}, None));
         Harness {
             fake,
             dir,
@@ -357,6 +357,25 @@ impl Harness {
         self.tx.send(Event::Shutdown { power: None }).unwrap();
         self.task.await.unwrap();
         t0.elapsed()
+    }
+}
+
+/// The status file at `path` once `ok` holds for it: the writer thread puts it on disk a
+/// moment after the loop decided (waited for in real time, at most 2 s).
+fn status_file_when(
+    path: &std::path::Path,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t0 = std::time::Instant::now();
+    loop {
+        let v: serde_json::Value = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if ok(&v) || t0.elapsed() > Duration::from_secs(2) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -773,10 +792,7 @@ async fn status_files_follow_each_container() {
     let h = Harness::start(fake.clone(), dir);
     h.wait_row("web", Duration::from_secs(3), |r| r["health"] == "healthy")
         .await;
-    let read = || -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap()
-    };
-    let v = read();
+    let v = status_file_when(&status, |v| v["health"] == "healthy");
     assert_eq!(v["phase"], "running");
     assert_eq!(v["health"], "healthy");
     assert_eq!(v["image"], "oci:/img:v1");
@@ -796,7 +812,7 @@ async fn status_files_follow_each_container() {
             .is_some_and(|n| n.contains("update failed"))
     })
     .await;
-    let v = read();
+    let v = status_file_when(&status, |v| v["last_error"].is_string());
     assert!(
         v["last_error"].as_str().unwrap().contains("update failed"),
         "{v}"
@@ -805,8 +821,9 @@ async fn status_files_follow_each_container() {
     assert_eq!(v["spec_sha256"], sha, "the hash of the file as it is now");
     h.delete("web");
     h.wait_state("web", "absent", Duration::from_secs(12)).await;
-    assert!(!status.exists(), "removed with the container");
+    // The writer is done with everything once the loop ended.
     h.shutdown().await;
+    assert!(!status.exists(), "removed with the container");
 }
 
 #[tokio::test(start_paused = true)]
@@ -828,7 +845,7 @@ async fn a_new_version_that_exits_is_rolled_back_and_not_tried_again() {
         .await;
     assert_eq!(row["image"], "oci:/img:v1", "{row}");
     assert!(row["note"].as_str().unwrap().contains("exited"), "{row}");
-    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    let file = status_file_when(&status, |v| v["last_rollback"].is_string());
     assert!(
         file["last_rollback"].as_str().unwrap().contains("exited"),
         "{file}"

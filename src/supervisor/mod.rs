@@ -12,6 +12,7 @@ mod engine;
 mod engine_tests;
 mod metrics;
 mod notify;
+mod persist;
 mod probe;
 mod signals;
 mod socket;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::control::ContainerStatus;
 use super::engine::Engine;
+use super::persist::Write;
 use crate::reconcile::Phase;
 use crate::runtime::protocol::ExitStatus;
 
@@ -19,15 +20,18 @@ pub fn describe(status: ExitStatus, oom_killed: bool) -> String {
     }
 }
 
-/// Every container the daemon knows or the spec dir names, sorted.
-pub fn ps(e: &Engine, addresses: &BTreeMap<String, Ipv4Addr>) -> Vec<ContainerStatus> {
-    let names: BTreeSet<&String> = e
-        .records
+/// The names of every container the daemon knows or the spec dir names, sorted.
+fn ps_names(e: &Engine) -> BTreeSet<&String> {
+    e.records
         .keys()
         .chain(e.snapshot.desired.keys())
         .chain(e.snapshot.errors.keys())
-        .collect();
-    names
+        .collect()
+}
+
+/// Every container the daemon knows or the spec dir names, sorted.
+pub fn ps(e: &Engine, addresses: &BTreeMap<String, Ipv4Addr>) -> Vec<ContainerStatus> {
+    ps_names(e)
         .into_iter()
         .map(|n| status_of(e, n, addresses))
         .collect()
@@ -131,16 +135,29 @@ impl StatusFiles {
         })
     }
 
-    /// Rewrites the files whose content changed and removes those of containers gone;
-    /// returns each change (the new content, or `{"name", "phase": "removed"}`).
-    pub fn publish(&mut self, e: &Engine) -> Vec<serde_json::Value> {
+    /// Rewrites the files whose content changed and removes those of containers gone, looking
+    /// only at `dirty` (all when `None`); returns each change (the new content, or
+    /// `{"name", "phase": "removed"}`). The writes go to the engine's writer thread.
+    pub fn publish(
+        &mut self,
+        e: &Engine,
+        dirty: Option<&BTreeSet<String>>,
+    ) -> Vec<serde_json::Value> {
         let mut changes = Vec::new();
-        let rows = ps(e, &BTreeMap::new());
-        let names: BTreeSet<String> = rows.iter().map(|r| r.name.clone()).collect();
-        for row in rows {
-            let name = row.name.clone();
+        let known = |n: &String| {
+            e.records.contains_key(n)
+                || e.snapshot.desired.contains_key(n)
+                || e.snapshot.errors.contains_key(n)
+        };
+        let names: Vec<String> = match dirty {
+            None => ps_names(e).into_iter().cloned().collect(),
+            Some(d) => d.iter().filter(|n| known(n)).cloned().collect(),
+        };
+        let addresses = BTreeMap::new();
+        for name in names {
+            let row = status_of(e, &name, &addresses);
             let r = e.records.get(&name);
-            let spec = e.spec_of(&row.name);
+            let spec = e.spec_of(&name);
             let v = serde_json::json!({
                 "name": row.name,
                 "phase": row.state,
@@ -156,7 +173,7 @@ impl StatusFiles {
                 "file": spec.as_ref().map(|s| s.file.clone()),
                 "last_rollback": r.and_then(|r| r.last_rollback.clone()),
             });
-            if self.written.get(&row.name) == Some(&v) {
+            if self.written.get(&name) == Some(&v) {
                 continue;
             }
             let hash = spec.as_ref().and_then(|s| file_sha256(&s.file));
@@ -166,24 +183,23 @@ impl StatusFiles {
                 humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string()
                     .into();
-            let path = self.dir.join(format!("{}.json", row.name));
+            let path = self.dir.join(format!("{name}.json"));
             let data = serde_json::to_vec_pretty(&with_time).unwrap_or_default();
             changes.push(with_time);
-            match crate::state::write_atomic(&path, &data, crate::state::Durability::Process) {
-                Ok(()) => {
-                    self.written.insert(name, v);
-                }
-                Err(err) => tracing::warn!("status file {}: {err}", path.display()),
-            }
+            e.writer().send(Write::File { path, data });
+            self.written.insert(name, v);
         }
-        let gone: Vec<String> = self
-            .written
-            .keys()
-            .filter(|n| !names.contains(*n))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = match dirty {
+            None => self.written.keys().filter(|n| !known(n)).cloned().collect(),
+            Some(d) => d
+                .iter()
+                .filter(|n| self.written.contains_key(*n) && !known(n))
+                .cloned()
+                .collect(),
+        };
         for name in gone {
-            let _ = std::fs::remove_file(self.dir.join(format!("{name}.json")));
+            e.writer()
+                .send(Write::RemoveFile(self.dir.join(format!("{name}.json"))));
             self.written.remove(&name);
             changes.push(serde_json::json!({ "name": name, "phase": "removed" }));
         }
