@@ -22,7 +22,7 @@
 //!    10 s; the daemon's CPU time (its threads and children) over BENCH_PROBE_WINDOW (60) s.
 //!
 //! Run as root: `cargo bench --bench supervise`. The berth binary is the one cargo builds for
-//! the bench (the bench profile inherits the release profile), so nothing is built twice. Environment: BENCH_DROPS (default 100),
+//! the bench (the bench profile inherits the release profile), so nothing is built twice. Environment: BENCH_BURST (1000 specs moved in at once), BENCH_DROPS (default 100),
 //! BENCH_COLD (100), BENCH_RESTARTS (50), BENCH_PODMAN=0 to skip podman.
 //! Every daemon has its own spec dir, socket and cgroup parent under one temp dir and one
 //! `--root`; everything is stopped (SIGTERM) and removed at the end.
@@ -52,6 +52,7 @@ fn main() {
     let stops = env_usize("BENCH_STOPS", 50);
     let probed = env_usize("BENCH_PROBED", 100);
     let window = env_usize("BENCH_PROBE_WINDOW", 60);
+    let burst = env_usize("BENCH_BURST", 1000);
     println!(
         "command: cargo bench --bench supervise   (BENCH_DROPS={drops} BENCH_COLD={cold} BENCH_RESTARTS={restarts})"
     );
@@ -88,6 +89,7 @@ fn main() {
     );
     bench.warm_layer_store();
 
+    let burst_ps = bench.burst(burst);
     let shutdown = bench.shutdown(stops);
     let podman_stop = if std::env::var("BENCH_PODMAN").as_deref() == Ok("0") {
         None
@@ -103,6 +105,12 @@ fn main() {
 
     println!();
     println!("== summary ==");
+    println!(
+        "berth ps during a {burst}-spec burst: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms (target < 200 ms)",
+        ms(pct(&burst_ps, 0.5)),
+        ms(pct(&burst_ps, 0.99)),
+        ms(pct(&burst_ps, 1.0))
+    );
     let (p50, p99) = (pct(&drop.times, 0.5), pct(&drop.times, 0.99));
     println!(
         "drop -> running ({} drops):        p50 {:7.2} ms  p99 {:7.2} ms",
@@ -452,6 +460,49 @@ impl Bench {
         );
         d.stop();
         took
+    }
+
+    /// `n` spec files moved into the dir at once (each a container that exits at once, so
+    /// memory stays small): how long the daemon takes to handle them all, and `berth ps`
+    /// latency, asked every 50 ms meanwhile.
+    fn burst(&self, n: usize) -> Vec<Duration> {
+        println!();
+        println!("== {n} specs moved in at once: berth ps while the daemon handles them ==");
+        let (specs, out) = self.dirs("burst");
+        let d = Daemon::start(self, "burst", &specs);
+        let staging = self.work.join("burst-staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        for i in 0..n {
+            let body = self.spec("true", &out, "[restart]\npolicy = \"never\"\n");
+            std::fs::write(staging.join(format!("b{i:05}.toml")), body).unwrap();
+        }
+        let t0 = Instant::now();
+        for i in 0..n {
+            let f = format!("b{i:05}.toml");
+            std::fs::rename(staging.join(&f), specs.join(&f)).unwrap();
+        }
+        let mut lat = Vec::new();
+        let handled = loop {
+            let t = Instant::now();
+            let rows = d.ps();
+            lat.push(t.elapsed());
+            let exited = rows.iter().filter(|c| c["state"] == "exited").count();
+            if exited == n {
+                break t0.elapsed();
+            }
+            assert!(t0.elapsed() < Duration::from_secs(900), "burst not handled:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        println!(
+            "  all {n} handled in {:.1} s; ps asked {} times: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            handled.as_secs_f64(),
+            lat.len(),
+            ms(pct(&lat, 0.5)),
+            ms(pct(&lat, 0.99)),
+            ms(pct(&lat, 1.0))
+        );
+        d.stop();
+        lat
     }
 
     /// 1. Spec renamed into the dir -> running, one after the other, all kept running.

@@ -391,7 +391,7 @@ impl Engine {
 
     /// Rewrites the status files that changed and tells the `berth events` clients.
     fn publish(&mut self) {
-        let dirty = std::mem::replace(&mut self.dirty, Some(BTreeSet::new()));
+        let dirty = self.dirty.replace(BTreeSet::new());
         if let Some(mut files) = self.status.take() {
             let changes = files.publish(self, dirty.as_ref());
             self.status = Some(files);
@@ -1160,7 +1160,7 @@ impl Engine {
                 _ => None,
             },
         };
-        self.writer.send(Write::Record(rec));
+        self.writer.send(Write::Record(Box::new(rec)));
     }
 
     /// Keeps every running bridge container's /etc/hosts listing the bridge's containers.

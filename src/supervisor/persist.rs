@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use crate::state::{ContainerRecord, Durability, StateDir};
 
 pub enum Write {
-    Record(ContainerRecord),
+    Record(Box<ContainerRecord>),
     RemoveRecord(String),
     /// A status file's new content (written atomically).
     File {
