@@ -22,7 +22,7 @@
 //!    10 s; the daemon's CPU time (its threads and children) over BENCH_PROBE_WINDOW (60) s.
 //!
 //! Run as root: `cargo bench --bench supervise`. The berth binary is the one cargo builds for
-//! the bench (the bench profile inherits the release profile), so nothing is built twice. Environment: BENCH_BURST (1000 specs moved in at once), BENCH_DROPS (default 100),
+//! the bench (the bench profile inherits the release profile), so nothing is built twice. Environment: BENCH_BURST (1000 specs moved in at once; BENCH_ONLY=burst runs only that), BENCH_DROPS (default 100),
 //! BENCH_COLD (100), BENCH_RESTARTS (50), BENCH_PODMAN=0 to skip podman.
 //! Every daemon has its own spec dir, socket and cgroup parent under one temp dir and one
 //! `--root`; everything is stopped (SIGTERM) and removed at the end.
@@ -90,6 +90,9 @@ fn main() {
     bench.warm_layer_store();
 
     let burst_ps = bench.burst(burst);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("burst") {
+        return;
+    }
     let shutdown = bench.shutdown(stops);
     let podman_stop = if std::env::var("BENCH_PODMAN").as_deref() == Ok("0") {
         None
@@ -490,7 +493,11 @@ impl Bench {
             if exited == n {
                 break t0.elapsed();
             }
-            assert!(t0.elapsed() < Duration::from_secs(900), "burst not handled:\n{}", d.log());
+            assert!(
+                t0.elapsed() < Duration::from_secs(900),
+                "burst not handled:\n{}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         println!(
@@ -500,6 +507,19 @@ impl Bench {
             ms(pct(&lat, 0.5)),
             ms(pct(&lat, 0.99)),
             ms(pct(&lat, 1.0))
+        );
+        // The same ps once the daemon is idle: what listing n containers costs by itself.
+        let idle: Vec<Duration> = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                d.ps();
+                t.elapsed()
+            })
+            .collect();
+        println!(
+            "  ps of {n} containers on the idle daemon: p50 {:.1} ms  max {:.1} ms",
+            ms(pct(&idle, 0.5)),
+            ms(pct(&idle, 1.0))
         );
         d.stop();
         lat

@@ -552,3 +552,37 @@ fn as_pid_1_it_publishes_ports_while_reaping_orphans() {
     );
     assert_clean(&env, netns);
 }
+
+#[test]
+fn an_address_a_crash_left_unclaimed_is_released_by_the_next_daemon() {
+    if skip("supervise unclaimed lease") {
+        return;
+    }
+    let env = TestEnv::new("sv-brlease");
+    let netns = TestNetns::new(&env);
+    let d = Daemon::start_in(&env, &netns, None);
+    env.write_spec("gone", &format!("{SERVE}{BRIDGE}"));
+    let pid = wait_running(&env, "gone");
+    assert!(leases(&env).contains("\"gone\""), "{}", leases(&env));
+    // As a crash between a start and its record leaves it: the container and its address,
+    // but no record; and its file is removed before the daemon comes back.
+    d.kill9();
+    let state = std::fs::read_dir(env.root().join("state"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("gone"))
+        .expect("gone's record")
+        .path();
+    std::fs::remove_file(state).unwrap();
+    std::fs::remove_file(env.specs().join("gone.toml")).unwrap();
+    let d = Daemon::start_in(&env, &netns, None);
+    wait_until(Duration::from_secs(20), "the address released", || {
+        !leases(&env).contains("\"gone\"")
+    });
+    // The container no record knows was torn down.
+    wait_until(Duration::from_secs(10), "its process gone", || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
+    });
+    d.stop();
+    assert_clean(&env, netns);
+}

@@ -35,6 +35,8 @@ const RELIST_EVERY: Duration = Duration::from_secs(10);
 const DEBOUNCE: Duration = Duration::from_millis(15);
 /// Image pulls carried out at once; the others queue without holding a thread.
 pub const PULLS_AT_ONCE: usize = 2;
+/// Events taken in at most per planning pass.
+const BATCH: usize = 512;
 /// The window `berth stats` measures CPU use over.
 const STATS_WINDOW: Duration = Duration::from_millis(200);
 
@@ -340,7 +342,17 @@ impl Engine {
                 }
             };
             self.mark_dirty(&event);
-            if !self.handle(event).await {
+            let mut changed = self.handle(event).await;
+            // Whatever else is queued is taken in before one planning pass for all of it: a
+            // burst of exits and finished jobs costs one pass, not one each.
+            for _ in 0..BATCH {
+                let Ok(event) = rx.try_recv() else {
+                    break;
+                };
+                self.mark_dirty(&event);
+                changed |= self.handle(event).await;
+            }
+            if !changed {
                 continue;
             }
             if self.shutting_down {
