@@ -7,12 +7,11 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use super::control::{ContainerStats, Request, Response};
 use super::engine::Event;
@@ -324,26 +323,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Answers scrapes until the daemon ends.
 pub async fn serve(listener: TcpListener, events: mpsc::UnboundedSender<Event>) {
-    let slots = Arc::new(Semaphore::new(CONNECTIONS_AT_ONCE));
-    loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of fds and the like: wait rather than spin.
-                tracing::warn!("metrics: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let accept = || async { listener.accept().await.map(|(s, _)| s) };
+    super::socket::accept_bounded("metrics", CONNECTIONS_AT_ONCE, accept, |stream| {
         let events = events.clone();
-        tokio::spawn(async move {
+        async move {
             let _ = tokio::time::timeout(DEADLINE, answer(stream, &events)).await;
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Whether a request head asks for the metrics; if not, the status and body to answer.

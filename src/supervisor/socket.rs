@@ -49,33 +49,49 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
-    let me = nix::unistd::geteuid().as_raw();
-    let slots = Arc::new(Semaphore::new(CONNECTIONS_AT_ONCE));
+/// Accepts connections with `accept` and serves each with `serve` in a task of its own, at
+/// most `at_once` at a time (more wait in the kernel's queue). An accept error (EMFILE and
+/// the like) waits 100 ms rather than spinning on the pending connection.
+pub async fn accept_bounded<S, A, AF, F, SF>(what: &str, at_once: usize, mut accept: A, serve: F)
+where
+    A: FnMut() -> AF,
+    AF: std::future::Future<Output = std::io::Result<S>>,
+    F: Fn(S) -> SF,
+    SF: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(at_once));
     loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let stream = match accept().await {
+            Ok(stream) => stream,
             Err(e) => {
-                // EMFILE and the like: the pending connection stays queued; try again soon
-                // rather than spin on it.
-                tracing::warn!("control socket: accept: {e}");
+                tracing::warn!("{what}: accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let served = serve(stream);
+        tokio::spawn(async move {
+            served.await;
+            drop(permit);
+        });
+    }
+}
+
+pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
+    let me = nix::unistd::geteuid().as_raw();
+    let accept = || async { listener.accept().await.map(|(s, _)| s) };
+    accept_bounded("control socket", CONNECTIONS_AT_ONCE, accept, |stream| {
         let allowed = stream
             .peer_cred()
             .map(|c| c.uid() == 0 || c.uid() == me)
             .unwrap_or(false);
         let tx = tx.clone();
-        tokio::spawn(async move {
-            serve(stream, allowed, &tx).await;
-            drop(permit);
-        });
-    }
+        async move { serve(stream, allowed, &tx).await }
+    })
+    .await
 }
 
 /// Reads the request line: at most `MAX_REQUEST` bytes, within `REQUEST_TIMEOUT`.
