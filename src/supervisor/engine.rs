@@ -443,7 +443,23 @@ impl Engine {
             Event::Done { name, outcome } => self.on_done(&name, outcome),
             // The pass after every event acts on it (a cancelled restart is no more).
             Event::Wake => {}
-            Event::Control { req, reply } => self.on_control(req, reply),
+            Event::Control { req, reply } => {
+                // A question changes nothing the planner sees: no pass after it, and the
+                // answer goes out at once.
+                let asks = matches!(
+                    req,
+                    Request::Ps
+                        | Request::Inspect { .. }
+                        | Request::Stats
+                        | Request::Plan
+                        | Request::Metrics
+                        | Request::Events
+                );
+                self.on_control(req, reply);
+                if asks {
+                    return false;
+                }
+            }
             Event::Subscribe { events } => {
                 self.subscribers.push(events);
                 return false;
