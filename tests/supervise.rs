@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::{
-    children_of, start_as_pid1, wait_until, zombie_children, Daemon, Guarded, SupervisorEnv,
+    children_of, start_as_pid1, wait_recorded, wait_until, zombie_children, Daemon, Guarded,
+    SupervisorEnv,
 };
 use common::*;
 
@@ -182,6 +183,8 @@ fn a_killed_daemon_adopts_its_containers() {
     env.write_spec("a", &format!("{LOOP}{NONE}"));
     env.write_spec("b", &format!("{LOOP}{NONE}"));
     let (pa, pb) = (wait_running(&env, "a"), wait_running(&env, "b"));
+    wait_recorded(&env, "a");
+    wait_recorded(&env, "b");
     d.kill9();
     // b dies while no daemon runs: the next daemon notices and restarts it (policy always).
     nix::sys::signal::kill(

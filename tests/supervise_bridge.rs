@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{wait_until, Daemon, SupervisorEnv};
+use common::daemon::{wait_recorded, wait_until, Daemon, SupervisorEnv};
 use common::netns::TestNetns;
 use common::*;
 
@@ -265,6 +265,8 @@ fn a_killed_daemon_adopts_bridge_containers_without_duplicates() {
     let rules = netns.rule_comments();
     let veths = netns.veths();
     let lease_file = leases(&env);
+    wait_recorded(&env, "web");
+    wait_recorded(&env, "db");
     d.kill9();
     // db dies while no daemon runs: the next one cleans up its network and restarts it.
     nix::sys::signal::kill(
@@ -566,14 +568,10 @@ fn an_address_a_crash_left_unclaimed_is_released_by_the_next_daemon() {
     assert!(leases(&env).contains("\"gone\""), "{}", leases(&env));
     // As a crash between a start and its record leaves it: the container and its address,
     // but no record; and its file is removed before the daemon comes back.
+    wait_recorded(&env, "gone");
+    let record = env.root().join("state/gone.json");
     d.kill9();
-    let state = std::fs::read_dir(env.root().join("state"))
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("gone"))
-        .expect("gone's record")
-        .path();
-    std::fs::remove_file(state).unwrap();
+    std::fs::remove_file(&record).unwrap();
     std::fs::remove_file(env.specs().join("gone.toml")).unwrap();
     let d = Daemon::start_in(&env, &netns, None);
     wait_until(Duration::from_secs(20), "the address released", || {

@@ -236,6 +236,16 @@ impl Effects for RuntimeEffects {
             let id = e.file_name().to_string_lossy().into_owned();
             if !known_ids.contains(&id) {
                 tracing::warn!(%id, "removing an instance no record knows");
+                // It may still run (a crash between its start and its record): it goes first.
+                if let Ok(Some(cg)) = self.rt.cgroup(&id) {
+                    let _ = cg.kill_all();
+                    let deadline = std::time::Instant::now() + KILL_GRACE;
+                    while cg.pids().is_ok_and(|p| !p.is_empty())
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
                 if let Err(err) = self.rt.teardown_id(&id, false) {
                     tracing::warn!(%id, "{err}");
                 }

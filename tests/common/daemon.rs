@@ -145,6 +145,16 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
     None
 }
 
+/// Waits until the daemon's record of `name` names a running instance (records are written
+/// by a thread of their own, a moment after `ps` shows the container running): what a test
+/// that kills the daemon needs before it does.
+pub fn wait_recorded(env: &TestEnv, name: &str) {
+    let record = env.root().join(format!("state/{name}.json"));
+    wait_until(Duration::from_secs(10), &format!("{name}'s record"), || {
+        std::fs::read_to_string(&record).is_ok_and(|r| r.contains("\"instance\": {"))
+    });
+}
+
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
