@@ -111,6 +111,9 @@ fn owner_file(dir: &Path) -> PathBuf {
     dir.join("owner")
 }
 
+/// How long the processes of an orphaned instance get to die after SIGKILL.
+const ORPHAN_KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The runtime bound to a state dir and a cgroup parent.
 #[derive(Debug)]
 pub struct Runtime {
@@ -350,16 +353,39 @@ impl Runtime {
         }
     }
 
+    /// The ids of the instances under this root.
+    pub fn instance_ids(&self) -> Vec<String> {
+        fs::read_dir(self.root.join("containers"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes an instance that nothing owns any more (its launcher or its record is gone):
+    /// whatever of it still runs is killed first, then its cgroup, network (and, with
+    /// `release_lease`, its address) and dir go.
+    pub fn remove_orphan(&self, id: &str, release_lease: bool) {
+        if let Ok(Some(cg)) = self.cgroup(id) {
+            let _ = cg.kill_all();
+            let deadline = std::time::Instant::now() + ORPHAN_KILL_GRACE;
+            while cg.pids().is_ok_and(|p| !p.is_empty()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        if let Err(err) = self.teardown_id(id, release_lease) {
+            tracing::warn!(%id, "{err}");
+        }
+    }
+
     /// Removes what foreground runs that were killed before their teardown (kill -9) left
-    /// under this root: each instance whose owner process is gone, with its cgroup, network
-    /// and lease. Returns their ids.
-    pub fn sweep_dead_runs(&self) -> Vec<String> {
-        let Ok(entries) = fs::read_dir(self.root.join("containers")) else {
-            return Vec::new();
-        };
-        let mut swept = Vec::new();
-        for e in entries.flatten() {
-            let Ok(owner) = fs::read_to_string(owner_file(&e.path())) else {
+    /// under this root: each instance whose owner process is gone, with its lease.
+    pub fn sweep_dead_runs(&self) {
+        for id in self.instance_ids() {
+            let Ok(owner) = fs::read_to_string(owner_file(&self.container_dir(&id))) else {
                 continue;
             };
             let mut f = owner.split_whitespace().map(|n| n.parse::<u64>().ok());
@@ -369,14 +395,9 @@ impl Runtime {
             if crate::state::is_same_process(pid as i32, start) {
                 continue;
             }
-            let id = e.file_name().to_string_lossy().into_owned();
             tracing::warn!(%id, "removing what a killed `berth run` left");
-            if let Err(err) = self.teardown_id(&id, true) {
-                tracing::warn!(%id, "{err}");
-            }
-            swept.push(id);
+            self.remove_orphan(&id, true);
         }
-        swept
     }
 
     /// Resolves (and fetches or unpacks on first use) a spec's image.

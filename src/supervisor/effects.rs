@@ -228,27 +228,11 @@ impl Effects for RuntimeEffects {
     }
 
     fn sweep(&self, known_ids: &BTreeSet<String>) {
-        let containers = self.rt.root().join("containers");
-        let Ok(entries) = std::fs::read_dir(&containers) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let id = e.file_name().to_string_lossy().into_owned();
+        for id in self.rt.instance_ids() {
             if !known_ids.contains(&id) {
+                // It may still run (a crash between its start and its record).
                 tracing::warn!(%id, "removing an instance no record knows");
-                // It may still run (a crash between its start and its record): it goes first.
-                if let Ok(Some(cg)) = self.rt.cgroup(&id) {
-                    let _ = cg.kill_all();
-                    let deadline = std::time::Instant::now() + KILL_GRACE;
-                    while cg.pids().is_ok_and(|p| !p.is_empty())
-                        && std::time::Instant::now() < deadline
-                    {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-                if let Err(err) = self.rt.teardown_id(&id, false) {
-                    tracing::warn!(%id, "{err}");
-                }
+                self.rt.remove_orphan(&id, false);
             }
         }
     }
