@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::archive::TarIndex;
 use super::content::{ImageRecord, SourceStamp};
-use super::pull::{docker_archive, embedded_name, Origin};
+use super::pull::{docker_archive, embedded_name, Origin, Pulled};
 use super::registry::RegistryClient;
 use super::store::describe;
 use super::{ImageError, ImageRef, ImageStore, RegistryRef, ResolveStats, ResolvedImage};
@@ -64,15 +64,8 @@ impl ImageStore {
                 return Ok(self.resolved(&rec));
             }
         }
-        let reference = r
-            .digest
-            .clone()
-            .or_else(|| r.tag.clone())
-            .unwrap_or_else(|| "latest".into());
         self.progress.say(&format!("{name}: pulling"));
-        let client = RegistryClient::new(&self.registry, r, &name)?;
-        let origin = Origin::Registry { client, reference };
-        let pulled = self.pull_origin(&name, &origin, &name, None)?;
+        let pulled = self.pull_registry(r)?;
         self.content.write_record(&pulled.record)?;
         self.progress.say(&format!(
             "{name}: {} ({} layers fetched, {} reused)",
@@ -80,6 +73,20 @@ impl ImageStore {
         ));
         let (img, _) = self.resolved(&pulled.record);
         Ok((img, pulled.stats))
+    }
+
+    /// Fetches what `r` names (its digest, else its tag, else `latest`) from its registry
+    /// (missing layers only); the record, named `r`, is not written yet.
+    fn pull_registry(&self, r: &RegistryRef) -> Result<Pulled, ImageError> {
+        let name = r.to_string();
+        let reference = r
+            .digest
+            .clone()
+            .or_else(|| r.tag.clone())
+            .unwrap_or_else(|| "latest".into());
+        let client = RegistryClient::new(&self.registry, r, &name)?;
+        let origin = Origin::Registry { client, reference };
+        self.pull_origin(&name, &origin, &name, None)
     }
 
     /// An `oci-archive:` or `docker-archive:` reference: imported on first use and again when the
@@ -131,11 +138,7 @@ impl ImageStore {
             digest: None,
             ..r.clone()
         };
-        let name = tagged.to_string();
-        let reference = tagged.tag.clone().unwrap_or_else(|| "latest".into());
-        let client = RegistryClient::new(&self.registry, &tagged, &name)?;
-        let origin = Origin::Registry { client, reference };
-        let mut pulled = self.pull_origin(&name, &origin, &name, None)?;
+        let mut pulled = self.pull_registry(&tagged)?;
         let pinned = RegistryRef {
             digest: Some(pulled.record.digest.clone()),
             ..tagged

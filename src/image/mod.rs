@@ -22,9 +22,7 @@ pub use extract::{unpack_layer, LayerStats, MAX_LAYER_SIZE};
 pub use manage::PruneReport;
 pub use reference::{ImageRef, RegistryRef};
 pub use registry::RegistryOptions;
-pub use store::{
-    chain_ids, ImageStore, Progress, ResolveStats, UnpackLimits, MAX_JSON_SIZE, RATIO_FLOOR,
-};
+pub use store::{chain_ids, ImageStore, Progress, ResolveStats, UnpackLimits, MAX_JSON_SIZE};
 
 use std::path::PathBuf;
 

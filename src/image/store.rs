@@ -711,9 +711,8 @@ pub(crate) fn image_config(
 /// Unpacks a layer blob read from `buf` into the empty dir `dir`, decompressing by its magic
 /// bytes (else as `hint` says), and returns its diff ID: the sha256 of the whole uncompressed
 /// stream, including what follows the tar's end marker. Reads `buf` only to the end of the
-/// compressed stream.
-/// Unpacks the (maybe compressed) layer stream `buf` of `compressed` bytes into `dir`, within
-/// `limits`; returns the digest of the uncompressed tar (its diff ID).
+/// compressed stream. `compressed` is the blob's size: the unpacked stream may outgrow it
+/// only as far as `limits` allow (and never the store's reserve).
 pub(crate) fn unpack_blob<R: Read>(
     buf: &mut BufReader<R>,
     hint: Compression,
