@@ -201,14 +201,8 @@ impl Config {
         }
         if let Some(im) = raw.images {
             if let Some(r) = im.reserve {
-                let span = r.span();
-                let bytes = match r.into_inner() {
-                    toml::Value::String(s) => units::parse_size(&s),
-                    toml::Value::Integer(n) if n >= 0 => Ok(n as u64),
-                    other => Err(format!("expected a size such as \"1G\", got {other}")),
-                };
-                c.unpack_limits.reserve =
-                    bytes.map_err(|m| invalid(Some(span), format!("images.reserve: {m}")))?;
+                c.unpack_limits.reserve = size_value(r.get_ref(), 0, "1G")
+                    .map_err(|m| invalid(Some(r.span()), format!("images.reserve: {m}")))?;
             }
             if let Some(r) = im.max_ratio {
                 if *r.get_ref() < 2 {
@@ -328,12 +322,8 @@ impl Config {
         }
         if let Some(l) = raw.logs {
             if let Some(v) = l.max_size {
-                let size = match &v {
-                    toml::Value::String(s) => units::parse_size(s),
-                    toml::Value::Integer(i) if *i > 0 => Ok(*i as u64),
-                    other => Err(format!("expected a size such as \"10M\", got {other}")),
-                };
-                c.logs.max_size = size.map_err(|m| invalid(None, format!("logs.max_size: {m}")))?;
+                c.logs.max_size = size_value(&v, 1, "10M")
+                    .map_err(|m| invalid(None, format!("logs.max_size: {m}")))?;
             }
             if let Some(v) = l.max_files {
                 if v == 0 {
@@ -343,6 +333,18 @@ impl Config {
             }
         }
         Ok(c)
+    }
+}
+
+/// A size key's value: a string such as `"10M"`, or a plain number of bytes of at least
+/// `min`; `example` is shown when it is neither.
+fn size_value(v: &toml::Value, min: i64, example: &str) -> Result<u64, String> {
+    match v {
+        toml::Value::String(s) => units::parse_size(s),
+        toml::Value::Integer(i) if *i >= min => Ok(*i as u64),
+        other => Err(format!(
+            "expected a size such as \"{example}\", got {other}"
+        )),
     }
 }
 
