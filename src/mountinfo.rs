@@ -38,6 +38,11 @@ pub fn parse(table: &str) -> Vec<MountEntry> {
         .collect()
 }
 
+/// This process's mount table, as its mount namespace and root see it.
+pub fn read_own() -> std::io::Result<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+}
+
 /// The mount points of a table, in order.
 pub fn mount_points(table: &str) -> Vec<String> {
     parse(table).into_iter().map(|e| e.mount_point).collect()

@@ -165,7 +165,7 @@ fn mount_one(mnt: &InitMount) {
 }
 
 fn mountinfo() -> String {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+    crate::mountinfo::read_own().unwrap_or_default()
 }
 
 /// /proc (so that the mount table can be read) and /dev (for the console), when missing.

@@ -69,7 +69,7 @@ fn stop_everything() {
 /// Unmounts every filesystem but the root, deepest first; what cannot be unmounted (the
 /// root, one in use) is remounted read-only.
 fn unmount_everything() {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let info = crate::mountinfo::read_own().unwrap_or_default();
     let mut targets = crate::mountinfo::mount_points(&info);
     // The mount table lists parents before their children.
     targets.reverse();
@@ -131,9 +131,7 @@ pub fn idle(shutdown: Power) -> ! {
     loop {
         for sig in signals.wait() {
             match sig {
-                SIGCHLD => {
-                    reap_until(Instant::now());
-                }
+                SIGCHLD => crate::sys::children::reap_others(),
                 _ => finish(power_of(sig, shutdown)),
             }
         }

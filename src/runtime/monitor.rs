@@ -516,8 +516,7 @@ fn make_private() -> Result<(), InitError> {
     match private("/", MsFlags::MS_REC | MsFlags::MS_PRIVATE) {
         Ok(()) => Ok(()),
         Err(Errno::EINVAL) => {
-            let table =
-                fs::read_to_string("/proc/self/mountinfo").map_err(step("reading mountinfo"))?;
+            let table = crate::mountinfo::read_own().map_err(step("reading mountinfo"))?;
             for target in crate::mountinfo::mount_points(&table) {
                 let _ = private(&target, MsFlags::MS_PRIVATE);
             }
@@ -544,7 +543,7 @@ fn enter_root(rootfs: &Path) -> Result<(), InitError> {
 
 fn move_root(rootfs: &Path) -> Result<(), InitError> {
     let real = fs::canonicalize(rootfs).map_err(step("resolving the rootfs path"))?;
-    let table = fs::read_to_string("/proc/self/mountinfo").map_err(step("reading mountinfo"))?;
+    let table = crate::mountinfo::read_own().map_err(step("reading mountinfo"))?;
     let detach = crate::runtime::mounts::mounts_to_detach(&table, &real.to_string_lossy())
         .ok_or_else(|| InitError {
             step: "moving the root".into(),
