@@ -48,17 +48,16 @@ impl SpecSource {
     /// Reads the whole dir again.
     pub fn relist(&mut self) -> Snapshot {
         let mut errors = BTreeMap::new();
-        let listing = match spec::list_spec_dir(&self.dir)
+        let (listing, dir_fd) = match spec::list_spec_dir(&self.dir)
             .and_then(|l| Ok((l, spec::open_spec_dir(&self.dir)?)))
         {
-            Ok(l) => l,
+            Ok(pair) => pair,
             Err(e) => {
                 // An unreadable dir changes nothing: what runs keeps running.
                 errors.insert(self.dir.display().to_string(), e.to_string());
                 return self.snapshot(errors);
             }
         };
-        let (listing, dir_fd) = listing;
         for r in &listing.rejected {
             errors.insert(
                 r.path.display().to_string(),

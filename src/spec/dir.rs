@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, SpecErrors};
-use std::os::fd::AsFd;
-
 use super::parse::{load_file, load_in_dir};
 use super::types::ValidatedSpec;
 use super::{SpecError, ValidationContext};

@@ -1279,9 +1279,8 @@ fn normalize_target(s: &str) -> Result<String, String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
-/// `uid[:gid]` or `name[:group]`: one or two non-empty parts, no whitespace.
 /// `update.check` asks a registry what a tag names now: only a registry image by tag has
-/// one, and asking more often than once a minute is a mistake.
+/// one, and asking more often than every 10 s is a mistake.
 fn check_checkable(image: &str, every: Duration) -> Result<(), String> {
     use crate::image::ImageRef;
     match ImageRef::parse(image) {
@@ -1300,6 +1299,8 @@ fn check_checkable(image: &str, every: Duration) -> Result<(), String> {
     }
 }
 
+/// `uid[:gid]` or `name[:group]`: one or two non-empty parts, no whitespace, ids that fit a
+/// uid_t other than (uid_t)-1.
 fn check_user(s: &str) -> Result<(), String> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {

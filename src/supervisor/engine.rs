@@ -195,21 +195,23 @@ impl Record {
     /// Asks the registry about `inst`'s image tag as the record's spec says, replacing any
     /// checker it had.
     fn start_checking(&mut self, name: &str, inst: &Instance, ctx: &worker::Context) {
-        if let Some(c) = self.checker.take() {
-            c.abort();
-        }
+        self.stop_checking();
         let spec = &self.obs.spec;
         if let (Some(every), Some(tag)) = (spec.update.check, registry_tag(&spec.image)) {
             self.checker = Some(worker::watch_image(name, inst, tag.to_string(), every, ctx));
         }
     }
 
-    /// Stops what watches the instance that ended.
-    fn untrack(&mut self) {
-        self.stop_probing();
+    fn stop_checking(&mut self) {
         if let Some(c) = self.checker.take() {
             c.abort();
         }
+    }
+
+    /// Stops what watches the instance that ended.
+    fn untrack(&mut self) {
+        self.stop_probing();
+        self.stop_checking();
     }
 
     /// Probes `inst` as the record's spec says, replacing any probe task it had.
@@ -593,10 +595,7 @@ impl Engine {
                 let r = self.records.get(&row.name);
                 Sample {
                     restarts_total: r.map_or(0, |r| r.restarts_total),
-                    last_exit_code: r.and_then(|r| r.last_exit).map(|e| match e {
-                        ExitStatus::Code(c) => i64::from(c),
-                        ExitStatus::Signal(s) => 128 + i64::from(s),
-                    }),
+                    last_exit_code: r.and_then(|r| r.last_exit).map(|e| i64::from(e.as_code())),
                     name: row.name,
                     state: row.state,
                     health: row.health,
