@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -230,19 +229,10 @@ fn exec_joins_the_container() {
     assert!(err.contains("nothere") && err.lines().count() == 1, "{err}");
 
     // -i: stdin reaches the command; without it, the command reads /dev/null.
-    let mut child = ctl(&env)
-        .args(["exec", "-i", "box", "--", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"echoed through\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(
+        ctl(&env).args(["exec", "-i", "box", "--", "cat"]),
+        b"echoed through\n",
+    );
     assert_eq!(check(&out, "exec -i cat"), "echoed through\n");
     let out = ctl(&env)
         .args(["exec", "box", "--", "cat"])

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -90,29 +89,11 @@ fn stdin_only_with_interactive() {
     }
     let env = TestEnv::new("stdin");
     let spec = env.spec("cat", &format!("command = [\"cat\"]\n{NONE}"));
-    let mut child = env
-        .command()
-        .args(["run", "-i"])
-        .arg(&spec)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(env.command().args(["run", "-i"]).arg(&spec), b"hello\n");
     assert!(out.status.success());
     assert_eq!(stdout(&out), "hello\n");
     // Without -i the container reads an empty stdin even when ours has data.
-    let mut child = env
-        .command()
-        .args(["run"])
-        .arg(&spec)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(env.command().args(["run"]).arg(&spec), b"hello\n");
     assert!(out.status.success());
     assert_eq!(stdout(&out), "");
     env.assert_no_leaks();

@@ -534,21 +534,10 @@ fn metrics_are_served_and_promtool_accepts_them() {
     assert_eq!(http_get(port, "/").0, "HTTP/1.1 404 Not Found");
 
     if common::registry::have("promtool") {
-        use std::io::Write;
-        let mut child = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = output_with_input(
+            std::process::Command::new("promtool").args(["check", "metrics"]),
+            text.as_bytes(),
+        );
         assert!(
             out.status.success(),
             "promtool: {}{}",
