@@ -37,11 +37,30 @@ pub enum Request {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The daemon's answer. The data is encoded once, straight from what the loop built (a
+/// `ps` of thousands of rows never becomes a tree of JSON values first).
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Response {
-    Ok(serde_json::Value),
+    Ok(Box<serde_json::value::RawValue>),
     Error(String),
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Response {
+        match serde_json::value::to_raw_value(&data) {
+            Ok(raw) => Response::Ok(raw),
+            Err(e) => Response::Error(format!("encoding the answer: {e}")),
+        }
+    }
+
+    /// The data as a JSON tree, or the daemon's error.
+    pub fn into_value(self) -> Result<serde_json::Value, String> {
+        match self {
+            Response::Ok(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+            Response::Error(e) => Err(e),
+        }
+    }
 }
 
 /// One row of `berth ps`.
@@ -122,7 +141,7 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ControlEr
     let mut resp = String::new();
     reader.read_line(&mut resp)?;
     match serde_json::from_str::<Response>(&resp)? {
-        Response::Ok(v) => Ok(v),
+        Response::Ok(raw) => Ok(serde_json::from_str(raw.get())?),
         Response::Error(e) => Err(ControlError::Daemon(e)),
     }
 }
@@ -154,7 +173,9 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"cmd":"ps"}"#).unwrap(),
             Request::Ps
         );
-        let ok = Response::Ok(serde_json::json!([1]));
+        let ok = Response::ok([1]);
         assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":[1]}"#);
+        let back: Response = serde_json::from_str(r#"{"ok":[1, {"a": 2}]}"#).unwrap();
+        assert_eq!(back.into_value(), Ok(serde_json::json!([1, {"a": 2}])));
     }
 }

@@ -1212,7 +1212,7 @@ impl Engine {
         let resp = match req {
             Request::Ps => {
                 let rows = status::ps(self, &self.bridge_addresses());
-                Response::Ok(serde_json::to_value(rows).unwrap_or_default())
+                Response::ok(rows)
             }
             Request::Inspect { name } => {
                 if !self.records.contains_key(&name) && !self.snapshot.desired.contains_key(&name) {
@@ -1228,7 +1228,7 @@ impl Engine {
                     {
                         o.extend(more);
                     }
-                    Response::Ok(v)
+                    Response::ok(v)
                 }
             }
             Request::Stats => {
@@ -1249,8 +1249,7 @@ impl Engine {
                             ))
                         })
                         .collect();
-                    let _ =
-                        reply.send(Response::Ok(serde_json::to_value(rows).unwrap_or_default()));
+                    let _ = reply.send(Response::ok(rows));
                 });
                 return;
             }
@@ -1270,7 +1269,7 @@ impl Engine {
                         s.usage = by_name.get(s.name.as_str()).copied();
                     }
                     let text = metrics::render(&counters, &samples);
-                    let _ = reply.send(Response::Ok(serde_json::Value::String(text)));
+                    let _ = reply.send(Response::ok(text));
                 });
                 return;
             }
@@ -1293,17 +1292,17 @@ impl Engine {
             }),
             Request::Power { action } => {
                 self.shut_down(Some(action));
-                Response::Ok(serde_json::json!(format!(
+                Response::ok(format!(
                     "stopping every container, then {}",
                     action.as_str()
-                )))
+                ))
             }
             // Served by the socket as a stream (`Event::Subscribe`).
             Request::Events => Response::Error("events are a stream: use `berth events`".into()),
             Request::Plan => {
                 let actions = plan(&self.desired, &self.observed(), now(), 0.0);
                 let lines: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
-                Response::Ok(
+                Response::ok(
                     serde_json::json!({ "actions": lines, "spec_errors": self.snapshot.errors }),
                 )
             }
@@ -1319,7 +1318,7 @@ impl Engine {
         f(&mut r.obs);
         r.left = false;
         self.save(name);
-        Response::Ok(serde_json::json!(answer))
+        Response::ok(answer)
     }
 
     pub(super) fn spec_of(&self, name: &str) -> Option<Arc<ValidatedSpec>> {

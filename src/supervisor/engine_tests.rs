@@ -306,8 +306,8 @@ impl Harness {
     }
 
     async fn ps(&self) -> BTreeMap<String, serde_json::Value> {
-        match self.ask(Request::Ps).await {
-            Response::Ok(serde_json::Value::Array(rows)) => rows
+        match self.ask(Request::Ps).await.into_value() {
+            Ok(serde_json::Value::Array(rows)) => rows
                 .into_iter()
                 .map(|r| (r["name"].as_str().unwrap().to_string(), r))
                 .collect(),
@@ -571,8 +571,10 @@ async fn a_manual_stop_sticks_until_start() {
     let h = Harness::start(fake.clone(), dir);
     h.wait_state("web", "running", Duration::from_secs(1)).await;
     assert_eq!(
-        h.ask(Request::Stop { name: "web".into() }).await,
-        Response::Ok("stopping".into())
+        h.ask(Request::Stop { name: "web".into() })
+            .await
+            .into_value(),
+        Ok("stopping".into())
     );
     h.wait_state("web", "stopping", Duration::from_secs(1))
         .await;
@@ -1062,8 +1064,8 @@ async fn metrics_and_stats_show_each_container() {
         r["state"] == "running" && r["id"] != row["id"]
     })
     .await;
-    let text = match h.ask(Request::Metrics).await {
-        Response::Ok(serde_json::Value::String(t)) => t,
+    let text = match h.ask(Request::Metrics).await.into_value() {
+        Ok(serde_json::Value::String(t)) => t,
         other => panic!("metrics: {other:?}"),
     };
     for line in [
@@ -1088,8 +1090,8 @@ async fn metrics_and_stats_show_each_container() {
         .unwrap();
     assert!(reconciles >= 4.0, "{text}");
     // berth stats: one more CPU second over its 200 ms window is 500%.
-    let rows = match h.ask(Request::Stats).await {
-        Response::Ok(serde_json::Value::Array(rows)) => rows,
+    let rows = match h.ask(Request::Stats).await.into_value() {
+        Ok(serde_json::Value::Array(rows)) => rows,
         other => panic!("stats: {other:?}"),
     };
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -1106,8 +1108,8 @@ async fn a_power_request_stops_everything_and_is_returned() {
     let h = Harness::start(fake.clone(), dir);
     h.wait_state("web", "running", Duration::from_secs(1)).await;
     let action = crate::init::Power::Reboot;
-    match h.ask(Request::Power { action }).await {
-        Response::Ok(v) => assert!(v.as_str().unwrap().contains("reboot"), "{v}"),
+    match h.ask(Request::Power { action }).await.into_value() {
+        Ok(v) => assert!(v.as_str().unwrap().contains("reboot"), "{v}"),
         other => panic!("{other:?}"),
     }
     // A later signal does not change what was asked first.

@@ -368,8 +368,8 @@ async fn answer(mut stream: TcpStream, events: &mpsc::UnboundedSender<Event>) {
             if events.send(Event::Control { req, reply: tx }).is_err() {
                 return;
             }
-            match rx.await {
-                Ok(Response::Ok(serde_json::Value::String(text))) => ("200 OK", text),
+            match rx.await.map(Response::into_value) {
+                Ok(Ok(serde_json::Value::String(text))) => ("200 OK", text),
                 _ => (
                     "503 Service Unavailable",
                     "the daemon is shutting down\n".into(),

@@ -115,20 +115,22 @@ pub fn busybox_variant(out: &Path, edit: impl FnOnce(&mut serde_json::Value)) ->
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs its arguments chrooted into a directory that is no mount point, in a private mount
-/// namespace that sees the host's dirs: there pivot_root fails with EINVAL (the current root
-/// is no mount point), as on an initramfs, and berth must move the root instead.
+/// namespace that sees every host dir but /mnt (where it lives): there pivot_root fails with
+/// EINVAL (the current root is no mount point), as on an initramfs, and berth must move the
+/// root instead.
 pub const NO_PIVOT_WRAPPER: &str = r#"set -e
 base=/mnt/berth-no-pivot
 mkdir -p $base
 mount -t tmpfs -o mode=755 tmpfs $base
 mkdir $base/root
-for d in bin sbin lib lib32 lib64 libx32 usr etc proc sys dev tmp run var root home work; do
-  [ -d /$d ] && [ ! -L /$d ] || continue
-  mkdir $base/root/$d
-  mount --rbind /$d $base/root/$d
-done
-for d in bin sbin lib lib32 lib64 libx32; do
-  [ -L /$d ] && ln -s "$(readlink /$d)" $base/root/$d
+for p in /*; do
+  d=${p#/}
+  if [ -L "$p" ]; then
+    ln -s "$(readlink "$p")" "$base/root/$d"
+  elif [ -d "$p" ] && [ "$d" != mnt ]; then
+    mkdir "$base/root/$d"
+    mount --rbind "$p" "$base/root/$d"
+  fi
 done
 cd / && exec chroot $base/root "$@"
 "#;
