@@ -48,6 +48,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    hide_hybrid_controllers();
     let berth = release_binary();
     let work = tempfile::Builder::new()
         .prefix("berth-bench-")
@@ -74,17 +75,12 @@ fn main() {
     )
     .unwrap();
     let root = work.path().join("root");
-    let berth_cmd = || berth_run(&berth, &root, &spec);
     // Warm the layer store.
-    assert!(berth_cmd().status().unwrap().success(), "berth run failed");
-
-    let bundle = runtime_bundle(work.path(), &image_dir);
-    let mut results: Vec<(String, Vec<Duration>)> = Vec::new();
-    let mut berth_times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        berth_times.push(time(berth_cmd()));
-    }
-    let probe = berth_cmd();
+    assert!(
+        berth_run(&berth, &root, &spec).status().unwrap().success(),
+        "berth run failed"
+    );
+    let probe = berth_run(&berth, &root, &spec);
     let args: Vec<String> = std::iter::once(probe.get_program())
         .chain(probe.get_args())
         .map(|a| a.to_string_lossy().into_owned())
@@ -97,57 +93,20 @@ fn main() {
         .trim()
         .parse()
         .unwrap_or(0);
-    results.push(("berth run".into(), berth_times));
-    for tool in ["runc", "crun"] {
-        let Some(bin) = which(tool) else {
-            println!("{tool}: not installed, skipped");
-            continue;
-        };
-        let mut times = Vec::with_capacity(runs);
-        let mut ok = true;
-        for i in 0..runs {
-            let mut c = Command::new(&bin);
-            c.arg("run")
-                .arg("--bundle")
-                .arg(&bundle)
-                .arg(format!("bench-{tool}-{}-{i}", std::process::id()));
-            let t0 = Instant::now();
-            let st = c
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
-                .unwrap();
-            if !st.status.success() {
-                println!(
-                    "{tool}: failed: {}",
-                    String::from_utf8_lossy(&st.stderr).trim()
-                );
-                ok = false;
-                break;
-            }
-            times.push(t0.elapsed());
+    let mut report = Vec::new();
+    for variant in &VARIANTS {
+        match one_shot(&berth, work.path(), &image, &image_dir, variant, runs) {
+            Ok(rows) => report.push(serde_json::json!({ "variant": variant.name, "arms": rows })),
+            Err(e) => println!("one-shot {}: failed: {e}", variant.name),
         }
-        if ok {
-            results.push((format!("{tool} run"), times));
-        }
-    }
-    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup/unified/berth-bench"));
-    println!("{runs} runs of /bin/true on the busybox image (network none):");
-    let berth_median = median(&mut results[0].1.clone());
-    for (name, times) in &mut results {
-        let med = median(times);
-        let p90 = times[times.len() * 9 / 10];
-        let ratio = berth_median.as_secs_f64() / med.as_secs_f64();
-        println!(
-            "  {name:<10} median {:>7.2} ms  p90 {:>7.2} ms  berth/this {ratio:.2}x",
-            ms(med),
-            ms(p90)
-        );
     }
     println!(
         "  berth peak RSS (largest child): {:.1} MiB",
         peak_kib as f64 / 1024.0
+    );
+    write_results(
+        "run",
+        &serde_json::json!({ "runs": runs, "one_shot": report, "peak_rss_kib": peak_kib }),
     );
     if let Some(stat) = std::env::var_os("BENCH_STATIC") {
         static_against_dynamic(&berth, Path::new(&stat), &root, &spec, runs);
@@ -773,38 +732,310 @@ fn release_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berth"))
 }
 
-/// An OCI runtime bundle (config.json + rootfs) of the busybox image for runc/crun.
-fn runtime_bundle(work: &Path, image_dir: &Path) -> PathBuf {
-    let bundle = work.join("bundle");
-    let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let blobs = image_dir.join("blobs/sha256");
-    let layer = std::fs::read_dir(&blobs)
-        .unwrap()
-        .flatten()
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap()
-        .path();
-    assert!(Command::new("tar")
-        .arg("xzf")
-        .arg(&layer)
-        .arg("-C")
-        .arg(&rootfs)
-        .status()
-        .unwrap()
-        .success());
-    if let Some(runc) = which("runc") {
-        assert!(Command::new(runc)
-            .arg("spec")
-            .current_dir(&bundle)
+/// An OCI runtime bundle of the busybox image for runc and crun: `runc spec`'s (or `crun
+/// spec`'s) defaults running /bin/true without a terminal, with the variant's limits, and
+/// the image's rootfs unpacked once under `work/rootfs`. None when neither runtime is there.
+fn runtime_bundle(work: &Path, image_dir: &Path, v: &Variant) -> Option<PathBuf> {
+    let tool = which("runc").or_else(|| which("crun"))?;
+    let rootfs = work.join("rootfs");
+    if !rootfs.exists() {
+        std::fs::create_dir_all(&rootfs).unwrap();
+        let blobs = image_dir.join("blobs/sha256");
+        let layer = std::fs::read_dir(&blobs)
+            .unwrap()
+            .flatten()
+            .max_by_key(|e| e.metadata().unwrap().len())
+            .unwrap()
+            .path();
+        assert!(Command::new("tar")
+            .arg("xzf")
+            .arg(&layer)
+            .arg("-C")
+            .arg(&rootfs)
             .status()
             .unwrap()
             .success());
-        let cfg = std::fs::read_to_string(bundle.join("config.json")).unwrap();
-        let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
-        v["process"]["terminal"] = false.into();
-        v["process"]["args"] = serde_json::json!(["/bin/true"]);
-        std::fs::write(bundle.join("config.json"), v.to_string()).unwrap();
     }
-    bundle
+    let bundle = work.join(format!("bundle-{}", v.name));
+    std::fs::create_dir_all(&bundle).unwrap();
+    let _ = std::fs::remove_file(bundle.join("config.json"));
+    assert!(Command::new(tool)
+        .arg("spec")
+        .current_dir(&bundle)
+        .status()
+        .unwrap()
+        .success());
+    let cfg = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+    let mut c: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    c["root"]["path"] = rootfs.display().to_string().into();
+    c["process"]["terminal"] = false.into();
+    c["process"]["args"] = serde_json::json!(["/bin/true"]);
+    if v.limits {
+        c["linux"]["resources"] = serde_json::json!({
+            "memory": { "limit": 64u64 << 20 },
+            "cpu": { "quota": 50000, "period": 100000 },
+            "pids": { "limit": 64 },
+        });
+    }
+    std::fs::write(bundle.join("config.json"), c.to_string()).unwrap();
+    Some(bundle)
+}
+
+/// crun refuses a hybrid host whose controller-less cgroup2 mount lists a controller
+/// (hugetlb): the whole benchmark runs in a private mount namespace where that one file reads
+/// empty, which changes nothing on the host and nothing berth or runc look at. Called while
+/// the process is single-threaded.
+fn hide_hybrid_controllers() {
+    let controllers = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
+    let listed = std::fs::read_to_string(controllers).unwrap_or_default();
+    if listed.trim().is_empty() {
+        return;
+    }
+    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("making / private");
+    mount(
+        Some("/dev/null"),
+        controllers,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("binding /dev/null over the unified cgroup.controllers");
+    println!(
+        "hybrid host: the unified hierarchy lists {:?}; hidden for crun in this benchmark's own mount namespace",
+        listed.trim()
+    );
+}
+
+/// One shape of the one-shot comparison: what berth's spec adds after the command, whether
+/// the runtimes' bundle carries the same limits, and whether it runs in a netns of its own
+/// (bridge mode; runc and crun there get a netns with nothing in it, a lower bound for them).
+struct Variant {
+    name: &'static str,
+    spec: &'static str,
+    limits: bool,
+    bridge: bool,
+}
+
+const VARIANTS: [Variant; 3] = [
+    Variant {
+        name: "plain",
+        spec: "[network]\nmode = \"none\"\n",
+        limits: false,
+        bridge: false,
+    },
+    Variant {
+        name: "limits",
+        spec: "[resources]\nmemory = \"64M\"\ncpus = 0.5\npids = 64\n[network]\nmode = \"none\"\n",
+        limits: true,
+        bridge: false,
+    },
+    Variant {
+        name: "bridge",
+        spec: "[network]\nmode = \"bridge\"\n",
+        limits: false,
+        bridge: true,
+    },
+];
+
+/// Makes the command of run number N of one arm.
+type MakeRun<'a> = Box<dyn Fn(usize) -> Command + Sync + 'a>;
+/// An arm's name and its commands.
+type Arm<'a> = (String, MakeRun<'a>);
+
+/// Runs before every timed run.
+const WARMUP: usize = 3;
+
+/// One timed run: wall from spawn to reaped, cpu the user + system time of the whole process
+/// tree (what RUSAGE_CHILDREN gained by reaping it).
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// berth, runc and crun (those installed) running /bin/true `runs` times each after
+/// [`WARMUP`] runs, interleaved A B C A B C so that machine noise hits all alike. Prints a
+/// table and returns its rows as JSON.
+fn one_shot(
+    berth: &Path,
+    work: &Path,
+    image: &str,
+    image_dir: &Path,
+    v: &Variant,
+    runs: usize,
+) -> Result<Vec<serde_json::Value>, String> {
+    let spec = work.join(format!("one-shot-{}.toml", v.name));
+    std::fs::write(
+        &spec,
+        format!("image = {image:?}\ncommand = [\"/bin/true\"]\n{}", v.spec),
+    )
+    .map_err(|e| e.to_string())?;
+    let root = work.join(format!("root-{}", v.name));
+    let bundle = runtime_bundle(work, image_dir, v);
+    let mut arms: Vec<Arm<'_>> = vec![(
+        "berth".into(),
+        Box::new(|_| berth_run(berth, &root, &spec)) as MakeRun<'_>,
+    )];
+    for tool in ["crun", "runc"] {
+        match (which(tool), &bundle) {
+            (Some(bin), Some(bundle)) => {
+                let bundle = bundle.clone();
+                arms.push((
+                    tool.into(),
+                    Box::new(move |i| {
+                        let mut c = Command::new(&bin);
+                        c.arg("run")
+                            .arg("--bundle")
+                            .arg(&bundle)
+                            .arg(format!("bench-{tool}-{}-{i}", std::process::id()));
+                        c
+                    }),
+                ));
+            }
+            (None, _) => println!("{tool}: not installed, skipped"),
+            (_, None) => println!("{tool}: no bundle (runc spec needs runc), skipped"),
+        }
+    }
+    let samples = std::thread::scope(|s| {
+        s.spawn(|| {
+            if v.bridge {
+                // This thread alone changes its netns; what it spawns inherits it.
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare(NEWNET): {e}"))?;
+                run_quiet(Command::new("ip").args(["link", "set", "lo", "up"]))?;
+            }
+            interleaved(&arms, runs)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    unmount_leftover_pins(&root);
+    let samples = samples?;
+    let limits = if v.limits {
+        "memory 64M, cpus 0.5, pids 64"
+    } else {
+        "no limits"
+    };
+    let net = if v.bridge {
+        "berth in bridge mode, the runtimes with an empty netns"
+    } else {
+        "network none"
+    };
+    println!("{runs} runs of /bin/true, {limits}, {net}, interleaved after {WARMUP} warm-ups:");
+    let stats: Vec<_> = samples.iter().map(|s| Stats::of(s)).collect();
+    let mut rows = Vec::new();
+    for ((name, _), st) in arms.iter().zip(&stats) {
+        let (wall_ratio, cpu_ratio) = (stats[0].wall / st.wall, stats[0].cpu / st.cpu);
+        println!(
+            "  {name:<6} wall median {:>6.2} ms (min {:>6.2}, p90 {:>6.2}, max {:>6.2})  cpu median {:>6.2} ms  berth/this wall {wall_ratio:.2}x cpu {cpu_ratio:.2}x",
+            st.wall, st.wall_min, st.wall_p90, st.wall_max, st.cpu
+        );
+        rows.push(serde_json::json!({
+            "name": name, "wall_ms": st.wall, "wall_min_ms": st.wall_min,
+            "wall_p90_ms": st.wall_p90, "wall_max_ms": st.wall_max, "cpu_ms": st.cpu,
+            "wall_all_ms": st.all_wall,
+        }));
+    }
+    Ok(rows)
+}
+
+/// Medians and spread of one arm, in ms.
+struct Stats {
+    wall: f64,
+    wall_min: f64,
+    wall_p90: f64,
+    wall_max: f64,
+    cpu: f64,
+    all_wall: Vec<f64>,
+}
+
+impl Stats {
+    fn of(samples: &[Sample]) -> Stats {
+        let mut wall: Vec<f64> = samples.iter().map(|s| ms(s.wall)).collect();
+        let mut cpu: Vec<f64> = samples.iter().map(|s| ms(s.cpu)).collect();
+        wall.sort_by(f64::total_cmp);
+        Stats {
+            wall: wall[wall.len() / 2],
+            wall_min: wall[0],
+            wall_p90: wall[wall.len() * 9 / 10],
+            wall_max: wall[wall.len() - 1],
+            cpu: median_f64(&mut cpu),
+            all_wall: wall,
+        }
+    }
+}
+
+/// Each arm's samples, the arms taking turns (the first of each turn rotating).
+fn interleaved(
+    arms: &[Arm<'_>],
+    runs: usize,
+) -> Result<Vec<Vec<Sample>>, String> {
+    let mut samples = vec![Vec::with_capacity(runs); arms.len()];
+    for round in 0..WARMUP + runs {
+        for k in 0..arms.len() {
+            let a = (k + round) % arms.len();
+            let (name, make) = &arms[a];
+            let s = timed(make(round), name)?;
+            if round >= WARMUP {
+                samples[a].push(s);
+            }
+        }
+    }
+    Ok(samples)
+}
+
+/// Runs `cmd` to completion with stdio on /dev/null (stderr kept for the error).
+fn timed(mut cmd: Command, name: &str) -> Result<Sample, String> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let cpu = || {
+        getrusage(UsageWho::RUSAGE_CHILDREN)
+            .map(|u| {
+                let t = |tv: nix::sys::time::TimeVal| {
+                    Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000)
+                };
+                t(u.user_time()) + t(u.system_time())
+            })
+            .unwrap_or_default()
+    };
+    let (c0, t0) = (cpu(), Instant::now());
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("{name}: {e}"))?;
+    let wall = t0.elapsed();
+    if !out.status.success() {
+        return Err(format!(
+            "{name}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(Sample {
+        wall,
+        cpu: cpu().saturating_sub(c0),
+    })
+}
+
+/// Writes `data` as `<BENCH_OUT or target/bench>/<name>.json`, which `docs/benchmarks.md` is
+/// made from (`packaging/bench-report`).
+fn write_results(name: &str, data: &serde_json::Value) {
+    let dir = std::env::var_os("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench"));
+    let path = dir.join(format!("{name}.json"));
+    match std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(data).unwrap()))
+    {
+        Ok(()) => println!("results: {}", path.display()),
+        Err(e) => println!("results: writing {}: {e}", path.display()),
+    }
 }

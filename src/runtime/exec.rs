@@ -278,14 +278,38 @@ pub fn plan(
     })
 }
 
-/// The exec helper as a command to run from `exe` (a sealed copy of our binary: a process in
+/// The exec helper as a program to run from `exe` (a sealed copy of our binary: a process in
 /// the container can reach the helper's /proc/PID/exe, so it must not be the binary on disk),
 /// with the plan queued on the channel end that must be placed at the child's fd 3.
 pub struct HelperCommand {
-    pub cmd: Command,
+    /// `/proc/self/fd/N` of the sealed binary.
+    program: String,
+    interactive: bool,
     pub fd3: Channel,
     /// A copy of `exe` when it was fd 3 itself (which is replaced by the channel).
     _exe: Option<OwnedFd>,
+}
+
+const HELPER_ARGS: [&str; 3] = ["berth", EXEC_ARG, "3"];
+
+impl HelperCommand {
+    /// As a child of this process, started by posix_spawn (see `sys::spawn`).
+    pub fn spawn(&self) -> crate::sys::spawn::Spawn<'_> {
+        use crate::sys::spawn::Io;
+        crate::sys::spawn::Spawn {
+            program: self.program.as_ref(),
+            args: HELPER_ARGS.iter().map(|a| a.as_ref()).collect(),
+            fd3: self.fd3.fd().as_fd(),
+            stdin: if self.interactive {
+                Io::Inherit
+            } else {
+                Io::Null
+            },
+            stdout: Io::Inherit,
+            stderr: Io::Inherit,
+            process_group: false,
+        }
+    }
 }
 
 pub fn helper_command(exe: &OwnedFd, plan: &ExecPlan) -> Result<HelperCommand, ExecError> {
@@ -298,13 +322,9 @@ pub fn helper_command(exe: &OwnedFd, plan: &ExecPlan) -> Result<HelperCommand, E
         None
     };
     let fd = std::os::fd::AsRawFd::as_raw_fd(moved.as_ref().unwrap_or(exe));
-    let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
-    cmd.arg0("berth").arg(EXEC_ARG).arg("3");
-    if !plan.interactive {
-        cmd.stdin(Stdio::null());
-    }
     Ok(HelperCommand {
-        cmd,
+        program: format!("/proc/self/fd/{fd}"),
+        interactive: plan.interactive,
         fd3: theirs,
         _exe: moved,
     })
@@ -317,11 +337,16 @@ pub fn exec(plan: &ExecPlan) -> ExecError {
         Ok(fd) => fd,
         Err(e) => return ExecError::SealedExe(e),
     };
-    let mut h = match helper_command(&exe, plan) {
+    let h = match helper_command(&exe, plan) {
         Ok(h) => h,
         Err(e) => return e,
     };
-    ExecError::Spawn(crate::sys::exec::exec_with_fd3(&mut h.cmd, h.fd3.fd()))
+    let mut cmd = Command::new(&h.program);
+    cmd.arg0(HELPER_ARGS[0]).args(&HELPER_ARGS[1..]);
+    if !h.interactive {
+        cmd.stdin(Stdio::null());
+    }
+    ExecError::Spawn(crate::sys::exec::exec_with_fd3(&mut cmd, h.fd3.fd()))
 }
 
 /// Entry point of the exec helper mode. Returns its exit code: the command's, 128 + the signal

@@ -2,16 +2,15 @@
 //! plan over the typed channel, and waits for `Started` or `Failed`. A guard kills the helper
 //! unless the launch succeeded.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::unistd::Pid;
 
 use crate::runtime::monitor::MONITOR_ARG;
 use crate::runtime::plan::ContainerPlan;
 use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
-use crate::sys::process::{sealed_self_exe, spawn_with_fd3};
+use crate::sys::process::sealed_self_exe;
+use crate::sys::spawn::{spawn, Child, Io, Spawn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -89,15 +88,21 @@ pub fn spawn_helper(exe: &OwnedFd, stdin: Stdin) -> Result<Helper, LaunchError> 
     } else {
         exe
     };
-    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
-    cmd.arg0("berth").arg(MONITOR_ARG).arg("3");
-    // Its own process group: the terminal's ^C reaches `berth run`, which forwards it.
-    cmd.process_group(0);
-    cmd.stdin(match stdin {
-        Stdin::Null => Stdio::null(),
-        Stdin::Inherit => Stdio::inherit(),
-    });
-    let child = spawn_with_fd3(&mut cmd, theirs.fd()).map_err(LaunchError::Spawn)?;
+    let program = format!("/proc/self/fd/{}", exe.as_raw_fd());
+    let child = spawn(&Spawn {
+        program: program.as_ref(),
+        args: ["berth", MONITOR_ARG, "3"].map(AsRef::as_ref).to_vec(),
+        fd3: theirs.fd().as_fd(),
+        stdin: match stdin {
+            Stdin::Null => Io::Null,
+            Stdin::Inherit => Io::Inherit,
+        },
+        stdout: Io::Inherit,
+        stderr: Io::Inherit,
+        // Its own process group: the terminal's ^C reaches `berth run`, which forwards it.
+        process_group: true,
+    })
+    .map_err(LaunchError::Spawn)?;
     Ok(Helper {
         guard: HelperGuard(Some(child)),
         channel: ours,

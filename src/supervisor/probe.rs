@@ -141,7 +141,7 @@ fn exec_probe(
     cgroup_parent: &str,
     timeout: Duration,
 ) -> (bool, String) {
-    let result = (|| -> Result<std::process::Output, String> {
+    let result = (|| -> Result<crate::sys::spawn::Output, String> {
         let cgroup_procs = match ContainerCgroup::open(cgroup_parent, &inst.id) {
             Ok(Some(cg)) => cg.join_files(),
             Ok(None) => return Err(format!("no cgroup {cgroup_parent}/{}", inst.id)),
@@ -155,9 +155,9 @@ fn exec_probe(
         };
         let mut plan = exec::plan(&target, command, false, false).map_err(|e| e.to_string())?;
         plan.die_with_helper = true;
-        let mut h = exec::helper_command(exe, &plan).map_err(|e| e.to_string())?;
-        crate::sys::process::place_at_fd3(&mut h.cmd, h.fd3.fd());
-        crate::sys::children::output(&mut h.cmd, None, Some(timeout)).map_err(|e| e.to_string())
+        let h = exec::helper_command(exe, &plan).map_err(|e| e.to_string())?;
+        crate::sys::children::while_waited(|| crate::sys::spawn::output(h.spawn(), timeout))
+            .map_err(|e| e.to_string())
     })();
     match result {
         Ok(out) => {

@@ -7,3 +7,4 @@ pub mod children;
 pub mod exec;
 pub mod openat;
 pub mod process;
+pub mod spawn;

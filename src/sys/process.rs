@@ -101,15 +101,6 @@ pub fn take_fd(fd: std::os::fd::RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Spawns `cmd` with `fd` placed at fd 3 in the child (and nothing else inherited but stdio).
-pub fn spawn_with_fd3(
-    cmd: &mut std::process::Command,
-    fd: &OwnedFd,
-) -> io::Result<std::process::Child> {
-    place_at_fd3(cmd, fd);
-    cmd.spawn()
-}
-
 /// A pidfd for `pid` (pidfd_open(2)): readable once the process has exited, and immune to pid
 /// reuse.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
