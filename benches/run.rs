@@ -973,10 +973,7 @@ impl Stats {
 }
 
 /// Each arm's samples, the arms taking turns (the first of each turn rotating).
-fn interleaved(
-    arms: &[Arm<'_>],
-    runs: usize,
-) -> Result<Vec<Vec<Sample>>, String> {
+fn interleaved(arms: &[Arm<'_>], runs: usize) -> Result<Vec<Vec<Sample>>, String> {
     let mut samples = vec![Vec::with_capacity(runs); arms.len()];
     for round in 0..WARMUP + runs {
         for k in 0..arms.len() {

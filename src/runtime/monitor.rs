@@ -69,6 +69,9 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
             {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
+            // From here on the helper only copies output and waits: what it ran to start the
+            // container need not stay resident in every container's monitor.
+            let _ = crate::sys::process::release_unused_pages();
             if let (Some(output), Some(target)) = (output, &plan.log) {
                 pump_logs(output, target);
             }
@@ -174,7 +177,7 @@ fn pump_logs(output: Output, target: &LogTarget) {
         (Stream::Stdout, File::from(output.stdout)),
         (Stream::Stderr, File::from(output.stderr)),
     ];
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
     while !open.is_empty() {
         let mut fds: Vec<nix::poll::PollFd> = open
             .iter()

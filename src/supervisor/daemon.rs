@@ -10,7 +10,7 @@ use super::effects::RuntimeEffects;
 use super::engine::Engine;
 use super::notify;
 use super::signals::spawn_signal_handlers;
-use super::socket::{accept_loop, bind_socket};
+use super::socket::{accept_loop, bind_socket, PsSource};
 use super::watch::watch_specs;
 use crate::init::Power;
 use crate::runtime::container::{Runtime, RuntimeError};
@@ -91,7 +91,7 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
         }
     };
     let (engine, tx, rx) = Engine::new(
-        effects,
+        effects.clone(),
         StateDir::open(&config.root)?,
         SpecSource::new(&config.specs, ctx),
         status,
@@ -107,7 +107,11 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
         None => None,
     };
     let listener = bind_socket(&config.socket)?;
-    tokio::spawn(accept_loop(listener, tx.clone()));
+    let ps = PsSource {
+        board: engine.board(),
+        effects,
+    };
+    tokio::spawn(accept_loop(listener, tx.clone(), ps));
     if let Some(metrics) = metrics {
         if let Ok(addr) = metrics.local_addr() {
             tracing::info!("serving metrics at http://{addr}/metrics");

@@ -260,6 +260,8 @@ pub struct Engine {
     shutting_down: bool,
     power: Option<Power>,
     status: Option<status::StatusFiles>,
+    /// Every container's `ps` row as of the last pass (also read by the control socket).
+    board: status::Board,
     subscribers: Vec<mpsc::UnboundedSender<String>>,
 }
 
@@ -300,6 +302,7 @@ impl Engine {
             shutting_down: false,
             power: None,
             status,
+            board: status::Board::default(),
             subscribers: Vec::new(),
         };
         (engine, tx, rx)
@@ -403,11 +406,18 @@ impl Engine {
         self.source.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Rewrites the status files that changed and tells the `berth events` clients.
+    /// The `ps` rows as of the last pass, for the control socket.
+    pub fn board(&self) -> status::Board {
+        self.board.clone()
+    }
+
+    /// Updates the board and the status files that changed, and tells the `berth events`
+    /// clients.
     fn publish(&mut self) {
         let dirty = self.dirty.replace(BTreeSet::new());
+        let rows = status::refresh_board(self, &self.board, dirty.as_ref());
         if let Some(mut files) = self.status.take() {
-            let changes = files.publish(self, dirty.as_ref());
+            let changes = files.publish(self, rows, dirty.as_ref());
             self.status = Some(files);
             if !self.subscribers.is_empty() {
                 for change in changes {
@@ -1210,10 +1220,7 @@ impl Engine {
 
     fn on_control(&mut self, req: Request, reply: oneshot::Sender<Response>) {
         let resp = match req {
-            Request::Ps => {
-                let rows = status::ps(self, &self.bridge_addresses());
-                Response::ok(rows)
-            }
+            Request::Ps => self.board.ps(&self.bridge_addresses()),
             Request::Inspect { name } => {
                 if !self.records.contains_key(&name) && !self.snapshot.desired.contains_key(&name) {
                     Response::Error(format!("no container {name:?}"))

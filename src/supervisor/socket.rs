@@ -80,7 +80,31 @@ where
     }
 }
 
-pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>) {
+/// What `ps` is answered from without the decision loop: its board and, for the addresses of
+/// bridge containers, the leases.
+#[derive(Clone)]
+pub struct PsSource {
+    pub board: super::status::Board,
+    pub effects: std::sync::Arc<dyn super::effects::Effects>,
+}
+
+impl PsSource {
+    async fn answer(&self) -> Response {
+        let addresses = if self.board.any_bridged() {
+            let fx = std::sync::Arc::clone(&self.effects);
+            tokio::task::spawn_blocking(move || fx.bridge_hosts())
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        } else {
+            Default::default()
+        };
+        self.board.ps(&addresses)
+    }
+}
+
+pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>, ps: PsSource) {
     let me = nix::unistd::geteuid().as_raw();
     let accept = || async { listener.accept().await.map(|(s, _)| s) };
     accept_bounded("control socket", CONNECTIONS_AT_ONCE, accept, |stream| {
@@ -88,8 +112,8 @@ pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event
             .peer_cred()
             .map(|c| c.uid() == 0 || c.uid() == me)
             .unwrap_or(false);
-        let tx = tx.clone();
-        async move { serve(stream, allowed, &tx).await }
+        let (tx, ps) = (tx.clone(), ps.clone());
+        async move { serve(stream, allowed, &tx, &ps).await }
     })
     .await
 }
@@ -109,7 +133,12 @@ async fn read_request<R: tokio::io::AsyncRead + Unpin>(r: R) -> Result<Request, 
     serde_json::from_str(&line).map_err(|e| format!("bad request: {e}"))
 }
 
-async fn serve(stream: UnixStream, allowed: bool, tx: &mpsc::UnboundedSender<Event>) {
+async fn serve(
+    stream: UnixStream,
+    allowed: bool,
+    tx: &mpsc::UnboundedSender<Event>,
+    ps: &PsSource,
+) {
     let (r, mut w) = stream.into_split();
     let resp = if !allowed {
         // Nothing is read from a peer that may not ask.
@@ -117,6 +146,8 @@ async fn serve(stream: UnixStream, allowed: bool, tx: &mpsc::UnboundedSender<Eve
     } else {
         match read_request(r).await {
             Err(e) => Response::Error(e),
+            // Never waits for the loop (see `status::Board`).
+            Ok(Request::Ps) => ps.answer().await,
             Ok(Request::Events) => {
                 let (events, mut rx) = mpsc::unbounded_channel::<String>();
                 let _ = tx.send(Event::Subscribe { events });

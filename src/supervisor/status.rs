@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use super::control::ContainerStatus;
+use std::sync::{Arc, RwLock};
+
+use super::control::{ContainerStatus, Response};
 use super::engine::Engine;
 use super::persist::Write;
 use crate::reconcile::Phase;
@@ -107,6 +109,95 @@ pub fn status_of(
     }
 }
 
+/// Every container's `ps` row as of the loop's last pass, shared with the control socket: a
+/// `ps` is answered from here without waiting for the loop, which may be busy with thousands
+/// of spec files. Rows carry no bridge address (read from the leases when asked).
+#[derive(Clone, Default)]
+pub struct Board(Arc<RwLock<BTreeMap<String, BoardRow>>>);
+
+#[derive(Clone)]
+struct BoardRow {
+    row: ContainerStatus,
+    bridged: bool,
+}
+
+impl Board {
+    /// Takes in the rows the last pass changed and drops the containers gone.
+    fn update(&self, rows: &[(ContainerStatus, bool)], gone: &[String]) {
+        let mut board = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for (row, bridged) in rows {
+            board.insert(
+                row.name.clone(),
+                BoardRow {
+                    row: row.clone(),
+                    bridged: *bridged,
+                },
+            );
+        }
+        for name in gone {
+            board.remove(name);
+        }
+    }
+
+    /// Whether some running container is in bridge mode (so that `ps` needs the leases).
+    pub fn any_bridged(&self) -> bool {
+        let board = self.0.read().unwrap_or_else(|e| e.into_inner());
+        board.values().any(|r| r.bridged && r.row.pid.is_some())
+    }
+
+    /// The `ps` answer, sorted by name, encoded at once.
+    pub fn ps(&self, addresses: &BTreeMap<String, Ipv4Addr>) -> Response {
+        let board = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let rows: Vec<std::borrow::Cow<'_, ContainerStatus>> = board
+            .values()
+            .map(|r| match addresses.get(&r.row.name) {
+                Some(ip) if r.row.pid.is_some() => {
+                    let mut row = r.row.clone();
+                    row.ip = Some(*ip);
+                    std::borrow::Cow::Owned(row)
+                }
+                _ => std::borrow::Cow::Borrowed(&r.row),
+            })
+            .collect();
+        Response::ok(rows)
+    }
+}
+
+/// Recomputes the rows of `dirty` (every container when `None`) into `board` and returns
+/// them; names no longer known leave the board.
+pub fn refresh_board(
+    e: &Engine,
+    board: &Board,
+    dirty: Option<&BTreeSet<String>>,
+) -> Vec<ContainerStatus> {
+    let known = |n: &String| {
+        e.records.contains_key(n)
+            || e.snapshot.desired.contains_key(n)
+            || e.snapshot.errors.contains_key(n)
+    };
+    let (names, gone): (Vec<String>, Vec<String>) = match dirty {
+        None => {
+            let names: Vec<String> = ps_names(e).into_iter().cloned().collect();
+            let held = board.0.read().unwrap_or_else(|e| e.into_inner());
+            let gone = held.keys().filter(|n| !known(n)).cloned().collect();
+            (names, gone)
+        }
+        Some(d) => d.iter().cloned().partition(known),
+    };
+    let addresses = BTreeMap::new();
+    let rows: Vec<(ContainerStatus, bool)> = names
+        .iter()
+        .map(|n| {
+            let bridged = e
+                .spec_of(n)
+                .is_some_and(|s| s.network.mode == crate::spec::NetworkMode::Bridge);
+            (status_of(e, n, &addresses), bridged)
+        })
+        .collect();
+    board.update(&rows, &gone);
+    rows.into_iter().map(|(row, _)| row).collect()
+}
+
 /// `<dir>/<name>.json` for every container the daemon knows or the spec dir names.
 pub struct StatusFiles {
     dir: PathBuf,
@@ -135,12 +226,14 @@ impl StatusFiles {
         })
     }
 
-    /// Rewrites the files whose content changed and removes those of containers gone, looking
-    /// only at `dirty` (all when `None`); returns each change (the new content, or
-    /// `{"name", "phase": "removed"}`). The writes go to the engine's writer thread.
+    /// Rewrites the files of `rows` (the containers in `dirty`, or all when `None`, that are
+    /// known) whose content changed and removes those of containers gone; returns each change
+    /// (the new content, or `{"name", "phase": "removed"}`). The writes go to the engine's
+    /// writer thread.
     pub fn publish(
         &mut self,
         e: &Engine,
+        rows: Vec<ContainerStatus>,
         dirty: Option<&BTreeSet<String>>,
     ) -> Vec<serde_json::Value> {
         let mut changes = Vec::new();
@@ -149,13 +242,8 @@ impl StatusFiles {
                 || e.snapshot.desired.contains_key(n)
                 || e.snapshot.errors.contains_key(n)
         };
-        let names: Vec<String> = match dirty {
-            None => ps_names(e).into_iter().cloned().collect(),
-            Some(d) => d.iter().filter(|n| known(n)).cloned().collect(),
-        };
-        let addresses = BTreeMap::new();
-        for name in names {
-            let row = status_of(e, &name, &addresses);
+        for row in rows {
+            let name = row.name.clone();
             let r = e.records.get(&name);
             let spec = e.spec_of(&name);
             let v = serde_json::json!({
