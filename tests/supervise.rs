@@ -88,6 +88,10 @@ fn a_memory_change_keeps_the_pid() {
             .map(|s| s.trim() == (128u64 << 20).to_string())
             .unwrap_or(false)
     });
+    // The limit is written before the worker reports the update done.
+    wait_until(Duration::from_secs(10), "the update to end", || {
+        env.status("app").is_some_and(|s| s["state"] != "updating")
+    });
     assert_eq!(
         env.running_pid("app"),
         Some(pid),
