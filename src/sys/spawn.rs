@@ -9,7 +9,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -193,53 +193,56 @@ pub fn output(s: Spawn<'_>, timeout: Duration) -> io::Result<Output> {
         ..s
     })?;
     drop((out_w, err_w));
+    let stop = |child: &mut Child, e: io::Error| {
+        let _ = child.kill();
+        let _ = child.wait();
+        e
+    };
     let deadline = Instant::now() + timeout;
-    let mut open: Vec<(OwnedFd, Vec<u8>)> = vec![(out_r, Vec::new()), (err_r, Vec::new())];
-    let mut done: [Option<Vec<u8>>; 2] = [None, None];
-    let mut slots = [0usize, 1];
-    while !open.is_empty() {
+    // stdout and stderr: each pipe until its end of file, and what came through it.
+    let mut pipes = [Some(out_r), Some(err_r)];
+    let mut data = [Vec::new(), Vec::new()];
+    let mut buf = [0u8; 16384];
+    while pipes.iter().any(Option::is_some) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::new(
+            let e = io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no answer within {timeout:?}"),
-            ));
+            );
+            return Err(stop(&mut child, e));
         }
+        let open: Vec<usize> = (0..2).filter(|&i| pipes[i].is_some()).collect();
         let mut fds: Vec<PollFd> = open
             .iter()
-            .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .filter_map(|&i| pipes[i].as_ref())
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
             .collect();
         let ms = PollTimeout::try_from(left.as_millis().min(60_000) as u32 + 1)
             .unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(stop(&mut child, e.into())),
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        let ready: Vec<usize> = open
+            .iter()
+            .zip(&fds)
+            .filter(|(_, f)| f.any().unwrap_or(false))
+            .map(|(&i, _)| i)
+            .collect();
         drop(fds);
-        let mut i = 0;
-        while i < open.len() {
-            if ready[i] {
-                let mut buf = [0u8; 16384];
-                match nix::unistd::read(&open[i].0, &mut buf) {
-                    Ok(0) => {
-                        let (_, data) = open.remove(i);
-                        done[slots[i]] = Some(data);
-                        slots.copy_within(i + 1.., i);
-                        continue;
-                    }
-                    Ok(n) => open[i].1.extend_from_slice(&buf[..n]),
-                    Err(Errno::EINTR | Errno::EAGAIN) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        for i in ready {
+            let Some(fd) = &pipes[i] else { continue };
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => pipes[i] = None,
+                Ok(n) => data[i].extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(e) => return Err(stop(&mut child, e.into())),
             }
-            i += 1;
         }
     }
     let status = child.wait()?;
-    let [stdout, stderr] = done.map(Option::unwrap_or_default);
+    let [stdout, stderr] = data;
     Ok(Output {
         status,
         stdout,
@@ -287,6 +290,18 @@ mod tests {
         let err = output(sh("sleep 30", w.as_fd()), Duration::from_millis(200)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn stderr_is_read_after_stdout_closed() {
+        let (_r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let out = output(
+            sh("exec 1>&-; sleep 0.3; echo late >&2", w.as_fd()),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(out.stdout, b"");
+        assert_eq!(out.stderr, b"late\n");
     }
 
     #[test]
