@@ -15,6 +15,8 @@
 //! Run as root: `cargo bench --bench run` (env `BENCH_RUNS`, default 200; `BENCH_STATIC` = the
 //! binary of packaging/build-static, to compare it with the dynamic build).
 
+mod common;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -738,24 +740,7 @@ fn release_binary() -> PathBuf {
 fn runtime_bundle(work: &Path, image_dir: &Path, v: &Variant) -> Option<PathBuf> {
     let tool = which("runc").or_else(|| which("crun"))?;
     let rootfs = work.join("rootfs");
-    if !rootfs.exists() {
-        std::fs::create_dir_all(&rootfs).unwrap();
-        let blobs = image_dir.join("blobs/sha256");
-        let layer = std::fs::read_dir(&blobs)
-            .unwrap()
-            .flatten()
-            .max_by_key(|e| e.metadata().unwrap().len())
-            .unwrap()
-            .path();
-        assert!(Command::new("tar")
-            .arg("xzf")
-            .arg(&layer)
-            .arg("-C")
-            .arg(&rootfs)
-            .status()
-            .unwrap()
-            .success());
-    }
+    common::unpack_rootfs(image_dir, &rootfs);
     let bundle = work.join(format!("bundle-{}", v.name));
     std::fs::create_dir_all(&bundle).unwrap();
     let _ = std::fs::remove_file(bundle.join("config.json"));

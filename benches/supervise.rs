@@ -27,6 +27,8 @@
 //! Every daemon has its own spec dir, socket and cgroup parent under one temp dir and one
 //! `--root`; everything is stopped (SIGTERM) and removed at the end.
 
+mod common;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -876,24 +878,7 @@ fn compare_engines(bench: &Bench, n: usize) -> Vec<EngineResult> {
 /// The busybox image's layer unpacked into a plain dir (for `--rootfs` / `docker import`).
 fn rootfs(bench: &Bench) -> PathBuf {
     let rootfs = bench.work.join("rootfs");
-    if rootfs.exists() {
-        return rootfs;
-    }
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let layer = std::fs::read_dir(bench.work.join("image/blobs/sha256"))
-        .unwrap()
-        .flatten()
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap()
-        .path();
-    assert!(Command::new("tar")
-        .arg("xzf")
-        .arg(&layer)
-        .arg("-C")
-        .arg(&rootfs)
-        .status()
-        .unwrap()
-        .success());
+    common::unpack_rootfs(&bench.work.join("image"), &rootfs);
     rootfs
 }
 

@@ -597,9 +597,10 @@ impl Engine {
         }
     }
 
-    /// Every container as the metrics show it (without usage).
+    /// Every container as the metrics show it (without usage), from the board.
     fn samples(&self) -> Vec<Sample> {
-        status::ps(self, &BTreeMap::new())
+        self.board
+            .rows()
             .into_iter()
             .map(|row| {
                 let r = self.records.get(&row.name);

@@ -31,12 +31,11 @@ fn ps_names(e: &Engine) -> BTreeSet<&String> {
         .collect()
 }
 
-/// Every container the daemon knows or the spec dir names, sorted.
-pub fn ps(e: &Engine, addresses: &BTreeMap<String, Ipv4Addr>) -> Vec<ContainerStatus> {
-    ps_names(e)
-        .into_iter()
-        .map(|n| status_of(e, n, addresses))
-        .collect()
+/// Whether the daemon knows `name` or the spec dir names it.
+fn is_known(e: &Engine, name: &str) -> bool {
+    e.records.contains_key(name)
+        || e.snapshot.desired.contains_key(name)
+        || e.snapshot.errors.contains_key(name)
 }
 
 pub fn status_of(
@@ -145,6 +144,12 @@ impl Board {
         board.values().any(|r| r.bridged && r.row.pid.is_some())
     }
 
+    /// Every row, sorted by name (without bridge addresses).
+    pub fn rows(&self) -> Vec<ContainerStatus> {
+        let board = self.0.read().unwrap_or_else(|e| e.into_inner());
+        board.values().map(|r| r.row.clone()).collect()
+    }
+
     /// The `ps` answer, sorted by name, encoded at once.
     pub fn ps(&self, addresses: &BTreeMap<String, Ipv4Addr>) -> Response {
         let board = self.0.read().unwrap_or_else(|e| e.into_inner());
@@ -170,11 +175,7 @@ pub fn refresh_board(
     board: &Board,
     dirty: Option<&BTreeSet<String>>,
 ) -> Vec<ContainerStatus> {
-    let known = |n: &String| {
-        e.records.contains_key(n)
-            || e.snapshot.desired.contains_key(n)
-            || e.snapshot.errors.contains_key(n)
-    };
+    let known = |n: &String| is_known(e, n);
     let (names, gone): (Vec<String>, Vec<String>) = match dirty {
         None => {
             let names: Vec<String> = ps_names(e).into_iter().cloned().collect();
@@ -237,11 +238,7 @@ impl StatusFiles {
         dirty: Option<&BTreeSet<String>>,
     ) -> Vec<serde_json::Value> {
         let mut changes = Vec::new();
-        let known = |n: &String| {
-            e.records.contains_key(n)
-                || e.snapshot.desired.contains_key(n)
-                || e.snapshot.errors.contains_key(n)
-        };
+        let known = |n: &String| is_known(e, n);
         for row in rows {
             let name = row.name.clone();
             let r = e.records.get(&name);
