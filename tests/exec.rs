@@ -191,13 +191,8 @@ fn exec_joins_the_container() {
         );
     }
     assert_eq!(link(cmd, "root"), link(init, "root"));
-    // The exec'd process is not dumpable through the helper: the helper's own exe is the
-    // sealed copy, not the binary on disk.
-    let exe = link(helper, "exe");
-    assert!(
-        exe.to_string_lossy().contains("memfd:"),
-        "helper exe {exe:?}"
-    );
+    // The helper's own exe is the sealed view, not the binary on disk.
+    common::assert_sealed_exe(helper);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(helper),
         nix::sys::signal::Signal::SIGTERM,

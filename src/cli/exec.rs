@@ -59,6 +59,11 @@ pub fn exec(cli: &Cli, name: &str, command: &[String], interactive: bool, tty: b
         Ok(p) => p,
         Err(e) => return fail(e),
     };
+    // The daemon's state root, whatever this command was given.
+    let root = v["root"]
+        .as_str()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cli.root());
     // Returns only if the helper could not be started.
-    fail(exec::exec(&plan))
+    fail(exec::exec(&root, &plan))
 }

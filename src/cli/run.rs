@@ -37,11 +37,12 @@ pub fn run(
     } else {
         Stdin::Null
     };
-    let helper = std::thread::spawn(move || launch::start_helper(stdin));
     let cfg = match cli.settings(config) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    let root = cfg.root.clone();
+    let helper = std::thread::spawn(move || launch::start_helper(&root, stdin));
     let ctx = ValidationContext {
         subnet: cfg.network.subnet,
     };

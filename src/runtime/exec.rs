@@ -35,7 +35,7 @@ use crate::runtime::protocol::Channel;
 use crate::runtime::{capabilities, seccomp};
 use crate::spec::ValidatedSpec;
 use crate::state::Instance;
-use crate::sys::process::{close_fds_at_exec, fork_single_threaded, sealed_self_exe, take_fd};
+use crate::sys::process::{close_fds_at_exec, fork_single_threaded, take_fd};
 
 /// The argument that selects the exec helper mode; the channel's fd number follows it.
 pub const EXEC_ARG: &str = "__berth-exec";
@@ -332,8 +332,8 @@ pub fn helper_command(exe: &OwnedFd, plan: &ExecPlan) -> Result<HelperCommand, E
 
 /// Replaces the calling process with the exec helper, with the plan waiting on fd 3. Returns
 /// only on failure.
-pub fn exec(plan: &ExecPlan) -> ExecError {
-    let exe = match sealed_self_exe() {
+pub fn exec(root: &std::path::Path, plan: &ExecPlan) -> ExecError {
+    let exe = match crate::runtime::launch::sealed_exe(root) {
         Ok(fd) => fd,
         Err(e) => return ExecError::SealedExe(e),
     };

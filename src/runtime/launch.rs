@@ -3,6 +3,7 @@
 //! unless the launch succeeded.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
 
 use nix::unistd::Pid;
 
@@ -76,8 +77,7 @@ impl std::fmt::Debug for HelperGuard {
     }
 }
 
-/// Starts a helper from a sealed copy of our own binary (`exe`, see
-/// `sys::process::sealed_self_exe`), with its channel at fd 3.
+/// Starts a helper from the sealed view of our own binary (`exe`, see [`sealed_exe`]), with its channel at fd 3.
 pub fn spawn_helper(exe: &OwnedFd, stdin: Stdin) -> Result<Helper, LaunchError> {
     let (ours, theirs) = Channel::pair().map_err(LaunchError::Channel)?;
     // The channel goes to fd 3 in the helper, so the binary must be exec'd from another fd.
@@ -109,10 +109,16 @@ pub fn spawn_helper(exe: &OwnedFd, stdin: Stdin) -> Result<Helper, LaunchError> 
     })
 }
 
-/// A sealed copy of our binary and a helper started from it: the whole start-up that does not
+/// The binary helpers are started from (see `sys::process::sealed_self_exe`), for the state
+/// root `root`.
+pub fn sealed_exe(root: &Path) -> std::io::Result<OwnedFd> {
+    sealed_self_exe(&root.join("empty"))
+}
+
+/// A sealed view of our binary and a helper started from it: the whole start-up that does not
 /// depend on the container.
-pub fn start_helper(stdin: Stdin) -> Result<Helper, LaunchError> {
-    let exe = sealed_self_exe().map_err(LaunchError::SealedExe)?;
+pub fn start_helper(root: &Path, stdin: Stdin) -> Result<Helper, LaunchError> {
+    let exe = sealed_exe(root).map_err(LaunchError::SealedExe)?;
     spawn_helper(&exe, stdin)
 }
 

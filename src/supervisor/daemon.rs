@@ -67,13 +67,12 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
             .with_device_control(config.device_control)
             .with_unpack_limits(config.unpack_limits),
     );
-    let exe =
-        Arc::new(
-            crate::sys::process::sealed_self_exe().map_err(|e| RuntimeError::Launch {
-                name: "supervisor".into(),
-                source: launch::LaunchError::SealedExe(e),
-            })?,
-        );
+    let exe = Arc::new(
+        launch::sealed_exe(&config.root).map_err(|e| RuntimeError::Launch {
+            name: "supervisor".into(),
+            source: launch::LaunchError::SealedExe(e),
+        })?,
+    );
     let effects = Arc::new(RuntimeEffects {
         rt: runtime,
         exe,

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -71,10 +73,114 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// A sealed in-memory copy of the running executable (the /proc/self/exe overwrite defence,
-/// CVE-2019-5736): helpers exec this copy, so a container that reaches a helper's
-/// /proc/PID/exe finds a memfd that can no longer be written, grown or shrunk.
-pub fn sealed_self_exe() -> io::Result<OwnedFd> {
+/// A copy of the running executable that containers can never overwrite (the
+/// /proc/self/exe overwrite defence, CVE-2019-5736): helpers exec this, so a container that
+/// reaches a helper's /proc/PID/exe finds a file it cannot open for writing.
+///
+/// First choice, as runc does: the binary seen through a detached read-only overlayfs mount
+/// (its directory over `empty_dir`, an empty directory this creates if missing). Nothing is
+/// copied, and the text pages stay shared with every other berth process. Where overlayfs or
+/// the new mount API is missing, or the binary on disk is no longer the one running (replaced
+/// by an upgrade), a sealed memfd copy instead.
+pub fn sealed_self_exe(empty_dir: &Path) -> io::Result<OwnedFd> {
+    match overlay_self_exe(empty_dir) {
+        Ok(fd) => Ok(fd),
+        Err(e) => {
+            tracing::debug!("overlayfs view of our binary unavailable ({e}); copying it");
+            memfd_self_exe()
+        }
+    }
+}
+
+fn overlay_self_exe(empty_dir: &Path) -> io::Result<OwnedFd> {
+    let running = File::open("/proc/self/exe")?;
+    let path = std::fs::read_link("/proc/self/exe")?;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other("no directory"));
+    };
+    // The lowerdir list separates with ':' and escapes with '\\'.
+    let dir_str = dir.to_str().filter(|d| !d.contains([':', '\\']));
+    let Some(dir_str) = dir_str else {
+        return Err(io::Error::other("directory name needs escaping"));
+    };
+    let empty_str = empty_dir
+        .to_str()
+        .filter(|d| !d.contains([':', '\\']))
+        .ok_or_else(|| io::Error::other("empty dir name needs escaping"))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(empty_dir)?;
+    let mnt = detached_read_only_overlay(&format!("{dir_str}:{empty_str}"))?;
+    let fd = nix::fcntl::openat(
+        &mnt,
+        name,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // The file at that path must still be the running one: same size and modification time.
+    let (a, b) = (
+        nix::sys::stat::fstat(&fd)?,
+        nix::sys::stat::fstat(&running)?,
+    );
+    let same = |s: &libc::stat| (s.st_size, s.st_mtime, s.st_mtime_nsec, s.st_mode);
+    if same(&a) != same(&b) || a.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::other(
+            "the binary on disk is not the running one",
+        ));
+    }
+    Ok(fd)
+}
+
+/// An overlayfs of `lowerdir` (no upper layer, so nothing can be written through it), mounted
+/// read-only, nosuid and nodev, and attached nowhere: reachable only through the returned fd,
+/// gone with the last fd or process that uses it.
+fn detached_read_only_overlay(lowerdir: &str) -> io::Result<OwnedFd> {
+    let fs = std::ffi::CString::new("overlay").expect("no NUL");
+    let key = std::ffi::CString::new("lowerdir").expect("no NUL");
+    let value = std::ffi::CString::new(lowerdir).map_err(io::Error::other)?;
+    // SAFETY: fsopen reads the NUL-terminated name, which outlives the call, and returns a new
+    // fd or -1.
+    let ctx = unsafe { libc::syscall(libc::SYS_fsopen, fs.as_ptr(), libc::FSOPEN_CLOEXEC) };
+    if ctx < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
+    let ctx = unsafe { OwnedFd::from_raw_fd(ctx as i32) };
+    let config = |cmd: libc::c_uint, key: *const libc::c_char, value: *const libc::c_char| {
+        // SAFETY: fsconfig reads the NUL-terminated key and value (or takes null for the
+        // commands without them), which outlive the call; it only changes the fs context.
+        let rc = unsafe { libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), cmd, key, value, 0) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    config(libc::FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr())?;
+    config(
+        libc::FSCONFIG_CMD_CREATE,
+        std::ptr::null(),
+        std::ptr::null(),
+    )?;
+    let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    // SAFETY: fsmount takes the context fd and plain flags and returns a new fd or -1.
+    let mnt = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            ctx.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            attrs,
+        )
+    };
+    if mnt < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as for fsopen.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+}
+
+fn memfd_self_exe() -> io::Result<OwnedFd> {
     let fd = memfd_create("berth", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
     let mut exe = File::open("/proc/self/exe")?;
     let mut copy = File::from(fd);
@@ -277,6 +383,34 @@ Anonymous:             0 kB
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_sealed_view_is_our_binary_and_read_only() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping the_sealed_view_is_our_binary_and_read_only: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        let fd = overlay_self_exe(&empty).expect("overlayfs view of the test binary");
+        let view = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert_eq!(
+            std::fs::read(&view).unwrap(),
+            std::fs::read("/proc/self/exe").unwrap()
+        );
+        let err = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&view)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        let fs = nix::sys::statfs::fstatfs(&fd).unwrap();
+        assert_eq!(fs.filesystem_type(), nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
+        // The empty layer stays empty, and the fallback still seals.
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+        let copy = memfd_self_exe().unwrap();
+        let seals = fcntl(&copy, FcntlArg::F_GET_SEALS).unwrap();
+        assert_ne!(seals & libc::F_SEAL_WRITE, 0);
     }
 
     #[test]

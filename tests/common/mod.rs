@@ -17,6 +17,27 @@ pub fn berth_bin() -> &'static str {
     env!("CARGO_BIN_EXE_berth")
 }
 
+/// The helper `pid` runs from a sealed view of berth (an overlayfs mount attached nowhere, or
+/// a sealed memfd), never from the binary on disk, and its exe cannot be opened for writing.
+pub fn assert_sealed_exe(pid: i32) {
+    use std::os::unix::fs::MetadataExt;
+    let exe = format!("/proc/{pid}/exe");
+    let shown = std::fs::read_link(&exe).unwrap();
+    let running = std::fs::metadata(&exe).unwrap();
+    let disk = std::fs::metadata(berth_bin()).unwrap();
+    assert_ne!(
+        (running.dev(), running.ino()),
+        (disk.dev(), disk.ino()),
+        "helper {pid} runs the binary on disk ({})",
+        shown.display()
+    );
+    assert_ne!(shown, Path::new(berth_bin()), "helper {pid} runs the binary on disk");
+    let write = std::fs::OpenOptions::new().write(true).open(&exe);
+    assert!(write.is_err(), "helper {pid}: its binary is writable");
+    // The view has the bytes of the real binary.
+    assert_eq!(running.len(), disk.len());
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
