@@ -1,8 +1,9 @@
 //! `berth run` benchmarks on the busybox image, in one run:
 //!
-//! - start-to-exit of `/bin/true` (network none): median and p90 wall time of `berth run`
-//!   against `runc run` (and `crun run` when installed) of the same rootfs, and berth's peak
-//!   RSS;
+//! - one-shot start-to-exit of `/bin/true`, `berth run` against `crun run` and `runc run`
+//!   (those installed) of the same rootfs, interleaved after warm-ups: median, min, p90 and max
+//!   wall time and median cpu (the children's rusage), without limits, with memory/cpu/pids
+//!   limits, and with berth in bridge mode; berth's peak RSS; JSON in target/bench/run.json;
 //! - container start and stop with `mode = "bridge"` against `mode = "none"`, min(runs, 100)
 //!   runs each, alternating: start is from spawning `berth run` until the container's first
 //!   output byte arrives on a pipe, stop from there until berth exits; median and p90 of start,
@@ -12,8 +13,9 @@
 //!   alternating: median Mbit/s of each and bridge/veth in % (target: >= 80%).
 //!
 //! The network parts run inside network namespaces the benchmark creates, never the host's.
-//! Run as root: `cargo bench --bench run` (env `BENCH_RUNS`, default 200; `BENCH_STATIC` = the
-//! binary of packaging/build-static, to compare it with the dynamic build).
+//! Run as root: `cargo bench --bench run` (env `BENCH_RUNS`, default 200; `BENCH_ONLY=one-shot`
+//! stops after the one-shot comparison; `BENCH_STATIC` = the binary of packaging/build-static,
+//! to compare it with the dynamic build).
 
 mod common;
 
@@ -112,6 +114,9 @@ fn main() {
     );
     if let Some(stat) = std::env::var_os("BENCH_STATIC") {
         static_against_dynamic(&berth, Path::new(&stat), &root, &spec, runs);
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("one-shot") {
+        return;
     }
     bridge_start(&berth, work.path(), &image, runs.min(100));
     bridge_throughput(&berth, work.path(), &image);

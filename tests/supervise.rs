@@ -27,6 +27,13 @@ fn wait_running(env: &TestEnv, name: &str) -> i64 {
     pid.unwrap()
 }
 
+/// The CPU niceness of `pid` (field 19 of /proc/PID/stat).
+fn niceness(pid: &str) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    after_comm.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
 fn cgroup_file(env: &TestEnv, controller: &str, name_prefix: &str, file: &str) -> Option<PathBuf> {
     let base = controller_base(controller)?.join(&env.cgroup_parent);
     std::fs::read_dir(base)
@@ -49,6 +56,15 @@ fn drop_edit_delete_a_file() {
     let d = Daemon::start(&env);
     env.write_spec("web", &format!("{LOOP}{NONE}"));
     let pid1 = wait_running(&env, "web");
+    // The setup ran at a lower CPU priority; the container and its monitor are back at ours.
+    let monitor = std::fs::read_to_string(format!("/proc/{pid1}/stat")).unwrap();
+    let monitor = monitor[monitor.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert_eq!(niceness(&pid1.to_string()), niceness("self"));
+    assert_eq!(niceness(&monitor), niceness("self"));
     // An edit of the command makes a new container.
     env.write_spec("web", &format!("{LOOP}env = {{ V = \"2\" }}\n{NONE}"));
     wait_until(Duration::from_secs(20), "web recreated", || {

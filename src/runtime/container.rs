@@ -520,6 +520,7 @@ impl Runtime {
                 cgroup_procs: cgroup.join_files(),
                 capabilities: cap_names,
                 die_with_parent: matches!(mode, Mode::Foreground),
+                background_setup: matches!(mode, Mode::Supervised(_)),
                 exit_file: match mode {
                     Mode::Foreground => None,
                     Mode::Supervised(_) => Some(exit_file(&paths.dir)),

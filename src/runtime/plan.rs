@@ -94,6 +94,10 @@ pub struct ContainerPlan {
     pub cgroup_procs: Vec<PathBuf>,
     /// Kill the container when the process that started it dies (`berth run`).
     pub die_with_parent: bool,
+    /// Supervised starts: the helper and the init set up at a lower CPU priority and return
+    /// to the helper's own before the container's program runs, so a burst of starts leaves
+    /// the CPU to the supervisor's control path (`ps`, stops, probes).
+    pub background_setup: bool,
     /// Supervised containers: where the monitor records how the container exited.
     pub exit_file: Option<PathBuf>,
     /// Supervised containers: their stdout/stderr go to rotated log files, written by the
@@ -134,6 +138,7 @@ pub struct HostFacts {
     pub cgroup_procs: Vec<PathBuf>,
     pub capabilities: Vec<String>,
     pub die_with_parent: bool,
+    pub background_setup: bool,
     pub exit_file: Option<PathBuf>,
     pub log: Option<LogTarget>,
 }
@@ -218,6 +223,7 @@ pub fn build(
         nofile: NOFILE_LIMIT,
         cgroup_procs: host.cgroup_procs.clone(),
         die_with_parent: host.die_with_parent,
+        background_setup: host.background_setup,
         exit_file: host.exit_file.clone(),
         log: host.log.clone(),
     })
@@ -394,6 +400,7 @@ mod tests {
             cgroup_procs: vec![],
             capabilities: vec!["CHOWN".into()],
             die_with_parent: true,
+            background_setup: false,
             exit_file: None,
             log: None,
         }

@@ -198,6 +198,29 @@ fn memfd_self_exe() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The calling thread's CPU niceness (getpriority(2)).
+pub fn niceness() -> io::Result<i32> {
+    // SAFETY: errno is thread-local; clearing it first tells getpriority's legitimate -1
+    // from an error.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: getpriority takes plain integers and only reads scheduler state.
+    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(0) | None => Ok(n),
+        _ => Err(err),
+    }
+}
+
+/// Sets the calling thread's CPU niceness (setpriority(2)); lowering it needs CAP_SYS_NICE.
+pub fn set_niceness(n: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and only changes this thread's scheduling.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Takes ownership of an fd number inherited from the launcher.
 ///
 /// The caller must own `fd`: it was passed to this process at exec and nothing else in the
@@ -405,7 +428,10 @@ Anonymous:             0 kB
             .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
         let fs = nix::sys::statfs::fstatfs(&fd).unwrap();
-        assert_eq!(fs.filesystem_type(), nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
+        assert_eq!(
+            fs.filesystem_type(),
+            nix::sys::statfs::OVERLAYFS_SUPER_MAGIC
+        );
         // The empty layer stays empty, and the fallback still seals.
         assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
         let copy = memfd_self_exe().unwrap();

@@ -31,7 +31,11 @@ pub fn assert_sealed_exe(pid: i32) {
         "helper {pid} runs the binary on disk ({})",
         shown.display()
     );
-    assert_ne!(shown, Path::new(berth_bin()), "helper {pid} runs the binary on disk");
+    assert_ne!(
+        shown,
+        Path::new(berth_bin()),
+        "helper {pid} runs the binary on disk"
+    );
     let write = std::fs::OpenOptions::new().write(true).open(&exe);
     assert!(write.is_err(), "helper {pid}: its binary is writable");
     // The view has the bytes of the real binary.
