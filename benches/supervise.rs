@@ -488,9 +488,8 @@ impl Bench {
         }
         let mut lat = Vec::new();
         let handled = loop {
-            let t = Instant::now();
-            let rows = d.ps();
-            lat.push(t.elapsed());
+            let (took, rows) = d.timed_ps();
+            lat.push(took);
             let exited = rows.iter().filter(|c| c["state"] == "exited").count();
             if exited == n {
                 break t0.elapsed();
@@ -511,13 +510,7 @@ impl Bench {
             ms(pct(&lat, 1.0))
         );
         // The same ps once the daemon is idle: what listing n containers costs by itself.
-        let idle: Vec<Duration> = (0..20)
-            .map(|_| {
-                let t = Instant::now();
-                d.ps();
-                t.elapsed()
-            })
-            .collect();
+        let idle: Vec<Duration> = (0..20).map(|_| d.timed_ps().0).collect();
         println!(
             "  ps of {n} containers on the idle daemon: p50 {:.1} ms  max {:.1} ms",
             ms(pct(&idle, 0.5)),
@@ -752,6 +745,13 @@ impl<'a> Daemon<'a> {
     }
 
     fn ps(&self) -> Vec<serde_json::Value> {
+        self.timed_ps().1
+    }
+
+    /// `berth ps --json`: how long the command took (start to exit, not counting this
+    /// bench's parse of its output), and its rows.
+    fn timed_ps(&self) -> (Duration, Vec<serde_json::Value>) {
+        let t = Instant::now();
         let out = self
             .bench
             .berth(&self.cgroup_parent)
@@ -760,12 +760,13 @@ impl<'a> Daemon<'a> {
             .args(["ps", "--json"])
             .output()
             .unwrap();
+        let took = t.elapsed();
         assert!(
             out.status.success(),
             "berth ps: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        (took, serde_json::from_slice(&out.stdout).unwrap())
     }
 
     fn status(&self, name: &str) -> serde_json::Value {

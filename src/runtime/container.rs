@@ -520,7 +520,10 @@ impl Runtime {
                 cgroup_procs: cgroup.join_files(),
                 capabilities: cap_names,
                 die_with_parent: matches!(mode, Mode::Foreground),
-                background_setup: matches!(mode, Mode::Supervised(_)),
+                niceness: match mode {
+                    Mode::Foreground => None,
+                    Mode::Supervised(_) => crate::sys::process::main_thread_niceness().ok(),
+                },
                 exit_file: match mode {
                     Mode::Foreground => None,
                     Mode::Supervised(_) => Some(exit_file(&paths.dir)),

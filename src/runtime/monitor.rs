@@ -29,7 +29,7 @@ use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
 use crate::runtime::{capabilities, seccomp, user};
 use crate::sys::openat::{open_dir, open_in_root};
 use crate::sys::process::{
-    close_fds_at_exec, fork_single_threaded, loopback_up, niceness, set_niceness,
+    close_fds_at_exec, fork_single_threaded, loopback_up, set_niceness,
 };
 
 /// The argument that selects the helper mode; the channel's fd number follows it.
@@ -65,10 +65,11 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
             return 125;
         }
     };
-    let base_nice = setup_in_background(&plan);
-    match start(&plan, base_nice) {
+    match start(&plan) {
         Ok((pid, output)) => {
-            if let Some(n) = base_nice {
+            // The setup ran at the priority we were started with; the monitor's work (copying
+            // output) is the container's.
+            if let Some(n) = plan.niceness {
                 let _ = set_niceness(n);
             }
             if channel.send(&Event::Started { pid: pid.as_raw() }).is_err() && plan.die_with_parent
@@ -103,20 +104,6 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
     }
 }
 
-/// How much lower the CPU priority of a supervised start's setup is.
-const SETUP_NICE: i32 = 10;
-
-/// With `background_setup`: lowers this helper's CPU priority for the setup and returns the
-/// niceness to return to (None: nothing was changed).
-fn setup_in_background(plan: &ContainerPlan) -> Option<i32> {
-    if !plan.background_setup {
-        return None;
-    }
-    let base = niceness().ok()?;
-    set_niceness((base + SETUP_NICE).min(19)).ok()?;
-    Some(base)
-}
-
 /// The read ends of a supervised container's stdout and stderr.
 struct Output {
     stdout: OwnedFd,
@@ -124,7 +111,7 @@ struct Output {
 }
 
 /// Forks the init into a new pid namespace and waits until it exec'd or failed.
-fn start(plan: &ContainerPlan, base_nice: Option<i32>) -> Result<(Pid, Option<Output>), String> {
+fn start(plan: &ContainerPlan) -> Result<(Pid, Option<Output>), String> {
     if plan.die_with_parent {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
             .map_err(|e| format!("prctl: {e}"))?;
@@ -149,14 +136,14 @@ fn start(plan: &ContainerPlan, base_nice: Option<i32>) -> Result<(Pid, Option<Ou
                     match nix::unistd::dup2_stdout(&out_w)
                         .and_then(|()| nix::unistd::dup2_stderr(&stderr_w))
                     {
-                        Ok(()) => init(plan, base_nice, &err_w).unwrap_err(),
+                        Ok(()) => init(plan, &err_w).unwrap_err(),
                         Err(e) => InitError {
                             step: "redirecting output".into(),
                             detail: e.to_string(),
                         },
                     }
                 }
-                None => init(plan, base_nice, &err_w).unwrap_err(),
+                None => init(plan, &err_w).unwrap_err(),
             };
             let mut w = File::from(err_w);
             let _ = w.write_all(e.to_string().as_bytes());
@@ -272,11 +259,7 @@ fn die_with_helper(plan: &ContainerPlan, report: &OwnedFd) -> Result<(), InitErr
 
 /// Sets up the container around the current process and execs its command; `report` is the
 /// error pipe. Returns only on failure.
-fn init(
-    plan: &ContainerPlan,
-    base_nice: Option<i32>,
-    report: &OwnedFd,
-) -> Result<std::convert::Infallible, InitError> {
+fn init(plan: &ContainerPlan, report: &OwnedFd) -> Result<std::convert::Infallible, InitError> {
     die_with_helper(plan, report)?;
     // Into the cgroup first, so everything below is accounted and limited, and the cgroup
     // namespace is rooted at the container's own cgroup.
@@ -402,9 +385,9 @@ fn init(
     let hard = hard.min(our_hard);
     setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard).map_err(step("setrlimit(NOFILE)"))?;
 
-    // The program runs at the helper's own priority; raising it back needs CAP_SYS_NICE,
-    // which is still held here.
-    if let Some(n) = base_nice {
+    // The program runs at the plan's priority; raising it back needs CAP_SYS_NICE, which is
+    // still held here.
+    if let Some(n) = plan.niceness {
         set_niceness(n).map_err(step("restoring the CPU priority"))?;
     }
     // Exactly the plan's set: drop ALL, add each.

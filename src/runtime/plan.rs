@@ -94,10 +94,11 @@ pub struct ContainerPlan {
     pub cgroup_procs: Vec<PathBuf>,
     /// Kill the container when the process that started it dies (`berth run`).
     pub die_with_parent: bool,
-    /// Supervised starts: the helper and the init set up at a lower CPU priority and return
-    /// to the helper's own before the container's program runs, so a burst of starts leaves
-    /// the CPU to the supervisor's control path (`ps`, stops, probes).
-    pub background_setup: bool,
+    /// Supervised starts: the CPU niceness the container's program (and its monitor) run at.
+    /// The setup before runs at the lower priority of the supervisor's workers, which the
+    /// helper inherits, so a burst of starts leaves the CPU to the control path (`ps`, stops,
+    /// probes). None: everything runs at the helper's own.
+    pub niceness: Option<i32>,
     /// Supervised containers: where the monitor records how the container exited.
     pub exit_file: Option<PathBuf>,
     /// Supervised containers: their stdout/stderr go to rotated log files, written by the
@@ -138,7 +139,7 @@ pub struct HostFacts {
     pub cgroup_procs: Vec<PathBuf>,
     pub capabilities: Vec<String>,
     pub die_with_parent: bool,
-    pub background_setup: bool,
+    pub niceness: Option<i32>,
     pub exit_file: Option<PathBuf>,
     pub log: Option<LogTarget>,
 }
@@ -223,7 +224,7 @@ pub fn build(
         nofile: NOFILE_LIMIT,
         cgroup_procs: host.cgroup_procs.clone(),
         die_with_parent: host.die_with_parent,
-        background_setup: host.background_setup,
+        niceness: host.niceness,
         exit_file: host.exit_file.clone(),
         log: host.log.clone(),
     })
@@ -400,7 +401,7 @@ mod tests {
             cgroup_procs: vec![],
             capabilities: vec!["CHOWN".into()],
             die_with_parent: true,
-            background_setup: false,
+            niceness: None,
             exit_file: None,
             log: None,
         }

@@ -10,7 +10,7 @@ use super::effects::RuntimeEffects;
 use super::engine::Engine;
 use super::notify;
 use super::signals::spawn_signal_handlers;
-use super::socket::{accept_loop, bind_socket, PsSource};
+use super::socket::{bind_socket, spawn_control_thread, PsSource};
 use super::watch::watch_specs;
 use crate::init::Power;
 use crate::runtime::container::{Runtime, RuntimeError};
@@ -110,7 +110,10 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
         board: engine.board(),
         effects,
     };
-    tokio::spawn(accept_loop(listener, tx.clone(), ps));
+    spawn_control_thread(listener, tx.clone(), ps).map_err(|source| DaemonError::Socket {
+        path: config.socket.clone(),
+        source,
+    })?;
     if let Some(metrics) = metrics {
         if let Ok(addr) = metrics.local_addr() {
             tracing::info!("serving metrics at http://{addr}/metrics");

@@ -24,7 +24,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once (`berth events` streams included); more wait to be accepted.
 pub const CONNECTIONS_AT_ONCE: usize = 4096;
 
-pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+pub fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let err = |source| DaemonError::Socket {
         path: path.to_path_buf(),
@@ -44,9 +44,36 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
         )));
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(err)?;
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
     Ok(listener)
+}
+
+/// Serves the control socket from a thread of its own with its own event loop, so `ps`
+/// (answered from the board) never waits behind a decision pass, however long passes get
+/// in a burst of thousands of specs. Everything else is still decided by the loop, through
+/// `tx`.
+pub fn spawn_control_thread(
+    listener: std::os::unix::net::UnixListener,
+    tx: mpsc::UnboundedSender<Event>,
+    ps: PsSource,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .build()?;
+    std::thread::Builder::new()
+        .name("berth-control".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match UnixListener::from_std(listener) {
+                    Ok(l) => accept_loop(l, tx, ps).await,
+                    Err(e) => tracing::error!("control socket: {e}"),
+                }
+            })
+        })?;
+    Ok(())
 }
 
 /// Accepts connections with `accept` and serves each with `serve` in a task of its own, at
@@ -104,7 +131,7 @@ impl PsSource {
     }
 }
 
-pub async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>, ps: PsSource) {
+async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Event>, ps: PsSource) {
     let me = nix::unistd::geteuid().as_raw();
     let accept = || async { listener.accept().await.map(|(s, _)| s) };
     accept_bounded("control socket", CONNECTIONS_AT_ONCE, accept, |stream| {

@@ -221,14 +221,22 @@ pub fn watch_image(
     task.abort_handle()
 }
 
+/// How much lower the CPU priority of the workers' blocking work is than the daemon's.
+const WORK_NICE: i32 = 10;
+
+/// Runs a lifecycle step on the blocking pool at a lower CPU priority, so that a burst of
+/// starts, pulls and cleanups leaves the CPU to the loop and the control socket.
 async fn blocking<T: Send + 'static>(
     ctx: &Context,
     f: impl FnOnce(&dyn Effects) -> T + Send + 'static,
 ) -> Result<T, String> {
     let effects = Arc::clone(&ctx.effects);
-    tokio::task::spawn_blocking(move || f(effects.as_ref()))
-        .await
-        .map_err(|e| format!("blocking task failed: {e}"))
+    tokio::task::spawn_blocking(move || {
+        let _lowered = crate::sys::process::Lowered::by(WORK_NICE);
+        f(effects.as_ref())
+    })
+    .await
+    .map_err(|e| format!("blocking task failed: {e}"))
 }
 
 async fn pull(ctx: &Context, spec: &Arc<ValidatedSpec>) -> Result<(), String> {

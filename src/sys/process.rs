@@ -198,13 +198,24 @@ fn memfd_self_exe() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// The calling thread's CPU niceness (getpriority(2)).
+/// The calling thread's CPU niceness.
 pub fn niceness() -> io::Result<i32> {
+    priority_of(0)
+}
+
+/// The niceness of this process's main thread (Linux answers getpriority(2) of the pid for
+/// the thread whose id it is), whatever the calling thread's own.
+pub fn main_thread_niceness() -> io::Result<i32> {
+    priority_of(std::process::id())
+}
+
+/// getpriority(PRIO_PROCESS, who).
+fn priority_of(who: u32) -> io::Result<i32> {
     // SAFETY: errno is thread-local; clearing it first tells getpriority's legitimate -1
     // from an error.
     unsafe { *libc::__errno_location() = 0 };
     // SAFETY: getpriority takes plain integers and only reads scheduler state.
-    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, who) };
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
         Some(0) | None => Ok(n),
@@ -219,6 +230,39 @@ pub fn set_niceness(n: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The calling thread's CPU priority lowered for as long as this lives. Only lowered where it
+/// can be raised back (CAP_SYS_NICE), so a pooled thread never stays slow.
+pub struct Lowered {
+    base: Option<i32>,
+}
+
+impl Lowered {
+    pub fn by(n: i32) -> Lowered {
+        let can_raise = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_NICE,
+        )
+        .unwrap_or(false);
+        let base = niceness()
+            .ok()
+            .filter(|_| can_raise)
+            .filter(|&b| set_niceness((b + n).min(19)).is_ok());
+        Lowered { base }
+    }
+
+}
+
+impl Drop for Lowered {
+    fn drop(&mut self) {
+        if let Some(b) = self.base {
+            if let Err(e) = set_niceness(b) {
+                tracing::warn!("restoring a thread's CPU priority to {b}: {e}");
+            }
+        }
+    }
 }
 
 /// Takes ownership of an fd number inherited from the launcher.
@@ -437,6 +481,27 @@ Anonymous:             0 kB
         let copy = memfd_self_exe().unwrap();
         let seals = fcntl(&copy, FcntlArg::F_GET_SEALS).unwrap();
         assert_ne!(seals & libc::F_SEAL_WRITE, 0);
+    }
+
+    #[test]
+    fn a_lowered_priority_comes_back() {
+        let base = niceness().unwrap();
+        let can_raise = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_NICE,
+        )
+        .unwrap();
+        std::thread::spawn(move || {
+            {
+                let _l = Lowered::by(5);
+                let expect = if can_raise { (base + 5).min(19) } else { base };
+                assert_eq!(niceness().unwrap(), expect);
+            }
+            assert_eq!(niceness().unwrap(), base);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
