@@ -108,18 +108,23 @@ fn main() {
         "  berth peak RSS (largest child): {:.1} MiB",
         peak_kib as f64 / 1024.0
     );
-    write_results(
+    common::write_results(
         "run",
-        &serde_json::json!({ "runs": runs, "one_shot": report, "peak_rss_kib": peak_kib }),
+        &serde_json::json!({
+            "machine": common::machine(),
+            "runs": runs,
+            "one_shot": report,
+            "peak_rss_kib": peak_kib,
+        }),
     );
     if let Some(stat) = std::env::var_os("BENCH_STATIC") {
         static_against_dynamic(&berth, Path::new(&stat), &root, &spec, runs);
     }
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("one-shot") {
-        return;
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("one-shot") {
+        bridge_start(&berth, work.path(), &image, runs.min(100));
+        bridge_throughput(&berth, work.path(), &image);
     }
-    bridge_start(&berth, work.path(), &image, runs.min(100));
-    bridge_throughput(&berth, work.path(), &image);
+    common::remove_cgroup_parent("berth-bench");
 }
 
 /// The static build (`BENCH_STATIC`, from packaging/build-static) against this dynamic one,
@@ -1012,17 +1017,3 @@ fn timed(mut cmd: Command, name: &str) -> Result<Sample, String> {
     })
 }
 
-/// Writes `data` as `<BENCH_OUT or target/bench>/<name>.json`, which `docs/benchmarks.md` is
-/// made from (`packaging/bench-report`).
-fn write_results(name: &str, data: &serde_json::Value) {
-    let dir = std::env::var_os("BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench"));
-    let path = dir.join(format!("{name}.json"));
-    match std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(data).unwrap()))
-    {
-        Ok(()) => println!("results: {}", path.display()),
-        Err(e) => println!("results: writing {}: {e}", path.display()),
-    }
-}

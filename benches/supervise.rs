@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use common::{cgroup_bases, mountinfo, remove_cgroup_parent};
+
 const POLL: Duration = Duration::from_micros(200);
 /// Keeps running until SIGTERM (sh as the pid namespace's init ignores an untrapped TERM).
 const HOLD: &str = "trap 'exit 0' TERM; sleep 100000 & wait";
@@ -91,8 +93,50 @@ fn main() {
     );
     bench.warm_layer_store();
 
-    let burst_ps = bench.burst(burst);
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("burst") {
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |phase: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == phase));
+    let mut results = serde_json::Map::new();
+    results.insert("machine".into(), common::machine());
+    let burst_ps = if wanted("burst") {
+        let lat = bench.burst(burst);
+        results.insert(
+            "burst".into(),
+            serde_json::json!({
+                "specs": burst,
+                "ps_ms": lat.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            }),
+        );
+        lat
+    } else {
+        Vec::new()
+    };
+    if wanted("sweep") {
+        let sizes: Vec<usize> = std::env::var("BENCH_SWEEP")
+            .unwrap_or_else(|_| "10,50,100,200".into())
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect();
+        let rows = bench.sweep(&sizes);
+        results.insert("sweep".into(), serde_json::to_value(&rows).unwrap());
+        let conmon = if std::env::var("BENCH_PODMAN").as_deref() == Ok("0") {
+            None
+        } else {
+            podman(&bench, 50)
+        };
+        if let Some(c) = conmon {
+            results.insert(
+                "conmon".into(),
+                serde_json::json!({
+                    "containers": 50,
+                    "rss_kib": c.monitor_rss.map(|r| r as f64 / 50.0),
+                    "pss_kib": c.monitor_pss.map(|p| p as f64 / 50.0),
+                    "version": c.version,
+                }),
+            );
+        }
+    }
+    if only.is_some() {
+        common::write_results("supervise", &serde_json::Value::Object(results));
         return;
     }
     let shutdown = bench.shutdown(stops);
@@ -212,8 +256,27 @@ struct ColdResult {
 
 struct EngineResult {
     name: String,
+    version: String,
     all: Option<Duration>,
+    /// Summed over the engine's monitor processes (conmon), in KiB.
     monitor_pss: Option<u64>,
+    monitor_rss: Option<u64>,
+}
+
+/// One size of the scaling sweep.
+#[derive(serde::Serialize)]
+struct SweepRow {
+    containers: usize,
+    /// Specs moved in at once -> every container running.
+    start_all_ms: f64,
+    /// SIGTERM to the daemon -> it exited, every container stopped.
+    stop_all_ms: f64,
+    daemon_rss_kib: u64,
+    daemon_pss_kib: u64,
+    monitor_rss_kib: f64,
+    monitor_pss_kib: f64,
+    ps_p50_ms: f64,
+    ps_max_ms: f64,
 }
 
 #[derive(Default)]
@@ -518,6 +581,84 @@ impl Bench {
         );
         d.stop();
         lat
+    }
+
+    /// The scaling sweep: for each size, that many specs moved in at once, until all run;
+    /// memory and `ps` with all of them running; then the daemon's SIGTERM stop of all.
+    fn sweep(&self, sizes: &[usize]) -> Vec<SweepRow> {
+        println!();
+        println!("== scaling sweep: {sizes:?} containers, each size on a daemon of its own ==");
+        let mut rows = Vec::new();
+        for &n in sizes {
+            let phase = format!("sweep{n}");
+            let (specs, out) = self.dirs(&phase);
+            let d = Daemon::start(self, &phase, &specs);
+            let staging = self.work.join(&phase).join("staging");
+            std::fs::create_dir_all(&staging).unwrap();
+            for i in 0..n {
+                let body = self.spec(HOLD, &out, "");
+                std::fs::write(staging.join(format!("s{i:04}.toml")), body).unwrap();
+            }
+            let t0 = Instant::now();
+            for i in 0..n {
+                let f = format!("s{i:04}.toml");
+                std::fs::rename(staging.join(&f), specs.join(&f)).unwrap();
+            }
+            let mut running = Vec::new();
+            wait_for(Duration::from_secs(300), "all running", || {
+                running = d.running();
+                // Each look is a `berth ps`: not more often than every 20 ms.
+                running.len() == n || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    false
+                }
+            })
+            .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
+            let start_all = t0.elapsed();
+            let mem = d.memory("sweep", &running);
+            let ps: Vec<Duration> = (0..20).map(|_| d.timed_ps().0).collect();
+            let stop_all = d.stop();
+            let row = SweepRow {
+                containers: n,
+                start_all_ms: ms(start_all),
+                stop_all_ms: ms(stop_all),
+                daemon_rss_kib: mem.daemon_rss,
+                daemon_pss_kib: mem.daemon_pss,
+                monitor_rss_kib: mem.monitor_rss as f64 / n as f64,
+                monitor_pss_kib: mem.monitor_pss as f64 / n as f64,
+                ps_p50_ms: ms(pct(&ps, 0.5)),
+                ps_max_ms: ms(pct(&ps, 1.0)),
+            };
+            println!(
+                "  {n:>4}: start-all {:8.1} ms ({:.2} ms/container)  stop-all {:8.1} ms  daemon RSS {:5.1} MiB  monitor RSS {:4.0} KiB PSS {:4.0} KiB  ps p50 {:5.1} ms",
+                row.start_all_ms,
+                row.start_all_ms / n as f64,
+                row.stop_all_ms,
+                kib_mib(row.daemon_rss_kib),
+                row.monitor_rss_kib,
+                row.monitor_pss_kib,
+                row.ps_p50_ms
+            );
+            rows.push(row);
+        }
+        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            let per = |r: &SweepRow, v: f64| v / r.containers as f64;
+            for (what, a, b) in [
+                ("start-all", per(first, first.start_all_ms), per(last, last.start_all_ms)),
+                ("stop-all", per(first, first.stop_all_ms), per(last, last.stop_all_ms)),
+                ("ps", per(first, first.ps_p50_ms), per(last, last.ps_p50_ms)),
+            ] {
+                println!(
+                    "  {what}: {:.3} ms/container at {} against {:.3} at {} ({})",
+                    a,
+                    first.containers,
+                    b,
+                    last.containers,
+                    if b > a * 1.5 { "worse than linear" } else { "linear or better" }
+                );
+            }
+        }
+        rows
     }
 
     /// 1. Spec renamed into the dir -> running, one after the other, all kept running.
@@ -1021,7 +1162,7 @@ fn podman(bench: &Bench, n: usize) -> Option<EngineResult> {
             rss as f64 / conmons.len().max(1) as f64,
             pss as f64 / conmons.len().max(1) as f64
         );
-        Ok((all, pss))
+        Ok((all, pss, rss))
     })();
     // Cleanup: stop (SIGTERM, then KILL after 10 s) and remove every container.
     let t = Instant::now();
@@ -1047,10 +1188,12 @@ fn podman(bench: &Bench, n: usize) -> Option<EngineResult> {
     unmount_under(&dir);
     remove_cgroup_parent(&cgroup_parent);
     match result {
-        Ok((all, pss)) => Some(EngineResult {
+        Ok((all, pss, rss)) => Some(EngineResult {
             name: "podman".into(),
+            version,
             all: Some(all),
             monitor_pss: Some(pss),
+            monitor_rss: Some(rss),
         }),
         Err(e) => {
             println!("podman: cannot run containers here, skipped: {e}");
@@ -1254,8 +1397,10 @@ fn docker(bench: &Bench, n: usize) -> Option<EngineResult> {
             );
             Some(EngineResult {
                 name: "docker".into(),
+                version: String::new(),
                 all: Some(all),
                 monitor_pss: None,
+                monitor_rss: None,
             })
         }
         (None, e) => {
@@ -1374,29 +1519,7 @@ fn env_usize(key: &str, default: usize) -> usize {
 }
 
 /// The mount points of the cgroup hierarchies (v1 controllers, the v2 root or both).
-fn cgroup_bases() -> Vec<PathBuf> {
-    mountinfo()
-        .into_iter()
-        .filter(|(_, fstype)| fstype == "cgroup" || fstype == "cgroup2")
-        .map(|(p, _)| p)
-        .collect()
-}
 
-/// (mount point, fs type) of every mount.
-fn mountinfo() -> Vec<(PathBuf, String)> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            Some((
-                PathBuf::from(fields.get(4)?),
-                fields.get(sep + 1)?.to_string(),
-            ))
-        })
-        .collect()
-}
 
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     mountinfo()
@@ -1416,21 +1539,6 @@ fn unmount_under(dir: &Path) {
 }
 
 /// Removes a cgroup parent (and anything left below it) in every hierarchy, deepest first.
-fn remove_cgroup_parent(name: &str) {
-    fn rm(dir: &Path) {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    rm(&e.path());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir(dir);
-    }
-    for base in cgroup_bases() {
-        rm(&base.join(name));
-    }
-}
 
 fn which(tool: &str) -> Option<PathBuf> {
     std::env::var("PATH")
