@@ -12,7 +12,9 @@
 //! uses the synthetic rootfs without trying mmdebstrap). Each round pulls
 //! into a fresh berth root and a fresh OCI layout + bundle, alternating between the two, after
 //! one warm-up of each (the page cache holds the registry's blobs for both). Reports the median
-//! wall time of each and the ratio berth/theirs.
+//! wall time of each and the ratio berth/theirs, for the image as built (gzip layers) and again
+//! with its layers recompressed to zstd by `skopeo copy --dest-compress-format zstd`; results
+//! as JSON in target/bench/pull.json.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -22,6 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+mod common;
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
@@ -129,22 +133,105 @@ fn main() {
         &format!("docker://{reference}"),
     ]);
 
+    // The same image with its layers recompressed to zstd.
+    let zstd_reference = format!("127.0.0.1:{}/bench:zstd", registry.port);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-compress-format",
+        "zstd",
+        &format!("oci:{}:1", layout.display()),
+        &format!("docker://{zstd_reference}"),
+    ]);
+
     let runs = work.path().join("runs");
     fs::create_dir_all(&runs).unwrap();
-    let berth_pull = |n: &str| -> Duration {
-        let root = runs.join(format!("berth-{n}"));
+    let mut results = Vec::new();
+    for (label, reference) in [("gzip", &reference), ("zstd", &zstd_reference)] {
+        match compare(&berth, &runs, reference, label, rounds) {
+            Ok(r) => {
+                println!(
+                    "{rounds} rounds, pull + unpack of {reference} ({} layers, {label}, {:.1} MB unpacked):",
+                    layers.len(),
+                    mb(total_tar)
+                );
+                println!("  berth image pull           median {:>6.2} s", r.berth);
+                match (r.theirs, r.copy) {
+                    (Some(t), Some(c)) => {
+                        println!(
+                            "  skopeo copy + umoci unpack median {t:>6.2} s  (skopeo copy alone {c:.2} s)"
+                        );
+                        println!("  berth/theirs {:.2}x  (target <= 0.50x)", r.berth / t);
+                    }
+                    _ => println!("  skopeo copy + umoci unpack: {}", r.note),
+                }
+                results.push(serde_json::json!({
+                    "compression": label,
+                    "berth_s": r.berth, "berth_all_s": r.berth_all,
+                    "theirs_s": r.theirs, "theirs_all_s": r.theirs_all,
+                    "skopeo_copy_s": r.copy, "note": r.note,
+                }));
+            }
+            Err(e) => println!("{label}: {e}"),
+        }
+    }
+    registry.stop();
+    common::write_results(
+        "pull",
+        &serde_json::json!({
+            "machine": common::machine(),
+            "image": kind,
+            "layers": layers.len(),
+            "gzip_mb": mb(total_gz),
+            "unpacked_mb": mb(total_tar),
+            "rounds": rounds,
+            "variants": results,
+        }),
+    );
+}
+
+/// Medians (and every round) of one pull comparison, in seconds.
+struct PullResult {
+    berth: f64,
+    berth_all: Vec<f64>,
+    theirs: Option<f64>,
+    theirs_all: Vec<f64>,
+    copy: Option<f64>,
+    note: String,
+}
+
+/// `rounds` pulls + unpacks of `reference` by berth and by skopeo + umoci, alternating
+/// after one warm-up of each (the page cache then holds the registry's blobs for both).
+/// Where skopeo + umoci cannot do it (umoci without zstd), berth's figures alone.
+fn compare(
+    berth: &Path,
+    runs: &Path,
+    reference: &str,
+    label: &str,
+    rounds: usize,
+) -> Result<PullResult, String> {
+    let berth_pull = |n: &str| -> Result<Duration, String> {
+        let root = runs.join(format!("berth-{label}-{n}"));
         let t0 = Instant::now();
-        run(Command::new(&berth)
+        let out = Command::new(berth)
             .arg("--root")
             .arg(&root)
-            .args(["image", "pull", "--quiet", &reference]));
+            .args(["image", "pull", "--quiet", reference])
+            .output()
+            .map_err(|e| e.to_string())?;
         let d = t0.elapsed();
         let _ = fs::remove_dir_all(&root);
-        d
+        if !out.status.success() {
+            return Err(format!(
+                "berth image pull {reference}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(d)
     };
-    let theirs = |n: &str| -> (Duration, Duration) {
-        let oci = runs.join(format!("oci-{n}"));
-        let bundle = runs.join(format!("bundle-{n}"));
+    let theirs = |n: &str| -> Result<(Duration, Duration), String> {
+        let oci = runs.join(format!("oci-{label}-{n}"));
+        let bundle = runs.join(format!("bundle-{label}-{n}"));
         let t0 = Instant::now();
         skopeo(&[
             "copy",
@@ -153,73 +240,83 @@ fn main() {
             &format!("oci:{}:1", oci.display()),
         ]);
         let copied = t0.elapsed();
-        run(Command::new("umoci")
+        let out = Command::new("umoci")
             .arg("unpack")
             .arg("--image")
             .arg(format!("{}:1", oci.display()))
-            .arg(&bundle));
+            .arg(&bundle)
+            .output()
+            .map_err(|e| e.to_string())?;
         let d = t0.elapsed();
         let _ = fs::remove_dir_all(&oci);
         let _ = fs::remove_dir_all(&bundle);
-        (d, copied)
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(format!(
+                "umoci unpack failed: {}",
+                err.lines().last().unwrap_or("").trim()
+            ));
+        }
+        Ok((d, copied))
     };
-
-    // Warm-up: one of each.
-    let w_berth = berth_pull("warm");
-    let (w_theirs, _) = theirs("warm");
-    println!(
-        "warm-up: berth {:.2} s, skopeo+umoci {:.2} s",
-        w_berth.as_secs_f64(),
-        w_theirs.as_secs_f64()
-    );
-    let mut berth_times = Vec::new();
-    let mut their_times = Vec::new();
-    let mut copy_times = Vec::new();
+    berth_pull("warm")?;
+    let mut note = String::new();
+    let mut peer = match theirs("warm") {
+        Ok(_) => true,
+        Err(e) => {
+            note = e;
+            false
+        }
+    };
+    let (mut b_all, mut t_all, mut c_all) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds {
         let n = i.to_string();
-        let (b, (t, c)) = if i % 2 == 0 {
-            let b = berth_pull(&n);
-            (b, theirs(&n))
-        } else {
-            let t = theirs(&n);
-            (berth_pull(&n), t)
+        let mut peer_round = |t_all: &mut Vec<Duration>, c_all: &mut Vec<Duration>| {
+            if peer {
+                match theirs(&n) {
+                    Ok((t, c)) => {
+                        t_all.push(t);
+                        c_all.push(c);
+                    }
+                    Err(e) => {
+                        note = e;
+                        peer = false;
+                    }
+                }
+            }
         };
+        if i % 2 == 0 {
+            b_all.push(berth_pull(&n)?);
+            peer_round(&mut t_all, &mut c_all);
+        } else {
+            peer_round(&mut t_all, &mut c_all);
+            b_all.push(berth_pull(&n)?);
+        }
         println!(
-            "round {}: berth {:.2} s, skopeo+umoci {:.2} s (copy {:.2} s, unpack {:.2} s)",
+            "{label} round {}: berth {:.2} s{}",
             i + 1,
-            b.as_secs_f64(),
-            t.as_secs_f64(),
-            c.as_secs_f64(),
-            (t - c).as_secs_f64()
+            b_all[i].as_secs_f64(),
+            match (t_all.last(), c_all.last()) {
+                (Some(t), Some(c)) if t_all.len() == i + 1 => format!(
+                    ", skopeo+umoci {:.2} s (copy {:.2} s, unpack {:.2} s)",
+                    t.as_secs_f64(),
+                    c.as_secs_f64(),
+                    (*t - *c).as_secs_f64()
+                ),
+                _ => String::new(),
+            }
         );
-        berth_times.push(b);
-        their_times.push(t);
-        copy_times.push(c);
     }
-    registry.stop();
-
-    let b = median(&mut berth_times);
-    let t = median(&mut their_times);
-    let c = median(&mut copy_times);
-    println!(
-        "{rounds} rounds, pull + unpack of {reference} ({} layers, {:.1} MB gzip, {:.1} MB unpacked):",
-        layers.len(),
-        mb(total_gz),
-        mb(total_tar)
-    );
-    println!(
-        "  berth image pull          median {:>6.2} s",
-        b.as_secs_f64()
-    );
-    println!(
-        "  skopeo copy + umoci unpack median {:>6.2} s  (skopeo copy alone {:.2} s)",
-        t.as_secs_f64(),
-        c.as_secs_f64()
-    );
-    println!(
-        "  berth/theirs {:.2}x  (target <= 0.70x)",
-        b.as_secs_f64() / t.as_secs_f64()
-    );
+    let secs = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).collect::<Vec<_>>();
+    let complete = peer && t_all.len() == rounds;
+    Ok(PullResult {
+        berth: median(&mut b_all.clone()).as_secs_f64(),
+        berth_all: secs(&b_all),
+        theirs: complete.then(|| median(&mut t_all.clone()).as_secs_f64()),
+        theirs_all: secs(&t_all),
+        copy: complete.then(|| median(&mut c_all.clone()).as_secs_f64()),
+        note,
+    })
 }
 
 /// Removes `dir` unless something is still mounted under it (mmdebstrap mounts /proc, /sys
@@ -239,13 +336,11 @@ fn remove_unless_mounted(dir: &Path) -> bool {
 
 /// A mount point at or under `dir`, if any.
 fn mounted_under(dir: &Path) -> Option<String> {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = dir.to_string_lossy().into_owned();
-    mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .find(|m| m.starts_with(&prefix))
-        .map(str::to_string)
+    common::mountinfo()
+        .into_iter()
+        .map(|(m, _)| m)
+        .find(|m| m.starts_with(dir))
+        .map(|m| m.display().to_string())
 }
 
 fn mb(n: u64) -> f64 {

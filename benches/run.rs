@@ -1016,4 +1016,3 @@ fn timed(mut cmd: Command, name: &str) -> Result<Sample, String> {
         cpu: cpu().saturating_sub(c0),
     })
 }
-

@@ -94,7 +94,10 @@ fn main() {
     bench.warm_layer_store();
 
     let only = std::env::var("BENCH_ONLY").ok();
-    let wanted = |phase: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == phase));
+    let wanted = |phase: &str| {
+        only.as_deref()
+            .map_or(true, |o| o.split(',').any(|p| p == phase))
+    };
     let mut results = serde_json::Map::new();
     results.insert("machine".into(), common::machine());
     let burst_ps = if wanted("burst") {
@@ -135,8 +138,8 @@ fn main() {
             );
         }
     }
+    common::write_results("supervise", &serde_json::Value::Object(results));
     if only.is_some() {
-        common::write_results("supervise", &serde_json::Value::Object(results));
         return;
     }
     let shutdown = bench.shutdown(stops);
@@ -644,8 +647,16 @@ impl Bench {
         if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
             let per = |r: &SweepRow, v: f64| v / r.containers as f64;
             for (what, a, b) in [
-                ("start-all", per(first, first.start_all_ms), per(last, last.start_all_ms)),
-                ("stop-all", per(first, first.stop_all_ms), per(last, last.stop_all_ms)),
+                (
+                    "start-all",
+                    per(first, first.start_all_ms),
+                    per(last, last.start_all_ms),
+                ),
+                (
+                    "stop-all",
+                    per(first, first.stop_all_ms),
+                    per(last, last.stop_all_ms),
+                ),
                 ("ps", per(first, first.ps_p50_ms), per(last, last.ps_p50_ms)),
             ] {
                 println!(
@@ -654,7 +665,11 @@ impl Bench {
                     first.containers,
                     b,
                     last.containers,
-                    if b > a * 1.5 { "worse than linear" } else { "linear or better" }
+                    if b > a * 1.5 {
+                        "worse than linear"
+                    } else {
+                        "linear or better"
+                    }
                 );
             }
         }
@@ -1518,9 +1533,7 @@ fn env_usize(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The mount points of the cgroup hierarchies (v1 controllers, the v2 root or both).
-
-
+/// Mount points at or under `dir`.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     mountinfo()
         .into_iter()
@@ -1537,8 +1550,6 @@ fn unmount_under(dir: &Path) {
         let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
 }
-
-/// Removes a cgroup parent (and anything left below it) in every hierarchy, deepest first.
 
 fn which(tool: &str) -> Option<PathBuf> {
     std::env::var("PATH")

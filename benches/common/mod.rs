@@ -1,4 +1,5 @@
-//! What more than one benchmark needs.
+//! What more than one benchmark needs (each uses a part of it).
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,7 +45,12 @@ pub fn write_results(name: &str, data: &serde_json::Value) {
 /// What the results were measured on: host, kernel, cgroup layout, and the version line of
 /// each tool compared (those installed).
 pub fn machine() -> serde_json::Value {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
     let cpu = read("/proc/cpuinfo")
         .lines()
         .find(|l| l.starts_with("model name"))
@@ -62,12 +68,18 @@ pub fn machine() -> serde_json::Value {
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(str::to_string)
+            })
     };
-    let tools: serde_json::Map<String, serde_json::Value> = ["crun", "runc", "podman", "conmon", "skopeo", "umoci"]
-        .iter()
-        .filter_map(|t| version(t).map(|v| (t.to_string(), v.into())))
-        .collect();
+    let tools: serde_json::Map<String, serde_json::Value> =
+        ["crun", "runc", "podman", "conmon", "skopeo", "umoci"]
+            .iter()
+            .filter_map(|t| version(t).map(|v| (t.to_string(), v.into())))
+            .collect();
     serde_json::json!({
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "cpu": cpu,

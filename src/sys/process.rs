@@ -252,7 +252,6 @@ impl Lowered {
             .filter(|&b| set_niceness((b + n).min(19)).is_ok());
         Lowered { base }
     }
-
 }
 
 impl Drop for Lowered {
