@@ -713,7 +713,7 @@ pub(crate) fn image_config(
 /// stream, including what follows the tar's end marker. Reads `buf` only to the end of the
 /// compressed stream. `compressed` is the blob's size: the unpacked stream may outgrow it
 /// only as far as `limits` allow (and never the store's reserve).
-pub(crate) fn unpack_blob<R: Read>(
+pub(crate) fn unpack_blob<R: Read + Send>(
     buf: &mut BufReader<R>,
     hint: Compression,
     dir: &Path,
@@ -722,7 +722,7 @@ pub(crate) fn unpack_blob<R: Read>(
 ) -> Result<String, ImageError> {
     let read_err = |source| ImageError::TarRead { source };
     let magic = buf.fill_buf().map_err(read_err)?;
-    let decoder: Box<dyn Read + '_> = match sniff(magic).unwrap_or(hint) {
+    let decoder: Box<dyn Read + Send + '_> = match sniff(magic).unwrap_or(hint) {
         Compression::None => Box::new(buf),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
         Compression::Zstd => {
@@ -738,24 +738,106 @@ pub(crate) fn unpack_blob<R: Read>(
         next_check: 0,
         tripped: None,
     };
-    let mut hashed = HashReader {
+    let hashed = HashReader {
         inner: guarded,
         hasher: Sha256::new(),
         count: 0,
     };
-    let unpacked = extract::unpack_layer_limited(&mut hashed, dir, MAX_LAYER_SIZE);
+    // Reading, hashing and decompressing run on a thread of their own, ahead of the
+    // extraction (file creation, which is mostly kernel time): the two overlap.
+    let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (unpacked, produced) = std::thread::scope(|s| {
+        let producer = s.spawn(|| produce(hashed, tx, &stop));
+        let mut reader = ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        };
+        let unpacked = extract::unpack_layer_limited(&mut reader, dir, MAX_LAYER_SIZE);
+        // A failed extraction needs nothing more; a finished one still hashes what follows
+        // the tar's end marker.
+        stop.store(unpacked.is_err(), Ordering::Relaxed);
+        drop(reader);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (unpacked, produced)
+    });
+    let (mut hashed, read_result) = produced;
     if let Some(e) = hashed.inner.tripped.take() {
         return Err(e);
     }
     unpacked?;
-    let rest = MAX_LAYER_SIZE.saturating_sub(hashed.count);
-    let drained = io::copy(&mut (&mut hashed).take(rest + 1), &mut io::sink()).map_err(read_err)?;
-    if drained > rest {
+    read_result.map_err(read_err)?;
+    if hashed.count > MAX_LAYER_SIZE {
         return Err(ImageError::LayerTooLarge {
             limit: MAX_LAYER_SIZE,
         });
     }
     Ok(format!("sha256:{}", hex::encode(hashed.hasher.finalize())))
+}
+
+/// Chunks of the uncompressed stream in flight between the decompressing thread and the
+/// extraction, and their size.
+const PREFETCH_CHUNKS: usize = 8;
+const PREFETCH_CHUNK: usize = 256 * 1024;
+
+/// Reads `hashed` to its end (at most `MAX_LAYER_SIZE` + 1 bytes), sending each chunk to the
+/// extraction while it listens, then only hashing. Stops early when `stop` is set (the
+/// extraction failed) or on a read error, which the extraction also receives.
+fn produce<R: Read>(
+    mut hashed: HashReader<R>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (HashReader<R>, io::Result<()>) {
+    let mut listening = true;
+    while !stop.load(Ordering::Relaxed) && hashed.count <= MAX_LAYER_SIZE {
+        let mut chunk = vec![0; PREFETCH_CHUNK];
+        match hashed.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                chunk.truncate(n);
+                if listening && tx.send(Ok(chunk)).is_err() {
+                    listening = false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let mine = io::Error::new(e.kind(), e.to_string());
+                let _ = tx.send(Err(e));
+                return (hashed, Err(mine));
+            }
+        }
+    }
+    (hashed, Ok(()))
+}
+
+/// The extraction's side of [`produce`]: a `Read` over the chunks it sends; the end of the
+/// stream once it has sent the last.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// The uncompressed stream of a layer, stopped (with the reason kept in `tripped`) once it
