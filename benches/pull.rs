@@ -11,7 +11,8 @@
 //! Run as root: `cargo bench --bench pull` (env `BENCH_ROUNDS`, default 3; `BENCH_SYNTHETIC=1`
 //! uses the synthetic rootfs without trying mmdebstrap). Each round pulls
 //! into a fresh berth root and a fresh OCI layout + bundle, alternating between the two, after
-//! one warm-up of each (the page cache holds the registry's blobs for both). Reports the median
+//! one warm-up of each (the page cache holds the registry's blobs for both); the rounds'
+//! output is removed at the end, not between rounds. Reports the median
 //! wall time of each and the ratio berth/theirs, for the image as built (gzip layers) and again
 //! with its layers recompressed to zstd by `skopeo copy --dest-compress-format zstd`; results
 //! as JSON in target/bench/pull.json.
@@ -97,11 +98,12 @@ fn main() {
     let mut parts = layer_dirs;
     parts.push(LayerSource::of(&top, &["opt"]));
     let layers = write_layout(&layout, &parts);
-    if !remove_unless_mounted(&rootfs) {
+    // The rootfs is removed at the end, with the rounds' output (see below).
+    if let Some(m) = mounted_under(&rootfs) {
+        eprintln!("pull benchmark: {m} is still mounted after building the image; stopping");
         let _ = work.keep();
         return;
     }
-    let _ = fs::remove_dir_all(&top);
     let total_gz: u64 = layers.iter().map(|l| l.gz_size).sum();
     let total_tar: u64 = layers.iter().map(|l| l.tar_size).sum();
     println!(
@@ -176,6 +178,14 @@ fn main() {
         }
     }
     registry.stop();
+    // Every round's output is removed only now: on an ext4 without a journal, creating files
+    // soon after many were deleted walks the recently freed inodes, so a removal between
+    // rounds would charge one arm (or variant) for the other's cleanup.
+    let _ = fs::remove_dir_all(&runs);
+    let _ = fs::remove_dir_all(&top);
+    if !remove_unless_mounted(&rootfs) {
+        let _ = work.keep();
+    }
     common::write_results(
         "pull",
         &serde_json::json!({
@@ -220,7 +230,6 @@ fn compare(
             .output()
             .map_err(|e| e.to_string())?;
         let d = t0.elapsed();
-        let _ = fs::remove_dir_all(&root);
         if !out.status.success() {
             return Err(format!(
                 "berth image pull {reference}: {}",
@@ -248,8 +257,6 @@ fn compare(
             .output()
             .map_err(|e| e.to_string())?;
         let d = t0.elapsed();
-        let _ = fs::remove_dir_all(&oci);
-        let _ = fs::remove_dir_all(&bundle);
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             return Err(format!(
