@@ -147,3 +147,124 @@ fn nothing_leaks_after_100_runs() {
     }
     env.assert_no_leaks();
 }
+
+/// A filesystem on a loop device of its own, mounted at `mnt`; unmounted and detached on drop.
+struct LoopFs {
+    device: String,
+    mnt: PathBuf,
+}
+
+impl LoopFs {
+    fn new(dir: &std::path::Path) -> LoopFs {
+        let backing = dir.join("disk.img");
+        let f = std::fs::File::create(&backing).unwrap();
+        f.set_len(96 << 20).unwrap();
+        let sh = |cmd: &mut std::process::Command| {
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let device = sh(std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&backing));
+        let fs = LoopFs {
+            device,
+            mnt: dir.join("mnt"),
+        };
+        std::fs::create_dir_all(&fs.mnt).unwrap();
+        sh(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&fs.device));
+        sh(std::process::Command::new("mount")
+            .arg(&fs.device)
+            .arg(&fs.mnt));
+        fs
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.device])
+            .status();
+    }
+}
+
+#[test]
+fn disk_throttles_hold_direct_io_to_their_rate() {
+    if skip_unless_root("io throttle") {
+        return;
+    }
+    let env = TestEnv::new("io");
+    let disk = LoopFs::new(env.dir.path());
+    const MIB: f64 = 1024.0 * 1024.0;
+    const LIMIT: f64 = 4.0 * MIB;
+    const SIZE_MIB: f64 = 12.0;
+    // Direct IO of SIZE_MIB, written then read back, each throttled to 4 MiB/s on this device.
+    let body = |limits: &str| {
+        format!(
+            "command = [\"sh\", \"-c\", \"dd if=/dev/zero of=/data/f bs=1M count={SIZE_MIB} oflag=direct && dd if=/data/f of=/dev/null bs=1M iflag=direct\"]\n\
+             [[mounts]]\nsource = {:?}\ntarget = \"/data\"\n[network]\nmode = \"none\"\n{limits}",
+            disk.mnt.display()
+        )
+    };
+    let timed = |name: &str, limits: &str| -> f64 {
+        let spec = env.spec(name, &body(limits));
+        let t0 = Instant::now();
+        let out = env.run(&spec);
+        let took = t0.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        took
+    };
+    let free = timed("free", "");
+    let both = format!(
+        "[resources]\nio = {{ write_bps = {{ {dev:?} = \"4M\" }}, read_bps = {{ {dev:?} = {bytes} }} }}\n",
+        dev = disk.device,
+        bytes = LIMIT as u64
+    );
+    let spec = env.spec("limited", &body(&both));
+    let t0 = Instant::now();
+    let child = spawn(&env, &spec);
+    // While it runs, the throttle is in the container's cgroup.
+    let rdev = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&disk.device).unwrap().rdev()
+    };
+    let dev = format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    );
+    let written = match controller_base("blkio") {
+        Some(_) => std::fs::read_to_string(
+            wait_for_cgroup(&env, "blkio").join("blkio.throttle.write_bps_device"),
+        )
+        .unwrap(),
+        None => std::fs::read_to_string(wait_for_cgroup(&env, "io").join("io.max")).unwrap(),
+    };
+    assert!(
+        written.contains(&dev) && written.contains("4194304"),
+        "{dev} not throttled: {written:?}"
+    );
+    let out = child.wait_with_output().unwrap();
+    let took = t0.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Two transfers at the limit, plus what the same run takes unthrottled.
+    let rate = 2.0 * SIZE_MIB * MIB / (took - free).max(0.001);
+    eprintln!(
+        "direct IO at {:.2} MiB/s under a 4 MiB/s throttle ({took:.2} s, {free:.2} s unthrottled)",
+        rate / MIB
+    );
+    assert!(
+        (0.8 * LIMIT..=1.2 * LIMIT).contains(&rate),
+        "{:.2} MiB/s against a limit of 4 MiB/s ({took:.2} s throttled, {free:.2} s free)",
+        rate / MIB
+    );
+    drop(disk);
+    env.assert_no_leaks();
+}

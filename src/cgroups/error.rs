@@ -97,6 +97,13 @@ pub enum CgroupError {
         source: Cause,
     },
 
+    #[error("block device {path} of resources.io: {source}")]
+    IoDevice {
+        path: PathBuf,
+        #[source]
+        source: Cause,
+    },
+
     #[error("removing cgroup {path}: {source}")]
     Remove {
         path: PathBuf,

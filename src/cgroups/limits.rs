@@ -320,6 +320,110 @@ pub fn v1_resets(res: &Resources) -> Vec<(Controller, &'static str, String)> {
     w
 }
 
+/// One block device's throttles (`Resources::io_devices`) with the device resolved to its
+/// numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoThrottle {
+    pub major: u64,
+    pub minor: u64,
+    pub read_bps: Option<u64>,
+    pub write_bps: Option<u64>,
+    pub read_iops: Option<u64>,
+    pub write_iops: Option<u64>,
+}
+
+/// The v1 throttle files, each with the field of [`IoThrottle`] it takes.
+pub const V1_THROTTLE_FILES: [&str; 4] = [
+    "blkio.throttle.read_bps_device",
+    "blkio.throttle.write_bps_device",
+    "blkio.throttle.read_iops_device",
+    "blkio.throttle.write_iops_device",
+];
+
+fn fields(t: &IoThrottle) -> [Option<u64>; 4] {
+    [t.read_bps, t.write_bps, t.read_iops, t.write_iops]
+}
+
+/// The v1 writes that set the throttles of `io` and lift those of every device in `limited`
+/// (what the files list now, for an update) that `io` no longer limits: "MAJ:MIN RATE", 0 to
+/// lift.
+pub fn v1_io_writes(
+    io: &[IoThrottle],
+    limited: &[(u64, u64)],
+) -> Vec<(Controller, &'static str, String)> {
+    let mut w = Vec::new();
+    for (i, file) in V1_THROTTLE_FILES.iter().enumerate() {
+        for &(major, minor) in limited {
+            let kept = io
+                .iter()
+                .any(|t| (t.major, t.minor) == (major, minor) && fields(t)[i].is_some());
+            if !kept {
+                w.push((Controller::Blkio, *file, format!("{major}:{minor} 0")));
+            }
+        }
+        for t in io {
+            if let Some(rate) = fields(t)[i] {
+                w.push((
+                    Controller::Blkio,
+                    *file,
+                    format!("{}:{} {rate}", t.major, t.minor),
+                ));
+            }
+        }
+    }
+    w
+}
+
+/// The v2 `io.max` writes for `io`, and "max" for every device in `limited` it no longer
+/// names (an update).
+pub fn v2_io_writes(io: &[IoThrottle], limited: &[(u64, u64)]) -> Vec<(&'static str, String)> {
+    let rate = |v: Option<u64>| v.map_or("max".to_string(), |n| n.to_string());
+    let mut w: Vec<(&'static str, String)> = limited
+        .iter()
+        .filter(|d| !io.iter().any(|t| (t.major, t.minor) == **d))
+        .map(|(major, minor)| {
+            (
+                "io.max",
+                format!("{major}:{minor} rbps=max wbps=max riops=max wiops=max"),
+            )
+        })
+        .collect();
+    w.extend(io.iter().map(|t| {
+        (
+            "io.max",
+            format!(
+                "{}:{} rbps={} wbps={} riops={} wiops={}",
+                t.major,
+                t.minor,
+                rate(t.read_bps),
+                rate(t.write_bps),
+                rate(t.read_iops),
+                rate(t.write_iops)
+            ),
+        )
+    }));
+    w
+}
+
+/// The devices a v1 throttle file or v2 `io.max` lists with a limit: lines that start with
+/// "MAJ:MIN" followed by something other than no limit.
+pub fn limited_devices(text: &str) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (dev, rest) = l.trim().split_once(' ')?;
+            let (major, minor) = dev.split_once(':')?;
+            let unlimited = rest
+                .split_whitespace()
+                .all(|kv| kv == "0" || kv.ends_with("=max"));
+            (!unlimited).then_some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The v1 devices writes: deny all, then the allowlist.
 pub fn v1_device_writes() -> Vec<(Controller, &'static str, String)> {
     let mut w = vec![(Controller::Devices, "devices.deny", "a".to_string())];
@@ -348,6 +452,9 @@ pub fn v2_required_controllers(res: &Resources) -> Vec<&'static str> {
     }
     if res.pids.is_some() {
         c.push("pids");
+    }
+    if !res.io_devices.is_empty() {
+        c.push("io");
     }
     c
 }
@@ -540,6 +647,7 @@ mod tests {
             cpuset: Some("0".into()),
             pids: Some(10),
             io_weight: Some(100),
+            io_devices: vec![],
         };
         assert!(v1_resets(&all).is_empty());
         assert!(v2_resets(&all).is_empty());
@@ -615,5 +723,90 @@ mod tests {
             assert_eq!(Controller::from_mount_option(c.name()), Some(c));
         }
         assert_eq!(Controller::from_mount_option("rw"), None);
+    }
+
+    #[test]
+    fn io_throttle_writes() {
+        let t = |major, minor, r, w| IoThrottle {
+            major,
+            minor,
+            read_bps: r,
+            write_bps: w,
+            ..Default::default()
+        };
+        let b = |f: &str, v: &str| (Controller::Blkio, f.to_string(), v.to_string());
+        let v1 = |io: &[IoThrottle], limited: &[(u64, u64)]| -> Vec<(Controller, String, String)> {
+            v1_io_writes(io, limited)
+                .into_iter()
+                .map(|(c, f, v)| (c, f.to_string(), v))
+                .collect()
+        };
+        // Create: only what is set.
+        assert_eq!(
+            v1(&[t(7, 3, None, Some(4 << 20))], &[]),
+            vec![b("blkio.throttle.write_bps_device", "7:3 4194304")]
+        );
+        // Update: the read limit moves to another device, the write limit is lifted.
+        assert_eq!(
+            v1(&[t(8, 0, Some(100), None)], &[(7, 3)]),
+            vec![
+                b("blkio.throttle.read_bps_device", "7:3 0"),
+                b("blkio.throttle.read_bps_device", "8:0 100"),
+                b("blkio.throttle.write_bps_device", "7:3 0"),
+                b("blkio.throttle.read_iops_device", "7:3 0"),
+                b("blkio.throttle.write_iops_device", "7:3 0"),
+            ]
+        );
+        // A device still limited keeps its value without a lift first.
+        assert_eq!(
+            v1(&[t(7, 3, None, Some(5))], &[(7, 3)]),
+            vec![
+                b("blkio.throttle.read_bps_device", "7:3 0"),
+                b("blkio.throttle.write_bps_device", "7:3 5"),
+                b("blkio.throttle.read_iops_device", "7:3 0"),
+                b("blkio.throttle.write_iops_device", "7:3 0"),
+            ]
+        );
+        let full = IoThrottle {
+            major: 259,
+            minor: 1,
+            read_bps: Some(1),
+            write_bps: Some(2),
+            read_iops: Some(3),
+            write_iops: Some(4),
+        };
+        assert_eq!(
+            v2_io_writes(&[full, t(7, 3, None, Some(9))], &[(8, 0), (7, 3)]),
+            vec![
+                (
+                    "io.max",
+                    "8:0 rbps=max wbps=max riops=max wiops=max".to_string()
+                ),
+                ("io.max", "259:1 rbps=1 wbps=2 riops=3 wiops=4".to_string()),
+                (
+                    "io.max",
+                    "7:3 rbps=max wbps=9 riops=max wiops=max".to_string()
+                ),
+            ]
+        );
+        assert_eq!(v2_io_writes(&[], &[]), vec![]);
+    }
+
+    #[test]
+    fn limited_devices_of_the_kernel_files() {
+        let cases: &[(&str, Vec<(u64, u64)>)] = &[
+            ("", vec![]),
+            ("7:3 4194304\n8:0 100\n", vec![(7, 3), (8, 0)]),
+            // v1 lists a lifted rule as 0 until it is gone.
+            ("7:3 0\n", vec![]),
+            (
+                "259:1 rbps=1 wbps=max riops=max wiops=max\n7:3 rbps=max wbps=max riops=max wiops=max\n",
+                vec![(259, 1)],
+            ),
+            ("garbage\n7:x 5\n", vec![]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&limited_devices(text), want, "{text:?}");
+        }
     }
 }

@@ -28,6 +28,34 @@ pub use limits::{Controller, DeviceAccess, DeviceKind, DeviceRule, ALLOWED_DEVIC
 
 use crate::spec::Resources;
 
+/// The spec's per-device IO throttles with each device resolved to its numbers (a path that
+/// is no block device now is an error naming it).
+fn io_throttles(res: &Resources) -> Result<Vec<limits::IoThrottle>, CgroupError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    res.io_devices
+        .iter()
+        .map(|d| {
+            let err = |source: Box<dyn std::error::Error + Send + Sync>| CgroupError::IoDevice {
+                path: d.device.clone(),
+                source,
+            };
+            let m = std::fs::metadata(&d.device).map_err(|e| err(e.into()))?;
+            if !m.file_type().is_block_device() {
+                return Err(err("not a block device".into()));
+            }
+            let rdev = m.rdev();
+            Ok(limits::IoThrottle {
+                major: nix::sys::stat::major(rdev),
+                minor: nix::sys::stat::minor(rdev),
+                read_bps: d.read_bps,
+                write_bps: d.write_bps,
+                read_iops: d.read_iops,
+                write_iops: d.write_iops,
+            })
+        })
+        .collect()
+}
+
 /// Where the cgroup filesystems are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 

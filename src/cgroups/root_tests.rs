@@ -78,6 +78,7 @@ fn limits() -> Resources {
         cpuset: Some("0".into()),
         pids: Some(20),
         io_weight: Some(100),
+        io_devices: vec![],
     }
 }
 

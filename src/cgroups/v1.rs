@@ -181,6 +181,11 @@ pub(super) fn create(dirs: &[Dir], res: &Resources) -> Result<(), CgroupError> {
     }
 
     let mut writes = resolve(dirs, limits::v1_writes(res), true)?;
+    writes.extend(resolve(
+        dirs,
+        limits::v1_io_writes(&super::io_throttles(res)?, &[]),
+        true,
+    )?);
     if find(dirs, Controller::Devices).is_some() {
         writes.extend(resolve(dirs, limits::v1_device_writes(), true)?);
     } else {
@@ -198,6 +203,22 @@ pub(super) fn update(dirs: &[Dir], res: &Resources) -> Result<(), CgroupError> {
         .filter(|(d, f, _)| d.join(f).exists())
         .collect();
     writes.extend(resolve(dirs, limits::v1_writes(res), true)?);
+    // Throttles: set the spec's, lift those of devices it no longer names.
+    let mut limited = Vec::new();
+    if let Some(b) = find(dirs, Controller::Blkio) {
+        for file in limits::V1_THROTTLE_FILES {
+            if let Some(text) = files::read_opt(&b.path.join(file))? {
+                limited.extend(limits::limited_devices(&text));
+            }
+        }
+    }
+    limited.sort();
+    limited.dedup();
+    writes.extend(resolve(
+        dirs,
+        limits::v1_io_writes(&super::io_throttles(res)?, &limited),
+        true,
+    )?);
     if res.cpuset.is_none() {
         if let Some(cs) = find(dirs, Controller::Cpuset) {
             if let Some(parent) = cs.path.parent() {

@@ -100,7 +100,9 @@ pub(super) fn create(
         enable(&cur, &want, &required)?;
     }
     mkdir(&dir.path)?;
-    files::apply_writes(&paths(dir, limits::v2_writes(res)))?;
+    let mut writes = limits::v2_writes(res);
+    writes.extend(limits::v2_io_writes(&super::io_throttles(res)?, &[]));
+    files::apply_writes(&paths(dir, writes))?;
     devices::attach(&dir.path, limits::ALLOWED_DEVICES, device_control)
 }
 
@@ -122,6 +124,14 @@ pub(super) fn update(
         .filter(|(d, f, _)| d.join(f).exists())
         .collect();
     writes.extend(paths(dir, limits::v2_writes(res)));
+    // Throttles: set the spec's, lift those of devices it no longer names.
+    let limited = files::read_opt(&dir.path.join("io.max"))?
+        .map(|t| limits::limited_devices(&t))
+        .unwrap_or_default();
+    writes.extend(paths(
+        dir,
+        limits::v2_io_writes(&super::io_throttles(res)?, &limited),
+    ));
     files::apply_writes(&writes)?;
     devices::attach(&dir.path, limits::ALLOWED_DEVICES, device_control)
 }
@@ -254,6 +264,7 @@ mod tests {
             cpuset: Some("0".into()),
             pids: Some(20),
             io_weight: Some(100),
+            io_devices: vec![],
         }
     }
 

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, SpecErrors};
 use super::types::{
-    Condition, HealthSpec, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe, Resources,
-    RestartPolicy, RestartSpec, UpdateOrder, UpdateSpec, ValidatedSpec,
+    Condition, HealthSpec, IoDeviceLimit, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe,
+    Resources, RestartPolicy, RestartSpec, UpdateOrder, UpdateSpec, ValidatedSpec,
 };
 use super::units;
 use super::ValidationContext;
@@ -62,7 +62,7 @@ const TOP_KEYS: &[&str] = &[
 const RESTART_KEYS: &[&str] = &["policy", "max_retries", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after"];
 const RESOURCES_KEYS: &[&str] = &["memory", "cpus", "cpu_weight", "cpuset", "pids", "io"];
-const IO_KEYS: &[&str] = &["weight"];
+const IO_KEYS: &[&str] = &["weight", "read_bps", "write_bps", "read_iops", "write_iops"];
 const NETWORK_KEYS: &[&str] = &["mode", "ip", "ports", "egress", "ingress"];
 const MOUNT_KEYS: &[&str] = &["source", "target", "readonly"];
 const HEALTH_KEYS: &[&str] = &[
@@ -1073,8 +1073,102 @@ impl Checker<'_> {
                     .int_in(v, "resources.io.weight", 1, 10000)
                     .map(|n| n as u64);
             }
+            r.io_devices = self.io_devices(io);
         }
         r
+    }
+
+    /// `read_bps`, `write_bps`, `read_iops` and `write_iops` of `[resources] io`: tables from a
+    /// block device's path to a rate, merged per device.
+    fn io_devices(&mut self, io: &DeTable<'_>) -> Vec<IoDeviceLimit> {
+        let mut devices: BTreeMap<PathBuf, IoDeviceLimit> = BTreeMap::new();
+        for field in ["read_bps", "write_bps", "read_iops", "write_iops"] {
+            let Some(v) = io.get(field) else {
+                continue;
+            };
+            let key = format!("resources.io.{field}");
+            let Some(table) = self.table(v, &key) else {
+                continue;
+            };
+            for (dev, rate) in table.iter() {
+                let name: &str = dev.get_ref();
+                let dkey = format!("{key}.{name:?}");
+                let device = self.block_device(dev.span(), &dkey, name);
+                let rate = if field.ends_with("_bps") {
+                    self.size_or_bytes(rate, &dkey)
+                } else {
+                    self.int_in(rate, &dkey, 1, i128::from(u64::MAX))
+                        .map(|n| n as u64)
+                };
+                let (Some(device), Some(rate)) = (device, rate) else {
+                    continue;
+                };
+                let limit = devices.entry(device.clone()).or_insert(IoDeviceLimit {
+                    device,
+                    ..Default::default()
+                });
+                let slot = match field {
+                    "read_bps" => &mut limit.read_bps,
+                    "write_bps" => &mut limit.write_bps,
+                    "read_iops" => &mut limit.read_iops,
+                    _ => &mut limit.write_iops,
+                };
+                *slot = Some(rate);
+            }
+        }
+        devices.into_values().collect()
+    }
+
+    /// A block device path of this host, or None (with a diagnostic at `span`).
+    fn block_device(&mut self, span: Range<usize>, key: &str, name: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::FileTypeExt;
+        let path = Path::new(name);
+        if !path.is_absolute() {
+            self.err(
+                span,
+                key,
+                format!(
+                    "{name:?}: a block device is named by its absolute path, such as \"/dev/sda\""
+                ),
+            );
+            return None;
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.file_type().is_block_device() => Some(path.to_path_buf()),
+            Ok(_) => {
+                self.err(span, key, format!("{name} is not a block device"));
+                None
+            }
+            Err(e) => {
+                self.err(
+                    span,
+                    key,
+                    format!("{name}: no such block device on this host ({e})"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A positive size: a string such as "20M" or a number of bytes.
+    fn size_or_bytes(&mut self, v: &Val<'_>, key: &str) -> Option<u64> {
+        let bytes = match v.get_ref() {
+            DeValue::Integer(_) => self
+                .int_in(v, key, 1, i128::from(u64::MAX))
+                .map(|n| n as u64),
+            DeValue::String(_) => self.parsed(v, key, units::parse_size),
+            _ => {
+                self.type_err(v, key, "a size such as \"20M\" or a number of bytes");
+                return None;
+            }
+        };
+        match bytes {
+            Some(0) => {
+                self.err(v.span(), key, "must be greater than 0");
+                None
+            }
+            b => b,
+        }
     }
 
     fn network(&mut self, v: Option<&Val<'_>>, ctx: &ValidationContext) -> NetworkSpec {

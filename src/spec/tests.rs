@@ -106,6 +106,7 @@ fn full_example_parses() {
             cpuset: Some("0-1,3".into()),
             pids: Some(128),
             io_weight: Some(200),
+            io_devices: vec![],
         },
         network: NetworkSpec {
             mode: NetworkMode::Bridge,
@@ -459,6 +460,10 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\n[resources]\ncpuset = \"3-1\"\n", 3, 10, "resources.cpuset", "start after its end"),
     ("image = \"busybox\"\n[resources]\npids = 0\n", 3, 8, "resources.pids", "must be between 1 and 4194304, got 0"),
     ("image = \"busybox\"\n[resources]\nio = { weight = 0 }\n", 3, 17, "resources.io.weight", "must be between 1 and 10000"),
+    ("image = \"busybox\"\n[resources]\nio = { read_bps = { \"sda\" = \"1M\" } }\n", 3, 21, "resources.io.read_bps.\"sda\"", "absolute path"),
+    ("image = \"busybox\"\n[resources]\nio = { read_bps = { \"/dev/null\" = \"1M\" } }\n", 3, 21, "resources.io.read_bps.\"/dev/null\"", "is not a block device"),
+    ("image = \"busybox\"\n[resources]\nio = { write_iops = { \"/dev/berth-none\" = 10 } }\n", 3, 23, "resources.io.write_iops.\"/dev/berth-none\"", "no such block device on this host"),
+    ("image = \"busybox\"\n[resources]\nio = { write_bps = 5 }\n", 3, 20, "resources.io.write_bps", "expected a table"),
     ("image = \"busybox\"\n[network]\nmode = \"nat\"\n", 3, 8, "network.mode", "unknown network mode \"nat\""),
     ("image = \"busybox\"\n[network]\nip = \"10.89.1.5\"\n", 3, 6, "network.ip", "outside the bridge subnet 10.89.0.0/24"),
     ("image = \"busybox\"\n[network]\nip = \"10.89.0.0\"\n", 3, 6, "network.ip", "network address"),
@@ -501,6 +506,49 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox@sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n[update]\ncheck = \"1h\"\n", 3, 9, "update.check", "pinned by digest"),
     ("image = \"busybox\"\n[update]\ncheck = \"5s\"\n", 3, 9, "update.check", "at least 10s"),
 ];
+
+/// A block device of this host, if it has any (sysfs lists them).
+fn some_block_device() -> Option<String> {
+    std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+        .find(|p| {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+        })
+}
+
+#[test]
+fn io_throttles_merge_per_device() {
+    let Some(dev) = some_block_device() else {
+        eprintln!("skipping io_throttles_merge_per_device: no block device on this host");
+        return;
+    };
+    let s = ok(&format!(
+        "image = \"busybox\"\n[resources]\nio = {{ weight = 10, read_bps = {{ {dev:?} = \"20M\" }}, write_bps = {{ {dev:?} = 1024 }}, write_iops = {{ {dev:?} = 300 }} }}\n"
+    ));
+    assert_eq!(s.resources.io_weight, Some(10));
+    assert_eq!(
+        s.resources.io_devices,
+        vec![IoDeviceLimit {
+            device: dev.clone().into(),
+            read_bps: Some(20 << 20),
+            write_bps: Some(1024),
+            read_iops: None,
+            write_iops: Some(300),
+        }]
+    );
+    let e = errs(&format!(
+        "image = \"busybox\"\n[resources]\nio = {{ read_bps = {{ {dev:?} = \"0\" }}, read_iops = {{ {dev:?} = 0 }} }}\n"
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e.iter()
+            .all(|d| d.message.contains("greater than 0") || d.message.contains("at least 1")),
+        "{e:?}"
+    );
+}
 
 #[test]
 fn errors_point_at_key_or_value() {

@@ -176,6 +176,20 @@ pub struct Resources {
     pub pids: Option<u64>,
     /// 1..=10000 (cgroup v2 io.weight; scaled to blkio.weight on v1).
     pub io_weight: Option<u64>,
+    /// Per block device throttles (`io.read_bps` and the like), sorted by device path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub io_devices: Vec<IoDeviceLimit>,
+}
+
+/// The IO throttles of one block device, named by path (resolved to its device numbers when
+/// the cgroup is written). Rates are bytes or operations per second; None is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoDeviceLimit {
+    pub device: std::path::PathBuf,
+    pub read_bps: Option<u64>,
+    pub write_bps: Option<u64>,
+    pub read_iops: Option<u64>,
+    pub write_iops: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
