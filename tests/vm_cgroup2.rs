@@ -5,7 +5,8 @@
 //! device node) and tries a loop block device and /dev/kmsg, both outside the allowlist, for
 //! read, write and mknod; /dev/null and the container's /dev/pts must work. Run once with
 //! `berth run` and once with `berth exec -t` into a supervised container (whose command runs
-//! on a /dev/pts terminal). Needs root, qemu-system-x86 and linux-image-amd64; skips otherwise.
+//! on a /dev/pts terminal). The supervised one also has a write throttle on the loop device,
+//! which must show in its io.max. Needs root, qemu-system-x86 and linux-image-amd64; skips otherwise.
 
 mod common;
 
@@ -63,6 +64,7 @@ done
 echo VM-EXEC-START
 /berth --socket /run/berth.sock exec -t idle -- sh /probe/probes.sh </dev/console
 echo "VM-EXEC-EXIT $?"
+for f in /sys/fs/cgroup/berth/*/io.max; do echo "VM-IOMAX $(cat "$f")"; done
 kill -TERM $sup; wait $sup
 echo "VM-SUPERVISE-EXIT $?"
 left=$(find /sys/fs/cgroup/berth -mindepth 1 -type d 2>/dev/null); [ -n "$left" ] && echo "VM-LEFTOVER $left"
@@ -147,7 +149,10 @@ fn device_control_on_pure_cgroup_v2() {
     );
     fs.write(
         "specs/idle.toml",
-        &format!("command = [\"sleep\", \"600\"]\nstop_timeout = \"1s\"\n{common}"),
+        &format!(
+            "command = [\"sleep\", \"600\"]\nstop_timeout = \"1s\"\n{common}\
+             [resources]\nio = {{ write_bps = {{ \"/dev/loop0\" = \"1M\" }} }}\n"
+        ),
         0o644,
     );
     fs.write("init", &format!("{INIT_PRELUDE}{STAGE2}"), 0o755);
@@ -172,6 +177,11 @@ fn device_control_on_pure_cgroup_v2() {
     let exec = between(&out, "VM-EXEC-START", "VM-EXEC-EXIT");
     check_probes("berth exec -t", exec, true);
     assert!(out.contains("VM-EXEC-EXIT 0"), "berth exec failed:\n{out}");
+    // The supervised container's write throttle on loop0 (7:0) is in its io.max.
+    assert!(
+        out.contains("VM-IOMAX 7:0 rbps=max wbps=1048576 riops=max wiops=max"),
+        "no io.max throttle:\n{out}"
+    );
     assert!(out.contains("VM-SUPERVISE-EXIT 0"), "{out}");
     assert!(!out.contains("VM-LEFTOVER"), "cgroups left behind:\n{out}");
     assert!(out.contains("VM-DONE"), "{out}");

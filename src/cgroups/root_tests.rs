@@ -508,3 +508,106 @@ fn v2_device_program_denies_outside_the_allowlist() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A whole disk of this host (not a loop or ram device), as its /dev path and "MAJ:MIN".
+fn some_disk() -> Option<(std::path::PathBuf, String)> {
+    std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("loop") || name.starts_with("ram") {
+                return None;
+            }
+            let dev = std::fs::read_to_string(e.path().join("dev")).ok()?;
+            let path = Path::new("/dev").join(&name);
+            path.exists().then(|| (path, dev.trim().to_string()))
+        })
+}
+
+#[test]
+fn io_throttles_are_set_changed_and_lifted() {
+    if !is_root() {
+        return;
+    }
+    let Some((disk, dev)) = some_disk() else {
+        eprintln!("skipping io_throttles_are_set_changed_and_lifted: no disk in /sys/block");
+        return;
+    };
+    let parent = unique_parent();
+    let _cleanup = Cleanup(parent.clone());
+    let with = |read_bps, write_iops| Resources {
+        io_devices: vec![crate::spec::IoDeviceLimit {
+            device: disk.clone(),
+            read_bps,
+            write_iops,
+            ..Default::default()
+        }],
+        ..Resources::default()
+    };
+    let cg = ContainerCgroup::create(
+        &parent,
+        "io",
+        &with(Some(1 << 20), None),
+        DeviceControl::Required,
+    )
+    .expect("create");
+    // (device, value) of each throttle, as the kernel lists them now.
+    let listed = || -> Vec<String> {
+        match cgroup_mode() {
+            CgroupMode::V2 => read(&cg.paths()[0].join("io.max"))
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            _ => {
+                let blkio = cg
+                    .dirs
+                    .iter()
+                    .find(|d| d.has(Controller::Blkio))
+                    .expect("blkio hierarchy");
+                limits::V1_THROTTLE_FILES
+                    .iter()
+                    .flat_map(|f| {
+                        read(&blkio.path.join(f))
+                            .lines()
+                            .map(|l| format!("{f} {l}"))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            }
+        }
+    };
+    let v2 = cgroup_mode() == CgroupMode::V2;
+    let want = |read: Option<u64>, wiops: Option<u64>| -> Vec<String> {
+        if v2 {
+            if read.is_none() && wiops.is_none() {
+                return vec![];
+            }
+            let r = |v: Option<u64>| v.map_or("max".into(), |n: u64| n.to_string());
+            vec![format!(
+                "{dev} rbps={} wbps=max riops=max wiops={}",
+                r(read),
+                r(wiops)
+            )]
+        } else {
+            let mut w = Vec::new();
+            if let Some(r) = read {
+                w.push(format!("blkio.throttle.read_bps_device {dev} {r}"));
+            }
+            if let Some(i) = wiops {
+                w.push(format!("blkio.throttle.write_iops_device {dev} {i}"));
+            }
+            w
+        }
+    };
+    assert_eq!(listed(), want(Some(1 << 20), None));
+    // An edit moves the limit to write IOPS: the read throttle is lifted.
+    cg.update(&with(None, Some(300)), DeviceControl::Required)
+        .expect("update");
+    assert_eq!(listed(), want(None, Some(300)));
+    // No throttle left in the spec: none left in the kernel.
+    cg.update(&Resources::default(), DeviceControl::Required)
+        .expect("update");
+    assert_eq!(listed(), Vec::<String>::new());
+    cg.destroy().expect("destroy");
+}
