@@ -618,6 +618,9 @@ impl Bench {
             })
             .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
             let start_all = t0.elapsed();
+            // Memory in the steady state: after the monitors' idle release (1 s without
+            // output gives back what starting touched).
+            std::thread::sleep(Duration::from_secs(2));
             let mem = d.memory("sweep", &running);
             let ps: Vec<Duration> = (0..20).map(|_| d.timed_ps().0).collect();
             let stop_all = d.stop();

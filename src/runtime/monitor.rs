@@ -165,9 +165,14 @@ fn start(plan: &ContainerPlan) -> Result<(Pid, Option<Output>), String> {
     }
 }
 
+/// How long the output pipes stay quiet before the monitor gives back the pages that copying
+/// touched (see `release_unused_pages`); the next output faults them in again.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Copies the container's output into its log files until both pipes close (when the
 /// container's last process is gone). If the log files cannot be written, output is still
-/// drained, so the container never blocks on a full pipe.
+/// drained, so the container never blocks on a full pipe. Once the pipes have been quiet for
+/// `IDLE_RELEASE`, the pages the copying touched are given back until the next output.
 fn pump_logs(output: Output, target: &LogTarget) {
     use crate::logs::{LogConfig, LogWriter, Stream};
     let mut writer = LogWriter::open(
@@ -183,13 +188,26 @@ fn pump_logs(output: Output, target: &LogTarget) {
         (Stream::Stderr, File::from(output.stderr)),
     ];
     let mut buf = vec![0u8; 16 * 1024];
+    // Whether pages were touched since they were last given back (opening the log did).
+    let mut touched = true;
     while !open.is_empty() {
         let mut fds: Vec<nix::poll::PollFd> = open
             .iter()
             .map(|(_, f)| nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN))
             .collect();
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-            Ok(_) => {}
+        let timeout = if touched {
+            nix::poll::PollTimeout::try_from(IDLE_RELEASE).unwrap_or(nix::poll::PollTimeout::MAX)
+        } else {
+            nix::poll::PollTimeout::NONE
+        };
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) => {
+                drop(fds);
+                let _ = crate::sys::process::release_unused_pages();
+                touched = false;
+                continue;
+            }
+            Ok(_) => touched = true,
             Err(Errno::EINTR) => continue,
             Err(_) => break,
         }

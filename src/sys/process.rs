@@ -321,14 +321,17 @@ pub(crate) fn place_at_fd3(cmd: &mut std::process::Command, fd: &OwnedFd) {
 /// cache and the sealed copy; what the helper runs again faults back in as a minor fault.
 /// Returns the bytes no longer resident.
 pub fn release_unused_pages() -> io::Result<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let clean = clean_file_mappings(&smaps);
+    drop(smaps);
+    // After the smaps text is freed, so its pages go back too.
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap memory to the kernel; no live allocation moves.
     unsafe {
         libc::malloc_trim(0);
     }
-    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released = 0;
-    for m in clean_file_mappings(&smaps) {
+    for m in clean {
         // SAFETY: the range is a whole mapping of this process that is not writable and holds
         // no private (anonymous) pages, so every page is an unmodified view of its file:
         // MADV_DONTNEED only unmaps them, and the next access reads the same bytes back.
