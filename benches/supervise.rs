@@ -1,5 +1,14 @@
 //! Supervisor benchmark ("Speed and memory"): `berth supervise` with real busybox containers.
 //!
+//! First, in this order:
+//! - sweep: for each of BENCH_SWEEP (10,50,100,200) containers, on a daemon of its own, the
+//!   specs moved in at once -> all running (start-all), memory 2 s later, `berth ps` 20 times,
+//!   SIGTERM -> the daemon gone with all of them (stop-all); then conmon's memory with 50
+//!   `podman run -d` containers;
+//! - burst: BENCH_BURST (1000) specs of containers that exit at once moved in at once, `berth
+//!   ps --json` timed every 50 ms until all are handled, then the specs removed.
+//!
+//! Then:
 //! 1. drop: a spec renamed into the watched dir -> the container's command running (its first
 //!    command writes a ready file into a bind-mounted host dir; the bench polls for it every
 //!    0.2 ms). Containers are dropped one after the other and kept running (drop i happens with
@@ -22,8 +31,10 @@
 //!    10 s; the daemon's CPU time (its threads and children) over BENCH_PROBE_WINDOW (60) s.
 //!
 //! Run as root: `cargo bench --bench supervise`. The berth binary is the one cargo builds for
-//! the bench (the bench profile inherits the release profile), so nothing is built twice. Environment: BENCH_BURST (1000 specs moved in at once; BENCH_ONLY=burst runs only that), BENCH_DROPS (default 100),
-//! BENCH_COLD (100), BENCH_RESTARTS (50), BENCH_PODMAN=0 to skip podman.
+//! the bench (the bench profile inherits the release profile), so nothing is built twice.
+//! Environment: BENCH_ONLY=sweep, burst or both (comma-separated) runs only those; BENCH_SWEEP,
+//! BENCH_BURST, BENCH_DROPS (default 100), BENCH_COLD (100), BENCH_RESTARTS (50), BENCH_PODMAN=0
+//! to skip podman. Results as JSON in target/bench/supervise.json.
 //! Every daemon has its own spec dir, socket and cgroup parent under one temp dir and one
 //! `--root`; everything is stopped (SIGTERM) and removed at the end.
 
@@ -100,19 +111,8 @@ fn main() {
     };
     let mut results = serde_json::Map::new();
     results.insert("machine".into(), common::machine());
-    let burst_ps = if wanted("burst") {
-        let lat = bench.burst(burst);
-        results.insert(
-            "burst".into(),
-            serde_json::json!({
-                "specs": burst,
-                "ps_ms": lat.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-            }),
-        );
-        lat
-    } else {
-        Vec::new()
-    };
+    // The sweep first: the burst's thousands of removals would slow the file creations
+    // that follow them on some filesystems (see the pull benchmark).
     if wanted("sweep") {
         let sizes: Vec<usize> = std::env::var("BENCH_SWEEP")
             .unwrap_or_else(|_| "10,50,100,200".into())
@@ -138,6 +138,19 @@ fn main() {
             );
         }
     }
+    let burst_ps = if wanted("burst") {
+        let lat = bench.burst(burst);
+        results.insert(
+            "burst".into(),
+            serde_json::json!({
+                "specs": burst,
+                "ps_ms": lat.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            }),
+        );
+        lat
+    } else {
+        Vec::new()
+    };
     common::write_results("supervise", &serde_json::Value::Object(results));
     if only.is_some() {
         return;
@@ -587,12 +600,16 @@ impl Bench {
         for i in 0..n {
             let _ = std::fs::remove_file(specs.join(format!("b{i:05}.toml")));
         }
-        wait_for(Duration::from_secs(600), "the burst's containers removed", || {
-            d.ps().is_empty() || {
-                std::thread::sleep(Duration::from_millis(200));
-                false
-            }
-        })
+        wait_for(
+            Duration::from_secs(600),
+            "the burst's containers removed",
+            || {
+                d.ps().is_empty() || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    false
+                }
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
         d.stop();
         lat
