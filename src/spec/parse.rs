@@ -879,11 +879,14 @@ impl Checker<'_> {
         for (k, val) in table.iter() {
             let name: &str = k.get_ref();
             let path = format!("env.{name}");
-            if name.is_empty() || name.contains('=') || name.contains('\0') {
+            if name.is_empty()
+                || name.contains('=')
+                || name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 self.err(
                     k.span(),
                     &path,
-                    format!("invalid environment variable name {name:?}: must be non-empty and contain no '='"),
+                    format!("invalid environment variable name {name:?}: must be non-empty and contain no '=', whitespace or control characters"),
                 );
                 continue;
             }
@@ -1058,7 +1061,19 @@ impl Checker<'_> {
         }
         if let Some(v) = table.get("cpuset") {
             r.cpuset = self.parsed(v, "resources.cpuset", |s| {
-                units::check_cpuset(s).map(|()| s.to_string())
+                let wanted = units::check_cpuset(s)?;
+                // The host's online CPUs, when it says (else the start reports it).
+                let online =
+                    std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+                let online = online.trim();
+                if let Ok(cpus) = units::check_cpuset(online) {
+                    if let Some(cpu) = units::cpu_not_online(&wanted, &cpus) {
+                        return Err(format!(
+                            "CPU {cpu} is not online on this host (online: {online})"
+                        ));
+                    }
+                }
+                Ok(s.to_string())
             });
         }
         if let Some(v) = table.get("pids") {

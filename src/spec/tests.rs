@@ -50,7 +50,7 @@ backoff = { initial = "250ms", max = "1m", reset_after = "2m" }
 memory = "256M"
 cpus = 0.5
 cpu_weight = 100
-cpuset = "0-1,3"
+cpuset = "0"
 pids = 128
 io = { weight = 200 }
 
@@ -103,7 +103,7 @@ fn full_example_parses() {
             memory: Some(256 << 20),
             cpus: Some(0.5),
             cpu_weight: Some(100),
-            cpuset: Some("0-1,3".into()),
+            cpuset: Some("0".into()),
             pids: Some(128),
             io_weight: Some(200),
             io_devices: vec![],
@@ -464,6 +464,9 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\n[resources]\nio = { read_bps = { \"/dev/null\" = \"1M\" } }\n", 3, 21, "resources.io.read_bps.\"/dev/null\"", "is not a block device"),
     ("image = \"busybox\"\n[resources]\nio = { write_iops = { \"/dev/berth-none\" = 10 } }\n", 3, 23, "resources.io.write_iops.\"/dev/berth-none\"", "no such block device on this host"),
     ("image = \"busybox\"\n[resources]\nio = { write_bps = 5 }\n", 3, 20, "resources.io.write_bps", "expected a table"),
+    ("image = \"busybox\"\nenv = { \"A B\" = \"1\" }\n", 2, 9, "env.A B", "no '=', whitespace or control characters"),
+    ("image = \"busybox\"\nenv = { \"A\\tB\" = \"1\" }\n", 2, 9, "env.A\tB", "whitespace"),
+    ("image = \"busybox\"\n[resources]\ncpuset = \"0,4095\"\n", 3, 10, "resources.cpuset", "CPU 4095 is not online on this host"),
     ("image = \"busybox\"\n[network]\nmode = \"nat\"\n", 3, 8, "network.mode", "unknown network mode \"nat\""),
     ("image = \"busybox\"\n[network]\nip = \"10.89.1.5\"\n", 3, 6, "network.ip", "outside the bridge subnet 10.89.0.0/24"),
     ("image = \"busybox\"\n[network]\nip = \"10.89.0.0\"\n", 3, 6, "network.ip", "network address"),

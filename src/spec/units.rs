@@ -177,10 +177,11 @@ pub fn parse_port(s: &str) -> Result<PortMapping, String> {
 }
 
 /// Checks a cpuset list such as `0-1,3` (syntax only: numbers, ranges with start <= end).
-pub fn check_cpuset(s: &str) -> Result<(), String> {
+pub fn check_cpuset(s: &str) -> Result<Vec<(u32, u32)>, String> {
     if s.is_empty() {
         return Err("cpuset is empty (expected a list such as \"0-1,3\")".into());
     }
+    let mut ranges = Vec::new();
     for part in s.split(',') {
         let num = |p: &str| -> Result<u32, String> {
             if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
@@ -200,13 +201,24 @@ pub fn check_cpuset(s: &str) -> Result<(), String> {
                         "invalid cpuset {s:?}: range {part:?} has its start after its end"
                     ));
                 }
+                ranges.push((a, b));
             }
             None => {
-                num(part)?;
+                let n = num(part)?;
+                ranges.push((n, n));
             }
         }
     }
-    Ok(())
+    Ok(ranges)
+}
+
+/// The first CPU of `wanted` (ranges of [`check_cpuset`]) that is not in `online` (the same
+/// format, as /sys/devices/system/cpu/online lists it).
+pub fn cpu_not_online(wanted: &[(u32, u32)], online: &[(u32, u32)]) -> Option<u32> {
+    wanted
+        .iter()
+        .flat_map(|&(a, b)| a..=b)
+        .find(|cpu| !online.iter().any(|&(a, b)| (a..=b).contains(cpu)))
 }
 
 /// Checks a hostname: RFC 1123 labels (letters, digits, `-`, not starting or ending with `-`,
@@ -383,6 +395,20 @@ mod tests {
         }
         for bad in ["", "a", "1-", "-1", "3-1", "0,,1", "0 - 1", "1,"] {
             assert!(check_cpuset(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_cpuset("0,2,4-7"), Ok(vec![(0, 0), (2, 2), (4, 7)]));
+        let online = [(0, 1)];
+        let cases: &[(&str, Option<u32>)] = &[
+            ("0", None),
+            ("0-1", None),
+            ("1,0", None),
+            ("0-7", Some(2)),
+            ("3", Some(3)),
+            ("0,5-6", Some(5)),
+        ];
+        for (set, want) in cases {
+            let wanted = check_cpuset(set).unwrap();
+            assert_eq!(cpu_not_online(&wanted, &online), *want, "{set}");
         }
     }
 
