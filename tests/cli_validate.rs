@@ -102,6 +102,35 @@ fn a_static_ip_two_files_share_is_an_error_in_both() {
 }
 
 #[test]
+fn a_host_port_two_files_publish_is_an_error_in_both() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            "image = \"oci:/img:v1\"\n[network]\nports = [\"8080:80\"]\n",
+        )
+        .unwrap();
+    }
+    let out = std::process::Command::new(berth_bin())
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for name in ["a", "b"] {
+        let file = dir.path().join(format!("{name}.toml"));
+        assert!(
+            err.lines().any(|l| l.starts_with(&format!(
+                "{}:3:9: network.ports: host port 8080/tcp is published by more than one spec",
+                file.display()
+            ))),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn addresses_are_checked_against_the_configs_subnet() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("db.toml");

@@ -82,7 +82,7 @@ impl SpecSource {
                 }
             }
         }
-        let mut clashes = spec::static_ip_clashes(fresh.values().map(|s| &**s));
+        let mut clashes = spec::claim_clashes(fresh.values().map(|s| &**s));
         clashes.extend(spec::dependency_errors(
             fresh.values().map(|s| &**s),
             &present,
@@ -174,6 +174,34 @@ mod tests {
             "{:?}",
             s.errors
         );
+    }
+
+    #[test]
+    fn a_host_port_two_specs_publish_refuses_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = SpecSource::new(dir.path(), ValidationContext::default());
+        for (name, ports) in [
+            ("a", "[\"8080:80\", \"53:53/udp\"]"),
+            ("b", "[\"8080:8080/tcp\"]"),
+            // The same number over the other protocol is another port.
+            ("c", "[\"8080:80/udp\"]"),
+        ] {
+            write(
+                dir.path(),
+                &format!("{name}.toml"),
+                &format!("image = \"oci:/i\"\n[network]\nports = {ports}\n"),
+            );
+        }
+        let s = src.relist();
+        assert_eq!(s.desired.keys().collect::<Vec<_>>(), ["c"]);
+        assert!(
+            s.errors["a"].contains(
+                "a.toml:3:9: network.ports: host port 8080/tcp is published by more than one spec"
+            ),
+            "{:?}",
+            s.errors
+        );
+        assert!(s.errors["b"].contains("b.toml"), "{:?}", s.errors);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -185,7 +184,7 @@ pub fn load_paths(
                     .filter_map(|(f, _)| Some(f.file_stem()?.to_string_lossy().into_owned()))
                     .collect();
                 let valid = || results.iter().filter_map(|(_, r)| r.as_ref().ok());
-                let mut across = static_ip_clashes(valid());
+                let mut across = claim_clashes(valid());
                 across.extend(dependency_errors(valid(), &present));
                 let mut by_name: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
                 for (name, diagnostic) in across {
@@ -210,28 +209,55 @@ pub fn load_paths(
     out
 }
 
-/// The specs (by name) whose static IP another of `specs` also uses, each with a diagnostic at
-/// its `network.ip`.
-pub fn static_ip_clashes<'a>(
-    specs: impl IntoIterator<Item = &'a ValidatedSpec>,
+/// What one container may hold and no other: its static IP and the host ports it publishes.
+/// The specs (by name) that claim one another of `specs` also claims, each with a diagnostic at
+/// its `network.ip` or `network.ports`.
+pub fn claim_clashes<'a>(
+    specs: impl IntoIterator<Item = &'a ValidatedSpec> + Clone,
 ) -> Vec<(String, Diagnostic)> {
-    let mut by_ip: BTreeMap<Ipv4Addr, Vec<&ValidatedSpec>> = BTreeMap::new();
+    let mut out = clashes(
+        specs.clone(),
+        "network.ip",
+        |s| s.network.ip.into_iter().map(|ip| ip.to_string()).collect(),
+        |ip| format!("{ip} is used by more than one spec"),
+    );
+    out.extend(clashes(
+        specs,
+        "network.ports",
+        |s| {
+            s.network
+                .ports
+                .iter()
+                .map(|p| format!("{}/{}", p.host_port, p.protocol.as_str()))
+                .collect()
+        },
+        |port| format!("host port {port} is published by more than one spec"),
+    ));
+    out
+}
+
+/// The specs whose `claims` (each counted once per spec) another spec also makes, with a
+/// diagnostic at `key` naming every file involved.
+fn clashes<'a>(
+    specs: impl IntoIterator<Item = &'a ValidatedSpec>,
+    key: &str,
+    claims: impl Fn(&ValidatedSpec) -> std::collections::BTreeSet<String>,
+    what: impl Fn(&str) -> String,
+) -> Vec<(String, Diagnostic)> {
+    let mut by_claim: BTreeMap<String, Vec<&ValidatedSpec>> = BTreeMap::new();
     for s in specs {
-        if let Some(ip) = s.network.ip {
-            by_ip.entry(ip).or_default().push(s);
+        for c in claims(s) {
+            by_claim.entry(c).or_default().push(s);
         }
     }
     let mut out = Vec::new();
-    for (ip, users) in by_ip.into_iter().filter(|(_, u)| u.len() > 1) {
+    for (claim, users) in by_claim.into_iter().filter(|(_, u)| u.len() > 1) {
         let files: Vec<String> = users.iter().map(|s| s.file.display().to_string()).collect();
         for s in &users {
-            let message = format!(
-                "network.ip: {ip} is used by more than one spec: {}",
-                files.join(", ")
-            );
+            let message = format!("{key}: {}: {}", what(&claim), files.join(", "));
             out.push((
                 s.name.clone(),
-                super::diagnostic_at_key(&s.file, "network.ip", message),
+                super::diagnostic_at_key(&s.file, key, message),
             ));
         }
     }

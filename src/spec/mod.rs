@@ -19,8 +19,8 @@ use std::path::PathBuf;
 
 pub use diagnostic::{line_col, Diagnostic, SpecErrors};
 pub use dir::{
-    dependency_errors, is_spec_name, list_spec_dir, load_paths, open_spec_dir, spec_files_in,
-    static_ip_clashes, DirListing, Rejected,
+    claim_clashes, dependency_errors, is_spec_name, list_spec_dir, load_paths, open_spec_dir,
+    spec_files_in, DirListing, Rejected,
 };
 pub use parse::{
     check_ip_in_subnet, diagnostic_at_key, load_file, load_in_dir, parse_str,
