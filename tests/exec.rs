@@ -207,6 +207,14 @@ fn exec_joins_the_container() {
     // Exit codes.
     let out = exec(&env, "box", &["sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
+    // As with docker, the command may follow the name without `--`, its flags included.
+    let out = ctl(&env)
+        .args(["exec", "box", "sh", "-c", "echo $0-$1; exit 7", "-n", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "-n-x\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(7));
     let out = exec(&env, "box", &["sh", "-c", "kill -KILL $$"]);
     assert_eq!(out.status.code(), Some(128 + 9));
     let out = exec(&env, "box", &["no-such-command"]);

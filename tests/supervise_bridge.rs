@@ -350,7 +350,11 @@ fn bad_network_input_fails_one_container_and_spares_the_rest() {
         ("bound", "failed", "port 18093"),
         // Two specs publishing one host port are refused as a pair, like a shared address:
         // the running one keeps its last good version.
-        ("twice", "", "host port 18094/tcp is published by more than one spec"),
+        (
+            "twice",
+            "",
+            "host port 18094/tcp is published by more than one spec",
+        ),
         ("taken", "", "10.89.0.5"),
         ("outside", "", "10.90.0.5"),
     ];

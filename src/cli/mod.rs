@@ -86,7 +86,12 @@ pub enum Command {
     /// Stream every status change from the daemon, one JSON object per line.
     Events,
     /// Show one container's state, instance and spec (JSON).
-    Inspect { name: String },
+    Inspect {
+        name: String,
+        /// The output is JSON either way; accepted as on every other query.
+        #[arg(long)]
+        json: bool,
+    },
     /// CPU, memory and pids of running containers, from their cgroups.
     Stats {
         #[arg(long)]
@@ -134,8 +139,9 @@ pub enum Command {
         #[arg(short, long)]
         tty: bool,
         name: String,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true)]
+        /// The command and its arguments (everything after NAME, flags included; a `--`
+        /// before them is allowed).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
     /// Turn a running container's changes into a new image layer, recorded as REF
@@ -245,7 +251,7 @@ pub fn main() -> ExitCode {
         }
         Command::Ps { json } => control::ps(&cli, *json),
         Command::Events => control::events(&cli),
-        Command::Inspect { name } => control::inspect(&cli, name),
+        Command::Inspect { name, json: _ } => control::inspect(&cli, name),
         Command::Stats { json } => control::stats(&cli, *json),
         Command::Stop { name } => {
             control::simple(&cli, control::Request::Stop { name: name.clone() })
