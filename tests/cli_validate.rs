@@ -68,65 +68,47 @@ fn valid_and_invalid_files_and_dirs() {
     assert_eq!(db["errors"][0]["line"], 3);
 }
 
+/// What one container may hold and no other (a static IP, a host port): two files claiming it
+/// are an error in both, at the key; a third claiming something else is fine.
 #[test]
-fn a_static_ip_two_files_share_is_an_error_in_both() {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["a", "b"] {
-        std::fs::write(
-            dir.path().join(format!("{name}.toml")),
-            "image = \"oci:/img:v1\"\n\n[network]\nip = \"10.89.0.7\"\n",
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        dir.path().join("c.toml"),
-        "image = \"oci:/img:v1\"\n[network]\nip = \"10.89.0.8\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(berth_bin())
-        .arg("validate")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    for name in ["a", "b"] {
-        let file = dir.path().join(format!("{name}.toml"));
-        assert!(
-            err.lines()
-                .any(|l| l.starts_with(&format!("{}:4:6: network.ip: 10.89.0.7", file.display()))),
-            "{err}"
-        );
-    }
-    assert!(!err.contains("c.toml"), "{err}");
-}
-
-#[test]
-fn a_host_port_two_files_publish_is_an_error_in_both() {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["a", "b"] {
-        std::fs::write(
-            dir.path().join(format!("{name}.toml")),
-            "image = \"oci:/img:v1\"\n[network]\nports = [\"8080:80\"]\n",
-        )
-        .unwrap();
-    }
-    let out = std::process::Command::new(berth_bin())
-        .arg("validate")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    for name in ["a", "b"] {
-        let file = dir.path().join(format!("{name}.toml"));
-        assert!(
-            err.lines().any(|l| l.starts_with(&format!(
-                "{}:3:9: network.ports: host port 8080/tcp is published by more than one spec",
-                file.display()
-            ))),
-            "{err}"
-        );
+fn a_claim_two_files_share_is_an_error_in_both() {
+    let cases = [
+        (
+            "[network]\nip = \"10.89.0.7\"\n",
+            "[network]\nip = \"10.89.0.8\"\n",
+            "3:6: network.ip: 10.89.0.7 is used by more than one spec",
+        ),
+        (
+            "[network]\nports = [\"8080:80\"]\n",
+            "[network]\nports = [\"8080:80/udp\"]\n",
+            "3:9: network.ports: host port 8080/tcp is published by more than one spec",
+        ),
+    ];
+    for (shared, other, at) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in [("a", shared), ("b", shared), ("c", other)] {
+            std::fs::write(
+                dir.path().join(format!("{name}.toml")),
+                format!("image = \"oci:/img:v1\"\n{body}"),
+            )
+            .unwrap();
+        }
+        let out = std::process::Command::new(berth_bin())
+            .arg("validate")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        for name in ["a", "b"] {
+            let file = dir.path().join(format!("{name}.toml"));
+            assert!(
+                err.lines()
+                    .any(|l| l.starts_with(&format!("{}:{at}", file.display()))),
+                "{err}"
+            );
+        }
+        assert!(!err.contains("c.toml"), "{err}");
     }
 }
 
