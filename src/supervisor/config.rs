@@ -82,8 +82,8 @@ struct RawNetwork {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLogs {
-    max_size: Option<toml::Value>,
-    max_files: Option<u32>,
+    max_size: Option<Spanned<toml::Value>>,
+    max_files: Option<Spanned<u32>>,
 }
 
 /// The supervisor's settings after defaults.
@@ -322,14 +322,17 @@ impl Config {
         }
         if let Some(l) = raw.logs {
             if let Some(v) = l.max_size {
-                c.logs.max_size = size_value(&v, 1, "10M")
-                    .map_err(|m| invalid(None, format!("logs.max_size: {m}")))?;
+                c.logs.max_size = size_value(v.get_ref(), 1, "10M")
+                    .map_err(|m| invalid(Some(v.span()), format!("logs.max_size: {m}")))?;
             }
             if let Some(v) = l.max_files {
-                if v == 0 {
-                    return Err(invalid(None, "logs.max_files: must be at least 1".into()));
+                if *v.get_ref() == 0 {
+                    return Err(invalid(
+                        Some(v.span()),
+                        "logs.max_files: must be at least 1".into(),
+                    ));
                 }
-                c.logs.max_files = v;
+                c.logs.max_files = v.into_inner();
             }
         }
         Ok(c)
@@ -444,7 +447,11 @@ mod tests {
         let e = Config::parse(p, "[logs]\nmax_files = 0\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("logs.max_files"), "{e}");
+        assert!(e.starts_with("/c.toml:2:13: logs.max_files"), "{e}");
+        let e = Config::parse(p, "\n[logs]\nmax_size = \"10Q\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/c.toml:3:12: logs.max_size"), "{e}");
         for (text, key, line) in [
             (
                 "[network]\nbridge = \"a-very-long-bridge-name\"\n",
