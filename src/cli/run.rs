@@ -30,19 +30,19 @@ pub fn run(
     interactive: bool,
     keep: bool,
 ) -> ExitCode {
-    // The helper's start-up (a sealed copy of our binary, exec) does not depend on the
-    // container: it runs while the spec, image and cgroup are prepared.
+    let cfg = match cli.settings(config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let stdin = if interactive {
         Stdin::Inherit
     } else {
         Stdin::Null
     };
-    let cfg = match cli.settings(config) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let root = cfg.root.clone();
-    let helper = std::thread::spawn(move || launch::start_helper(&root, stdin));
+    // The helper is started here, from the main thread, whose exit is the only one that may
+    // end it (its parent-death signal follows the thread that spawned it). Its start-up (the
+    // exec and load of our binary) runs in its own process while the container is prepared.
+    let helper = launch::start_helper(&cfg.root, stdin);
     let ctx = ValidationContext {
         subnet: cfg.network.subnet,
     };
@@ -98,10 +98,9 @@ pub fn run(
             }
         });
     }
-    let result = match helper.join() {
-        Ok(Ok(helper)) => rt.start(&prepared, helper).map_err(|e| e.to_string()),
-        Ok(Err(e)) => Err(format!("container {}: {e}", spec.name)),
-        Err(_) => Err("starting the helper panicked".to_string()),
+    let result = match helper {
+        Ok(helper) => rt.start(&prepared, helper).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("container {}: {e}", spec.name)),
     };
     let code = match result {
         Ok(running) => {
