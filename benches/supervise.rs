@@ -554,17 +554,8 @@ impl Bench {
         println!("== {n} specs moved in at once: berth ps while the daemon handles them ==");
         let (specs, out) = self.dirs("burst");
         let d = Daemon::start(self, "burst", &specs);
-        let staging = self.work.join("burst-staging");
-        std::fs::create_dir_all(&staging).unwrap();
-        for i in 0..n {
-            let body = self.spec("true", &out, "[restart]\npolicy = \"never\"\n");
-            std::fs::write(staging.join(format!("b{i:05}.toml")), body).unwrap();
-        }
-        let t0 = Instant::now();
-        for i in 0..n {
-            let f = format!("b{i:05}.toml");
-            std::fs::rename(staging.join(&f), specs.join(&f)).unwrap();
-        }
+        let body = self.spec("true", &out, "[restart]\npolicy = \"never\"\n");
+        let (t0, files) = move_in_at_once(&self.work.join("burst-staging"), &specs, "b", n, &body);
         let mut lat = Vec::new();
         let handled = loop {
             let (took, rows) = d.timed_ps();
@@ -597,8 +588,8 @@ impl Bench {
         );
         // The specs go, and with them their records: the phases after this one share the
         // state root and must not start with thousands of records to clean.
-        for i in 0..n {
-            let _ = std::fs::remove_file(specs.join(format!("b{i:05}.toml")));
+        for f in &files {
+            let _ = std::fs::remove_file(specs.join(f));
         }
         wait_for(
             Duration::from_secs(600),
@@ -626,16 +617,7 @@ impl Bench {
             let (specs, out) = self.dirs(&phase);
             let d = Daemon::start(self, &phase, &specs);
             let staging = self.work.join(&phase).join("staging");
-            std::fs::create_dir_all(&staging).unwrap();
-            for i in 0..n {
-                let body = self.spec(HOLD, &out, "");
-                std::fs::write(staging.join(format!("s{i:04}.toml")), body).unwrap();
-            }
-            let t0 = Instant::now();
-            for i in 0..n {
-                let f = format!("s{i:04}.toml");
-                std::fs::rename(staging.join(&f), specs.join(&f)).unwrap();
-            }
+            let (t0, _) = move_in_at_once(&staging, &specs, "s", n, &self.spec(HOLD, &out, ""));
             let mut running = Vec::new();
             wait_for(Duration::from_secs(300), "all running", || {
                 running = d.running();
@@ -848,6 +830,28 @@ fn drop_spec(work: &Path, specs: &Path, name: &str, body: &str) -> Instant {
     let t0 = Instant::now();
     std::fs::rename(&tmp, specs.join(format!("{name}.toml"))).unwrap();
     t0
+}
+
+/// Writes `n` spec files `{prefix}NNNNN.toml` with `body` into `staging`, then renames them all
+/// into `specs` one right after the other, as a config tool dropping a batch would. Returns
+/// the instant the renames began and the files' names.
+fn move_in_at_once(
+    staging: &Path,
+    specs: &Path,
+    prefix: &str,
+    n: usize,
+    body: &str,
+) -> (Instant, Vec<String>) {
+    std::fs::create_dir_all(staging).unwrap();
+    let files: Vec<String> = (0..n).map(|i| format!("{prefix}{i:05}.toml")).collect();
+    for f in &files {
+        std::fs::write(staging.join(f), body).unwrap();
+    }
+    let t0 = Instant::now();
+    for f in &files {
+        std::fs::rename(staging.join(f), specs.join(f)).unwrap();
+    }
+    (t0, files)
 }
 
 /// Opens the FIFO for writing once the container waits on it, and writes a line: the

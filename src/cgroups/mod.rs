@@ -35,7 +35,7 @@ fn io_throttles(res: &Resources) -> Result<Vec<limits::IoThrottle>, CgroupError>
     res.io_devices
         .iter()
         .map(|d| {
-            let err = |source: Box<dyn std::error::Error + Send + Sync>| CgroupError::IoDevice {
+            let err = |source: error::Cause| CgroupError::IoDevice {
                 path: d.device.clone(),
                 source,
             };

@@ -77,7 +77,8 @@ impl std::fmt::Debug for HelperGuard {
     }
 }
 
-/// Starts a helper from the sealed view of our own binary (`exe`, see [`sealed_exe`]), with its channel at fd 3.
+/// Starts a helper from the sealed view of our own binary (`exe`, see [`sealed_exe`]), with
+/// its channel at fd 3.
 pub fn spawn_helper(exe: &OwnedFd, stdin: Stdin) -> Result<Helper, LaunchError> {
     let (ours, theirs) = Channel::pair().map_err(LaunchError::Channel)?;
     // The channel goes to fd 3 in the helper, so the binary must be exec'd from another fd.

@@ -92,21 +92,21 @@ pub fn sealed_self_exe(empty_dir: &Path) -> io::Result<OwnedFd> {
     }
 }
 
+/// `p` as it goes into an overlayfs lowerdir list, which separates with ':' and escapes with
+/// '\\': names that would need escaping are not used.
+fn lowerdir_part(p: &Path) -> io::Result<&str> {
+    p.to_str()
+        .filter(|s| !s.contains([':', '\\']))
+        .ok_or_else(|| io::Error::other(format!("{} would need escaping", p.display())))
+}
+
 fn overlay_self_exe(empty_dir: &Path) -> io::Result<OwnedFd> {
     let running = File::open("/proc/self/exe")?;
     let path = std::fs::read_link("/proc/self/exe")?;
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::other("no directory"));
     };
-    // The lowerdir list separates with ':' and escapes with '\\'.
-    let dir_str = dir.to_str().filter(|d| !d.contains([':', '\\']));
-    let Some(dir_str) = dir_str else {
-        return Err(io::Error::other("directory name needs escaping"));
-    };
-    let empty_str = empty_dir
-        .to_str()
-        .filter(|d| !d.contains([':', '\\']))
-        .ok_or_else(|| io::Error::other("empty dir name needs escaping"))?;
+    let (dir_str, empty_str) = (lowerdir_part(dir)?, lowerdir_part(empty_dir)?);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
