@@ -240,13 +240,18 @@ fn disk_throttles_hold_direct_io_to_their_rate() {
         nix::sys::stat::major(rdev),
         nix::sys::stat::minor(rdev)
     );
-    let written = match controller_base("blkio") {
-        Some(_) => std::fs::read_to_string(
-            wait_for_cgroup(&env, "blkio").join("blkio.throttle.write_bps_device"),
-        )
-        .unwrap(),
-        None => std::fs::read_to_string(wait_for_cgroup(&env, "io").join("io.max")).unwrap(),
+    let file = match controller_base("blkio") {
+        Some(_) => wait_for_cgroup(&env, "blkio").join("blkio.throttle.write_bps_device"),
+        None => wait_for_cgroup(&env, "io").join("io.max"),
     };
+    // The cgroup dir exists before berth has written its limits: read until they are there
+    // (the run lasts seconds), then check them.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut written = std::fs::read_to_string(&file).unwrap();
+    while !written.contains(&dev) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        written = std::fs::read_to_string(&file).unwrap();
+    }
     assert!(
         written.contains(&dev) && written.contains("4194304"),
         "{dev} not throttled: {written:?}"
