@@ -3,6 +3,7 @@
 //! Module map (each module's header says what it owns):
 //! - `spec`: parse and validate container spec files (pure).
 //! - `image`: image references, OCI layouts and the layer store.
+//! - `build`: images from Containerfiles (RUN steps are containers of `runtime`).
 //! - `cgroups`: the only writer under /sys/fs/cgroup.
 //! - `reconcile`: the pure planner and restart policy (what to do, never doing it).
 //! - `network`: bridge networking (the only user of netlink).
@@ -16,6 +17,7 @@
 //! - `sys`: the only place with `unsafe`.
 //! - `cli`: the command line.
 
+pub mod build;
 pub mod cgroups;
 pub mod cli;
 pub mod image;

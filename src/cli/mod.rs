@@ -1,6 +1,7 @@
 //! The command line: parses arguments and calls into the library. Prints; decides nothing
 //! the library could decide.
 
+mod build;
 mod commit;
 mod control;
 mod exec;
@@ -147,6 +148,12 @@ pub enum Command {
     /// Turn a running container's changes into a new image layer, recorded as REF
     /// (e.g. `localhost/app:v2`) on top of the image it runs.
     Commit { name: String, reference: String },
+    /// Build an image from a Containerfile (Dockerfile) into the store: FROM, RUN (as a
+    /// container, network none unless --network host), COPY/ADD (with --from, --chown,
+    /// --chmod, globs, .dockerignore; ADD unpacks local tar archives), ENV, ARG, WORKDIR,
+    /// USER, CMD, ENTRYPOINT, EXPOSE, LABEL, VOLUME, STOPSIGNAL, SHELL, HEALTHCHECK and
+    /// multi-stage builds. Unchanged steps come from the build cache.
+    Build(build::BuildArgs),
     /// Manage the image store: pull, import, ls, inspect, history, tag, rm, prune.
     Image {
         #[command(subcommand)]
@@ -284,6 +291,7 @@ pub fn main() -> ExitCode {
             spec,
         } => run::run(&cli, config.as_deref(), spec, *interactive, *keep),
         Command::Image { cmd } => image::image(&cli, cmd),
+        Command::Build(args) => build::build(&cli, args),
         Command::Commit { name, reference } => commit::commit(&cli, name, reference),
         Command::Exec {
             interactive,

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::content::{BlobWriter, HistoryRecord, ImageRecord, LayerRecord};
 use super::extract::{self, MAX_LAYER_SIZE};
 use super::pull::Origin;
-use super::store::{chain_ids, describe, HashReader, MAX_JSON_SIZE};
+use super::store::{chain_ids, describe, run_config, HashReader, MAX_JSON_SIZE};
 use super::{ImageError, ImageRef, ImageStore, RegistryRef};
 use crate::sys::openat;
 
@@ -89,7 +89,7 @@ fn upper_err(step: &'static str, path: &Path, source: io::Error) -> ImageError {
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
@@ -354,7 +354,7 @@ pub fn write_layer(upper: &Path, out: impl Write) -> Result<CommitStats, ImageEr
 impl ImageStore {
     /// The record of the image a container was started from (`base` as its spec names it);
     /// an `oci:` layout is read without being recorded.
-    fn base_record(&self, base: &ImageRef) -> Result<ImageRecord, ImageError> {
+    pub(crate) fn base_record(&self, base: &ImageRef) -> Result<ImageRecord, ImageError> {
         let image = describe(base);
         match base {
             ImageRef::Registry(r) => {
@@ -392,8 +392,74 @@ impl ImageStore {
         let _lock = self.content.lock(false)?;
         let base_rec = self.base_record(base)?;
         let image = name.to_string();
+        let (layer, stats) = self.store_layer(upper)?;
+        let parents: Vec<String> = base_rec.layers.iter().map(|l| l.diff_id.clone()).collect();
+        self.ensure_layer(&image, &parents, &layer)?;
 
-        // The layer blob: tar -> diff ID hash -> gzip -> blob digest hash -> temp blob file.
+        // Config: the base's, with the new layer and a history entry.
+        let mut config = self.config_json(&base_rec, &describe(base))?;
+        let created = now_rfc3339();
+        let bad_config = |message: String| ImageError::Parse {
+            image: describe(base),
+            what: "config",
+            path: PathBuf::from(&base_rec.config_digest),
+            message,
+        };
+        {
+            let obj = config
+                .as_object_mut()
+                .ok_or_else(|| bad_config("not a JSON object".into()))?;
+            obj.insert("created".into(), created.clone().into());
+            let rootfs = obj
+                .entry("rootfs")
+                .or_insert_with(|| serde_json::json!({"type": "layers", "diff_ids": []}));
+            match rootfs.get_mut("diff_ids").and_then(|d| d.as_array_mut()) {
+                Some(ids) => ids.push(layer.diff_id.clone().into()),
+                None => return Err(bad_config("no rootfs.diff_ids".into())),
+            }
+            let entry = serde_json::json!({"created": created, "created_by": created_by});
+            match obj.get_mut("history").and_then(|h| h.as_array_mut()) {
+                Some(h) => h.push(entry),
+                None => {
+                    obj.insert("history".into(), serde_json::json!([entry]));
+                }
+            }
+        }
+        let mut layers = base_rec.layers.clone();
+        layers.push(layer);
+        let record = self.record_image(&image, &config, layers)?;
+        Ok((record, stats))
+    }
+
+    /// The config blob of a recorded image, as JSON.
+    pub(crate) fn config_json(
+        &self,
+        rec: &ImageRecord,
+        image: &str,
+    ) -> Result<serde_json::Value, ImageError> {
+        let bytes = self
+            .content
+            .read_blob(&rec.config_digest, MAX_JSON_SIZE)
+            .ok_or_else(|| ImageError::Record {
+                step: "reading the base config",
+                path: self.root().join("blobs/sha256"),
+                message: format!("config blob {} is missing or corrupt", rec.config_digest),
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::Parse {
+            image: image.into(),
+            what: "config",
+            path: PathBuf::from(&rec.config_digest),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the dir `upper` (an overlay upper dir, or any dir holding what a layer adds) as
+    /// a gzip layer blob of the content store: tar -> diff ID hash -> gzip -> blob digest
+    /// hash -> temp blob file, checked and renamed.
+    pub(crate) fn store_layer(
+        &self,
+        upper: &Path,
+    ) -> Result<(LayerRecord, CommitStats), ImageError> {
         let blob = self.content.blob_writer()?;
         let compressed = HashWriter {
             inner: blob,
@@ -415,87 +481,73 @@ impl ImageStore {
         compressed
             .flush()
             .map_err(|e| upper_err("compressing the layer of", upper, e))?;
-        let layer_digest = format!("sha256:{}", hex::encode(compressed.hasher.finalize()));
-        let layer_size = compressed.count;
+        let digest = format!("sha256:{}", hex::encode(compressed.hasher.finalize()));
+        let size = compressed.count;
         let blob: BlobWriter = compressed.inner;
-        if let Err(problem) = self
-            .content
-            .commit_blob(blob, &layer_digest, Some(layer_size))?
-        {
+        if let Err(problem) = self.content.commit_blob(blob, &digest, Some(size))? {
             return Err(ImageError::Record {
-                step: "storing the committed layer",
+                step: "storing the layer of",
                 path: upper.to_path_buf(),
                 message: problem,
             });
         }
-
-        // Unpack it from the stored blob, as a pulled layer would be.
-        let mut diff_ids: Vec<String> = base_rec.layers.iter().map(|l| l.diff_id.clone()).collect();
-        diff_ids.push(diff_id.clone());
-        let chains = chain_ids(&diff_ids);
-        let chain = chains.last().expect("at least the new layer").clone();
-        let target = self.layer_dir(&chain);
-        if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-            self.unpack_committed(&image, &layer_digest, &diff_id, &chain, &target)?;
-        }
-
-        // Config: the base's, with the new layer and a history entry.
-        let config_bytes = self
-            .content
-            .read_blob(&base_rec.config_digest, MAX_JSON_SIZE)
-            .ok_or_else(|| ImageError::Record {
-                step: "reading the base config",
-                path: self.root().join("blobs/sha256"),
-                message: format!(
-                    "config blob {} is missing or corrupt",
-                    base_rec.config_digest
-                ),
-            })?;
-        let bad_config = |message: String| ImageError::Parse {
-            image: describe(base),
-            what: "config",
-            path: PathBuf::from(&base_rec.config_digest),
-            message,
-        };
-        let mut config: serde_json::Value =
-            serde_json::from_slice(&config_bytes).map_err(|e| bad_config(e.to_string()))?;
-        let created = now_rfc3339();
-        let history = HistoryRecord {
-            created: Some(created.clone()),
-            created_by: Some(created_by.to_string()),
-            comment: None,
-            empty_layer: false,
-        };
-        {
-            let obj = config
-                .as_object_mut()
-                .ok_or_else(|| bad_config("not a JSON object".into()))?;
-            obj.insert("created".into(), created.clone().into());
-            let rootfs = obj
-                .entry("rootfs")
-                .or_insert_with(|| serde_json::json!({"type": "layers", "diff_ids": []}));
-            match rootfs.get_mut("diff_ids").and_then(|d| d.as_array_mut()) {
-                Some(ids) => ids.push(diff_id.clone().into()),
-                None => return Err(bad_config("no rootfs.diff_ids".into())),
-            }
-            let entry = serde_json::json!({"created": created, "created_by": created_by});
-            match obj.get_mut("history").and_then(|h| h.as_array_mut()) {
-                Some(h) => h.push(entry),
-                None => {
-                    obj.insert("history".into(), serde_json::json!([entry]));
-                }
-            }
-        }
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| bad_config(e.to_string()))?;
-        let config_digest = self.content.put_blob(&config_bytes)?;
-
-        let mut layers = base_rec.layers.clone();
-        layers.push(LayerRecord {
-            digest: layer_digest,
-            size: layer_size,
+        let layer = LayerRecord {
+            digest,
+            size,
             media_type: LAYER_MEDIA_TYPE.into(),
             diff_id,
-        });
+        };
+        Ok((layer, stats))
+    }
+
+    /// The store lock, shared: held by a build so a prune cannot remove the layers it made
+    /// before the image that names them is recorded.
+    pub(crate) fn shared_lock(&self) -> Result<super::content::StoreLock, ImageError> {
+        self.content.lock(false)
+    }
+
+    /// Whether the stored layer blob `layer` is still in the content store.
+    pub(crate) fn has_layer_blob(&self, layer: &LayerRecord) -> bool {
+        self.content.has_blob(&layer.digest)
+    }
+
+    /// Makes sure the stored layer `layer`, on top of the layers with the diff IDs `parents`,
+    /// is unpacked in the layer store (from its blob, as a pulled layer is); returns its dir.
+    pub(crate) fn ensure_layer(
+        &self,
+        image: &str,
+        parents: &[String],
+        layer: &LayerRecord,
+    ) -> Result<PathBuf, ImageError> {
+        let mut diff_ids = parents.to_vec();
+        diff_ids.push(layer.diff_id.clone());
+        let chain = chain_ids(&diff_ids).pop().expect("at least the new layer");
+        let target = self.layer_dir(&chain);
+        if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            self.unpack_committed(image, &layer.digest, &layer.diff_id, &chain, &target)?;
+        }
+        Ok(target)
+    }
+
+    /// Records `config` (an image config, whose `rootfs.diff_ids` are those of `layers`) with
+    /// a manifest naming `layers`, as the image `name`: config blob, manifest blob, then the
+    /// record, so a record never names something that is not there.
+    pub(crate) fn record_image(
+        &self,
+        name: &str,
+        config: &serde_json::Value,
+        layers: Vec<LayerRecord>,
+    ) -> Result<ImageRecord, ImageError> {
+        let bad_config = |message: String| ImageError::Parse {
+            image: name.into(),
+            what: "config",
+            path: PathBuf::from(name),
+            message,
+        };
+        let config_bytes = serde_json::to_vec(config).map_err(|e| bad_config(e.to_string()))?;
+        let parsed = oci_spec::image::ImageConfiguration::from_reader(&config_bytes[..])
+            .map_err(|e| bad_config(e.to_string()))?;
+        let config_digest = self.content.put_blob(&config_bytes)?;
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
@@ -513,21 +565,22 @@ impl ImageStore {
         let manifest_bytes =
             serde_json::to_vec(&manifest).map_err(|e| bad_config(e.to_string()))?;
         let digest = self.content.put_blob(&manifest_bytes)?;
-
-        let mut hist = base_rec.history.clone();
-        hist.push(history);
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let history: Vec<HistoryRecord> =
+            serde_json::from_value(config.get("history").cloned().unwrap_or_default())
+                .unwrap_or_default();
         let record = ImageRecord {
-            name: image,
+            name: name.to_string(),
             digest,
             config_digest,
-            config: base_rec.config.clone(),
+            config: run_config(&parsed),
             layers,
-            chain_ids: chains,
-            os: base_rec.os.clone(),
-            architecture: base_rec.architecture.clone(),
-            variant: base_rec.variant.clone(),
-            created: Some(created),
-            history: hist,
+            chain_ids: chain_ids(&diff_ids),
+            os: parsed.os().to_string(),
+            architecture: parsed.architecture().to_string(),
+            variant: parsed.variant().clone(),
+            created: parsed.created().clone(),
+            history,
             recorded_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -535,7 +588,7 @@ impl ImageStore {
             source: None,
         };
         self.content.write_record(&record)?;
-        Ok((record, stats))
+        Ok(record)
     }
 
     /// Unpacks the stored gzip blob `digest` into `target` through a temp dir, checking the

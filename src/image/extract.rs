@@ -64,6 +64,15 @@ pub fn unpack_layer_limited(
         step: "opening the layer dir",
         source,
     })?;
+    unpack_layer_at(reader, root, limit)
+}
+
+/// [`unpack_layer_limited`] into the directory open as `root` (every member lands below it).
+pub fn unpack_layer_at(
+    reader: impl Read,
+    root: OwnedFd,
+    limit: u64,
+) -> Result<LayerStats, ImageError> {
     let mut limited = LimitReader {
         inner: reader,
         remaining: limit,

@@ -15,13 +15,15 @@ mod reference;
 mod registry;
 mod store;
 
+pub(crate) use commit::now_rfc3339;
 pub use commit::{write_layer, CommitStats};
 pub use content::{HistoryRecord, ImageRecord, LayerRecord, SourceStamp};
 pub use error::ImageError;
-pub use extract::{unpack_layer, LayerStats, MAX_LAYER_SIZE};
+pub use extract::{unpack_layer, unpack_layer_at, LayerStats, MAX_LAYER_SIZE};
 pub use manage::PruneReport;
 pub use reference::{ImageRef, RegistryRef};
 pub use registry::RegistryOptions;
+pub(crate) use store::host_arch;
 pub use store::{chain_ids, ImageStore, Progress, ResolveStats, UnpackLimits, MAX_JSON_SIZE};
 
 use std::path::PathBuf;

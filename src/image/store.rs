@@ -647,6 +647,20 @@ pub(crate) struct CheckedConfig {
     pub diff_ids: Vec<String>,
 }
 
+/// What a container of the image runs with, from its parsed config.
+pub(crate) fn run_config(parsed: &oci_spec::image::ImageConfiguration) -> ImageConfig {
+    match parsed.config() {
+        Some(c) => ImageConfig {
+            entrypoint: c.entrypoint().clone(),
+            cmd: c.cmd().clone(),
+            env: c.env().clone().unwrap_or_default(),
+            working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
+            user: c.user().clone().filter(|u| !u.is_empty()),
+        },
+        None => ImageConfig::default(),
+    }
+}
+
 /// Parses the config of an image (`bytes`, the blob `manifest.config` names, read from
 /// `source`) and checks it against the manifest.
 pub(crate) fn image_config(
@@ -672,16 +686,7 @@ pub(crate) fn image_config(
             path: source.to_path_buf(),
             message: e.to_string(),
         })?;
-    let config = match parsed.config() {
-        Some(c) => ImageConfig {
-            entrypoint: c.entrypoint().clone(),
-            cmd: c.cmd().clone(),
-            env: c.env().clone().unwrap_or_default(),
-            working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
-            user: c.user().clone().filter(|u| !u.is_empty()),
-        },
-        None => ImageConfig::default(),
-    };
+    let config = run_config(&parsed);
     let diff_ids = parsed.rootfs().diff_ids().clone();
     if diff_ids.len() != manifest.layers.len() {
         return Err(ImageError::LayerCount {

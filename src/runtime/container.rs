@@ -466,6 +466,17 @@ impl Runtime {
     /// nothing is left behind.
     pub fn prepare(&self, spec: &ValidatedSpec, mode: &Mode) -> Result<Prepared, RuntimeError> {
         let image = self.resolve_image(spec)?;
+        self.prepare_with(spec, &image, mode)
+    }
+
+    /// [`Runtime::prepare`] with the image already resolved (a build step's layers); the
+    /// spec's `image` is not read.
+    pub fn prepare_with(
+        &self,
+        spec: &ValidatedSpec,
+        image: &crate::image::ResolvedImage,
+        mode: &Mode,
+    ) -> Result<Prepared, RuntimeError> {
         let caps = capabilities::effective_set(&spec.cap_add, &spec.cap_drop).map_err(|e| {
             plan::PlanError::Capabilities {
                 name: spec.name.clone(),
@@ -537,7 +548,7 @@ impl Runtime {
                     }),
                 },
             };
-            match plan::build(spec, &image, paths.clone(), &host) {
+            match plan::build(spec, image, paths.clone(), &host) {
                 Ok(plan) => Ok(Prepared {
                     id: id.clone(),
                     plan,
