@@ -71,16 +71,20 @@ struct Stage {
     args: BTreeMap<String, String>,
     /// Whether Cmd came from the base image (an ENTRYPOINT then clears it, as Docker does).
     cmd_inherited: bool,
+    /// The time of the newest history entry: steps without a layer take it, so an unchanged
+    /// rebuild writes the same config (and so the same image digest).
+    created: Option<String>,
 }
 
 impl Stage {
     fn new(name: Option<String>, config: Value, layers: Vec<LayerRecord>) -> Stage {
         Stage {
             name,
-            config,
             layers,
             args: BTreeMap::new(),
             cmd_inherited: true,
+            created: config_created(&config),
+            config,
         }
     }
 
@@ -182,10 +186,16 @@ impl Stage {
             .collect()
     }
 
-    fn history(&mut self, created_by: &str, layer: Option<LayerRecord>) {
-        let created = crate::image::now_rfc3339();
-        let mut entry =
-            json!({"created": created, "created_by": created_by, "comment": "berth build"});
+    /// Adds a history entry (and the layer, if any). A layer's entry is dated `created`
+    /// (when the step first ran); one without a layer takes the stage's newest date.
+    fn history(&mut self, created_by: &str, layer: Option<LayerRecord>, created: Option<String>) {
+        if created.is_some() {
+            self.created = created;
+        }
+        let mut entry = json!({"created_by": created_by, "comment": "berth build"});
+        if let Some(c) = &self.created {
+            entry["created"] = c.clone().into();
+        }
         let obj = self
             .config
             .as_object_mut()
@@ -208,6 +218,14 @@ impl Stage {
         }
         self.layers.extend(layer);
     }
+}
+
+/// The `created` time of an image config.
+fn config_created(config: &Value) -> Option<String> {
+    config
+        .get("created")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// A scratch dir under `<root>/tmp` with an overlay of a stage's layers mounted on it,
@@ -434,7 +452,11 @@ pub fn build(opts: &BuildOptions, say: &dyn Fn(&str)) -> Result<BuildReport, Bui
         .stages
         .pop()
         .ok_or_else(|| BuildError::Invalid("no stage".into()))?;
-    stage.config["created"] = crate::image::now_rfc3339().into();
+    stage.config["created"] = stage
+        .created
+        .clone()
+        .unwrap_or_else(crate::image::now_rfc3339)
+        .into();
     let mut records = Vec::new();
     for tag in &opts.tags {
         records.push(run.store.record_image(
@@ -534,7 +556,7 @@ impl Run<'_> {
                     }
                     s.set_env(&k, &v);
                 }
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::Label(text) => {
@@ -549,14 +571,14 @@ impl Run<'_> {
                 for (k, v) in pairs {
                     labels[k.as_str()] = v.into();
                 }
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::User(u) => {
                 let u = self.expand(u)?;
                 let s = self.stage();
                 s.run_config().insert("User".into(), u.into());
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::Cmd(form) => {
@@ -564,7 +586,7 @@ impl Run<'_> {
                 let argv = s.argv(form);
                 s.run_config().insert("Cmd".into(), json!(argv));
                 s.cmd_inherited = false;
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::Entrypoint(form) => {
@@ -574,7 +596,7 @@ impl Run<'_> {
                 if s.cmd_inherited {
                     s.run_config().remove("Cmd");
                 }
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::Expose(text) => {
@@ -599,7 +621,7 @@ impl Run<'_> {
                     }
                     map[format!("{num}/{proto}")] = json!({});
                 }
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::Volume(paths) => {
@@ -620,7 +642,7 @@ impl Run<'_> {
                     }
                     map[p.as_str()] = json!({});
                 }
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::StopSignal(sig) => {
@@ -628,13 +650,13 @@ impl Run<'_> {
                 crate::spec::units::parse_signal(&sig).map_err(BuildError::Invalid)?;
                 let s = self.stage();
                 s.run_config().insert("StopSignal".into(), sig.into());
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::Shell(v) => {
                 let s = self.stage();
                 s.run_config().insert("Shell".into(), json!(v));
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
             Kind::Healthcheck(h) => {
@@ -667,7 +689,7 @@ impl Run<'_> {
                     }
                 };
                 s.run_config().insert("Healthcheck".into(), value);
-                s.history(&created_by, None);
+                s.history(&created_by, None, None);
                 Ok(())
             }
         }
@@ -732,7 +754,7 @@ impl Run<'_> {
             let parents = self.stage().diff_ids();
             self.store.ensure_layer("build cache", &parents, l)?;
         }
-        self.stage().history(created_by, entry.layer);
+        self.stage().history(created_by, entry.layer, entry.created);
         self.cached += 1;
         (self.say)(" --> cached");
         Ok(true)
@@ -741,19 +763,21 @@ impl Run<'_> {
     /// Stores the upper dir `upper` as the stage's next layer and caches it under `key`.
     fn add_layer(&mut self, upper: &Path, key: &str, created_by: &str) -> Result<(), BuildError> {
         let (layer, _) = self.store.store_layer(upper)?;
+        let created = crate::image::now_rfc3339();
         let parents = self.stage().diff_ids();
         self.store.ensure_layer("build", &parents, &layer)?;
         self.cache.put(
             key,
             &Entry {
                 layer: Some(layer.clone()),
+                created: Some(created.clone()),
             },
         );
         (self.say)(&format!(
             " --> {}",
             &layer.diff_id[..19.min(layer.diff_id.len())]
         ));
-        self.stage().history(created_by, Some(layer));
+        self.stage().history(created_by, Some(layer), Some(created));
         Ok(())
     }
 
@@ -866,8 +890,12 @@ impl Run<'_> {
         if context::is_dir(root.as_fd(), &path) {
             drop(root);
             drop(o);
-            self.cache.put(&key, &Entry { layer: None });
-            self.stage().history(created_by, None);
+            let entry = Entry {
+                layer: None,
+                created: None,
+            };
+            self.cache.put(&key, &entry);
+            self.stage().history(created_by, None, None);
             return Ok(());
         }
         context::mkdir_all(root.as_fd(), &path).map_err(|source| BuildError::Io {
@@ -1054,7 +1082,7 @@ mod tests {
             s.argv(&CommandForm::Shell("echo".into())),
             ["/bin/ash", "-c", "echo"]
         );
-        s.history("ENV A=1", None);
+        s.history("ENV A=1", None, None);
         assert_eq!(s.config["history"][0]["empty_layer"], json!(true));
         assert_eq!(s.parent_key(), "scratch");
     }

@@ -14,6 +14,9 @@ use crate::image::LayerRecord;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub layer: Option<LayerRecord>,
+    /// When the step first ran: its history time, so a cached rebuild is the same image.
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 pub struct Cache {
@@ -80,7 +83,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = Cache::new(d.path(), true);
         assert_eq!(c.get("k"), None);
-        let e = Entry { layer: None };
+        let e = Entry {
+            layer: None,
+            created: None,
+        };
         c.put("k", &e);
         assert_eq!(c.get("k"), Some(e.clone()));
         assert_eq!(

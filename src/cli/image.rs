@@ -49,6 +49,16 @@ pub enum ImageCommand {
     },
     /// Remove blobs and layers no image references.
     Prune,
+    /// Write images to a tar file that is both an oci-archive and a docker-archive (as
+    /// `docker save` writes since Docker 25): `skopeo`, `podman load`, `docker load` and
+    /// `berth image import` read it.
+    Save {
+        #[arg(required = true)]
+        references: Vec<String>,
+        /// The file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -234,5 +244,18 @@ pub fn image(cli: &Cli, cmd: &ImageCommand) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        ImageCommand::Save { references, output } => match store.save(references, output) {
+            Ok(r) => {
+                eprintln!(
+                    "{}: {} images, {} blobs ({})",
+                    output.display(),
+                    r.images,
+                    r.blobs,
+                    human(r.bytes)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
     }
 }

@@ -1,5 +1,6 @@
 //! Images: references, registries, archives, OCI image layouts, the content store and the layer
 //! store under `--root`.
+//! `save.rs` writes images out as archives.
 //! Owns `<root>/layers`, `<root>/blobs`, `<root>/images`, `<root>/lock` and the `layer-*` and
 //! `blob-*` entries of `<root>/tmp`; must not touch cgroups or mounts. Its only network traffic is
 //! registry HTTP(S) (`registry.rs`).
@@ -13,6 +14,7 @@ mod manage;
 mod pull;
 mod reference;
 mod registry;
+mod save;
 mod store;
 
 pub(crate) use commit::now_rfc3339;
@@ -23,6 +25,7 @@ pub use extract::{unpack_layer, unpack_layer_at, LayerStats, MAX_LAYER_SIZE};
 pub use manage::PruneReport;
 pub use reference::{ImageRef, RegistryRef};
 pub use registry::RegistryOptions;
+pub use save::SaveReport;
 pub(crate) use store::host_arch;
 pub use store::{chain_ids, ImageStore, Progress, ResolveStats, UnpackLimits, MAX_JSON_SIZE};
 
