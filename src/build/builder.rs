@@ -351,6 +351,15 @@ fn read_in_root(root: &OwnedFd, rel: &str) -> Option<String> {
     Some(s)
 }
 
+/// `user[:group]` (names or numbers) as the image at `root` resolves it.
+fn resolve_owner(root: &OwnedFd, user: &str) -> Result<(u32, u32), BuildError> {
+    let passwd = read_in_root(root, "etc/passwd");
+    let group = read_in_root(root, "etc/group");
+    let u = crate::runtime::user::resolve(Some(user), passwd.as_deref(), group.as_deref())
+        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    Ok((u.uid, u.gid))
+}
+
 /// The instruction for messages and history: keyword and arguments, shortened.
 fn describe(i: &Instruction) -> String {
     let text = format!("{} {}", i.keyword, i.args);
@@ -898,7 +907,13 @@ impl Run<'_> {
             self.stage().history(created_by, None, None);
             return Ok(());
         }
-        context::mkdir_all(root.as_fd(), &path).map_err(|source| BuildError::Io {
+        // As BuildKit: a WORKDIR made here belongs to the stage's USER.
+        let user = self.stages.last().and_then(|s| s.str_field("User"));
+        let owner = match &user {
+            Some(u) => resolve_owner(&root, u)?,
+            None => (0, 0),
+        };
+        context::mkdir_all(root.as_fd(), &path, owner).map_err(|source| BuildError::Io {
             step: "creating",
             path: PathBuf::from(&path),
             source,
@@ -982,23 +997,15 @@ impl Run<'_> {
         let mut o = self.overlay(&lowers, true)?;
         let root = o.root()?;
         let src_root = src.as_ref().unwrap_or(&self.context);
-        let owner = match &chown {
-            None => Owner {
-                uid: 0,
-                gid: 0,
-                chmod: t.chmod,
-            },
-            Some(c) => {
-                let passwd = read_in_root(&root, "etc/passwd");
-                let group = read_in_root(&root, "etc/group");
-                let u = crate::runtime::user::resolve(Some(c), passwd.as_deref(), group.as_deref())
-                    .map_err(|e| BuildError::Invalid(format!("--chown={c}: {e}")))?;
-                Owner {
-                    uid: u.uid,
-                    gid: u.gid,
-                    chmod: t.chmod,
-                }
-            }
+        let (uid, gid) = match &chown {
+            None => (0, 0),
+            Some(c) => resolve_owner(&root, c)
+                .map_err(|e| BuildError::Invalid(format!("--chown={c}: {e}")))?,
+        };
+        let owner = Owner {
+            uid,
+            gid,
+            chmod: t.chmod,
         };
         let single_file = sets.len() == 1
             && sets[0].1.len() == 1
@@ -1008,13 +1015,14 @@ impl Run<'_> {
             let is_file = items.len() == 1 && items[0].st.st_mode & libc::S_IFMT == libc::S_IFREG;
             if add && is_file {
                 if let Some(reader) = context::archive_reader(src_root, source)? {
-                    let dir = context::mkdir_all(root.as_fd(), &dest).map_err(|source| {
-                        BuildError::Io {
-                            step: "creating",
-                            path: PathBuf::from("/").join(&dest),
-                            source,
-                        }
-                    })?;
+                    let dir =
+                        context::mkdir_all(root.as_fd(), &dest, (0, 0)).map_err(|source| {
+                            BuildError::Io {
+                                step: "creating",
+                                path: PathBuf::from("/").join(&dest),
+                                source,
+                            }
+                        })?;
                     crate::image::unpack_layer_at(reader, dir, MAX_LAYER_SIZE)?;
                     continue;
                 }

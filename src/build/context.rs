@@ -223,7 +223,13 @@ impl SourceRoot {
                     .open_path(&rel, false)
                     .map_err(|e| BuildError::Source {
                         source_name: pat.clone(),
-                        message: format!("{}: {e}", self.path.join(&rel).display()),
+                        message: match e.raw_os_error() {
+                            Some(libc::ENOENT) => format!(
+                                "not found in {} (links are followed only inside it)",
+                                self.path.display()
+                            ),
+                            _ => format!("{}: {e}", self.path.join(&rel).display()),
+                        },
                     })?;
                 let st = fstat(fd.as_fd()).map_err(|e| BuildError::Source {
                     source_name: pat.clone(),
@@ -364,9 +370,9 @@ pub struct Owner {
     pub chmod: Option<u32>,
 }
 
-/// Opens (creating as needed, mode 0755 root-owned) the dir `rel` below `root`; components
-/// are resolved inside `root`.
-pub fn mkdir_all(root: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
+/// Opens (creating as needed, mode 0755, owned by `owner`) the dir `rel` below `root`;
+/// components are resolved inside `root`.
+pub fn mkdir_all(root: BorrowedFd<'_>, rel: &str, owner: (u32, u32)) -> io::Result<OwnedFd> {
     let mut dir = openat::open_dir_in_root(root, Path::new("."))?;
     let mut so_far = String::new();
     for comp in clean(rel).split('/').filter(|c| !c.is_empty()) {
@@ -377,15 +383,24 @@ pub fn mkdir_all(root: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
         match openat::open_dir_in_root(root, Path::new(&so_far)) {
             Ok(d) => dir = d,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                match mkdirat(
+                let made = match mkdirat(
                     dir.as_fd(),
                     Path::new(comp),
                     Mode::from_bits_truncate(0o755),
                 ) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Ok(()) => true,
+                    Err(Errno::EEXIST) => false,
                     Err(e) => return Err(errno(e)),
-                }
+                };
                 dir = openat::open_dir_in_root(root, Path::new(&so_far))?;
+                if made {
+                    fchown(
+                        dir.as_fd(),
+                        Some(Uid::from_raw(owner.0)),
+                        Some(Gid::from_raw(owner.1)),
+                    )
+                    .map_err(errno)?;
+                }
             }
             Err(e) => return Err(e),
         }
@@ -440,7 +455,8 @@ pub fn copy_items(
     owner: Owner,
 ) -> Result<u64, BuildError> {
     let dest_path = |rel: &str| PathBuf::from("/").join(dest_dir).join(rel);
-    let base = mkdir_all(root, dest_dir).map_err(io_err("creating", dest_path("")))?;
+    let base = mkdir_all(root, dest_dir, (owner.uid, owner.gid))
+        .map_err(io_err("creating", dest_path("")))?;
     let mut dir_times = Vec::new();
     let mut count = 0;
     for it in items {
