@@ -615,7 +615,7 @@ mod tests {
             ("FROM a\nCOPY onlyone\n", "2: COPY needs at least one source and a destination"),
             ("FROM a\nCOPY --form=x a b\n", "2: COPY: unknown flag --form (known: --from, --chown, --chmod, --link)"),
             ("FROM a\nADD http://x/y /y\n", "2: ADD: \"http://x/y\": remote sources are not supported; fetch the file into the build context"),
-            ("FROM a\nCMD [\"a\", 1]\n", "2: CMD: not a JSON array of strings: invalid type: integer `1`, expected a string at line 1 column 8"),
+            ("FROM a\nCMD [\"a\", 1]\n", "2: CMD: not a JSON array of strings: invalid type: integer `1`, expected a string at line 1 column 7"),
             ("FROM a\nHEALTHCHECK --retries=0 CMD x\n", "2: HEALTHCHECK --retries=0: not a positive count"),
             ("FROM a\nHEALTHCHECK --interval=soon CMD x\n", "2: HEALTHCHECK --interval: invalid duration \"soon\": expected number at 0 (e.g. \"250ms\", \"10s\", \"1m\")"),
             ("FROM a b c d\n", "1: FROM takes IMAGE [AS NAME]"),
