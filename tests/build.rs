@@ -663,3 +663,99 @@ fn saved_images_are_read_by_skopeo_and_umoci() {
     );
     env.assert_no_leaks();
 }
+
+#[test]
+fn a_spec_names_a_build_and_is_rebuilt_when_its_context_changes() {
+    if skip_unless_root("a spec with build") {
+        return;
+    }
+    let env = TestEnv::new("build-spec");
+    let ctx = context(&env, "app", &[("msg", "v1\n")]);
+    containerfile(
+        &ctx,
+        "FROM @BASE@\nCOPY msg /msg\nCMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.1; done\"]\n",
+    );
+    let d = Daemon::start(&env);
+    std::fs::create_dir_all(env.specs()).unwrap();
+    let body = format!(
+        "build = {{ context = {:?} }}\n[network]\nmode = \"none\"\n[update]\ncheck = \"1s\"\n",
+        ctx.display().to_string()
+    );
+    let out = env
+        .command()
+        .arg("validate")
+        .arg(write_spec_file(&env, "app", &body))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let msg = |env: &TestEnv| {
+        let out = env.ctl(&["exec", "app", "cat", "/msg"]);
+        out.status.success().then(|| stdout(&out))
+    };
+    wait_until(Duration::from_secs(60), "app runs its built image", || {
+        msg(&env).as_deref() == Some("v1\n")
+    });
+    let first = env.status("app").unwrap();
+    assert!(
+        first["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("localhost/berth-build/app:latest"),
+        "{first}"
+    );
+    std::fs::write(ctx.join("msg"), "v2\n").unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "app rebuilt from the changed context",
+        || msg(&env).as_deref() == Some("v2\n"),
+    );
+    let second = env.status("app").unwrap();
+    assert_ne!(
+        first["id"], second["id"],
+        "a new container from the new image"
+    );
+    d.stop();
+    env.assert_no_leaks();
+
+    // Validation: a build needs a context dir with a Containerfile, and excludes `image`.
+    let cases = [
+        (
+            "both",
+            format!(
+                "image = \"x\"\nbuild = {{ context = {:?} }}\n",
+                ctx.display().to_string()
+            ),
+            "set either `image` or `build`, not both",
+        ),
+        (
+            "nodir",
+            "build = { context = \"/nonexistent/ctx\" }\n".to_string(),
+            "build.context: /nonexistent/ctx is not a directory",
+        ),
+        (
+            "nofile",
+            format!(
+                "build = {{ context = {:?}, file = \"Nope\" }}\n",
+                ctx.display().to_string()
+            ),
+            "is not a file",
+        ),
+    ];
+    for (name, body, want) in cases {
+        let path = env.dir.path().join(format!("bad-{name}.toml"));
+        std::fs::write(&path, body).unwrap();
+        let out = env.command().arg("validate").arg(&path).output().unwrap();
+        assert!(!out.status.success(), "{name}");
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(text.contains(want), "{name}: {text}");
+    }
+}
+
+/// Writes `specs/NAME.toml` with `body` as it is (temp file and rename); returns its path.
+fn write_spec_file(env: &TestEnv, name: &str, body: &str) -> PathBuf {
+    let tmp = env.specs().join(format!(".{name}.toml.tmp"));
+    std::fs::write(&tmp, body).unwrap();
+    let path = env.specs().join(format!("{name}.toml"));
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}

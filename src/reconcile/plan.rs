@@ -280,9 +280,11 @@ pub fn classify(old: &ValidatedSpec, new: &ValidatedSpec) -> SpecChange {
         health,
         depends_on,
         update,
+        build,
     } = old;
     let needs_new_container = *name != new.name
         || *image != new.image
+        || *build != new.build
         || *command != new.command
         || *entrypoint != new.entrypoint
         || *env != new.env

@@ -7,7 +7,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::cgroups::{self, CgroupMode, ContainerCgroup, DeviceControl};
-use crate::image::{ImageRef, ImageStore};
+use crate::image::{ImageRef, ImageStore, RegistryRef};
 use crate::network::{Attachment, Network, NetworkConfig, NetworkError};
 use crate::runtime::capabilities;
 use crate::runtime::launch::{self, Helper, Running};
@@ -56,6 +56,12 @@ pub enum RuntimeError {
     Launch {
         name: String,
         source: launch::LaunchError,
+    },
+    #[error("building the image of {name} ({file}): {message}")]
+    Build {
+        name: String,
+        file: PathBuf,
+        message: String,
     },
 }
 
@@ -385,22 +391,26 @@ impl Runtime {
     /// under this root: each instance whose owner process is gone, with its lease.
     pub fn sweep_dead_runs(&self) {
         for id in self.instance_ids() {
-            let Ok(owner) = fs::read_to_string(owner_file(&self.container_dir(&id))) else {
-                continue;
-            };
-            let mut f = owner.split_whitespace().map(|n| n.parse::<u64>().ok());
-            let (Some(Some(pid)), Some(Some(start))) = (f.next(), f.next()) else {
-                continue;
-            };
-            if crate::state::is_same_process(pid as i32, start) {
-                continue;
+            if self.run_owner_alive(&id) == Some(false) {
+                tracing::warn!(%id, "removing what a killed `berth run` left");
+                self.remove_orphan(&id, true);
             }
-            tracing::warn!(%id, "removing what a killed `berth run` left");
-            self.remove_orphan(&id, true);
         }
     }
 
-    /// Resolves (and fetches or unpacks on first use) a spec's image.
+    /// For an instance of `berth run` (or of a build's RUN step): whether the process that
+    /// launched it still runs. `None` for an instance without an owner (a supervised one).
+    pub fn run_owner_alive(&self, id: &str) -> Option<bool> {
+        let owner = fs::read_to_string(owner_file(&self.container_dir(id))).ok()?;
+        let mut f = owner.split_whitespace().map(|n| n.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(start))) = (f.next(), f.next()) else {
+            return None;
+        };
+        Some(crate::state::is_same_process(pid as i32, start))
+    }
+
+    /// Resolves (and fetches or unpacks on first use) a spec's image. A spec with `build`
+    /// builds it first, unless its image is pinned to a digest that is still recorded.
     pub fn resolve_image(
         &self,
         spec: &ValidatedSpec,
@@ -409,12 +419,85 @@ impl Runtime {
             image: spec.image.clone(),
             source: e.into(),
         })?;
+        if let (Some(build), ImageRef::Registry(r)) = (&spec.build, &image_ref) {
+            if r.digest.is_some() {
+                if let Ok(image) = self.images.resolve(&image_ref) {
+                    return Ok(image);
+                }
+            }
+            let pinned = self.build_image(&spec.name, &spec.image, build)?;
+            let pinned = ImageRef::parse(&pinned).map_err(|e| RuntimeError::ImageRef {
+                image: pinned.clone(),
+                source: e.into(),
+            })?;
+            return Ok(self.images.resolve(&pinned)?);
+        }
         Ok(self.images.resolve(&image_ref)?)
+    }
+
+    /// Builds the image of container `name` as `build` says, recorded as the tag of `image`
+    /// and as that tag pinned to the new manifest digest; returns the pinned reference. The
+    /// build runs as a `berth build` process of its own: it needs a private mount namespace,
+    /// which a threaded daemon cannot enter. An unchanged context is all cache hits.
+    pub fn build_image(
+        &self,
+        name: &str,
+        image: &str,
+        build: &crate::spec::BuildSpec,
+    ) -> Result<String, RuntimeError> {
+        let fail = |message: String| RuntimeError::Build {
+            name: name.to_string(),
+            file: build.file.clone(),
+            message,
+        };
+        let tag = match ImageRef::parse(image) {
+            Ok(ImageRef::Registry(r)) => RegistryRef { digest: None, ..r },
+            _ => return Err(fail(format!("{image:?} is not a registry name"))),
+        };
+        let exe = std::env::current_exe().map_err(|e| fail(format!("finding berth: {e}")))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(["build", "-t", &tag.to_string(), "-f"])
+            .arg(&build.file);
+        for (k, v) in &build.args {
+            cmd.arg("--build-arg").arg(format!("{k}={v}"));
+        }
+        let out = cmd
+            .arg(&build.context)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| fail(format!("starting berth build: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            let last: Vec<&str> = text.lines().rev().take(5).collect();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            return Err(fail(last.join("\n")));
+        }
+        if let Some(summary) = text.lines().rev().find(|l| l.starts_with("built in")) {
+            tracing::debug!(%name, "{summary}");
+        }
+        let rec = self.images.find(&tag.to_string())?;
+        let pinned = RegistryRef {
+            digest: Some(rec.digest.clone()),
+            ..tag.clone()
+        };
+        self.images.tag(&tag.to_string(), &pinned)?;
+        Ok(pinned.to_string())
     }
 
     /// What the registry tag `image` names now, fetched into the store: the reference pinned
     /// to its digest (`registry/repo:tag@sha256:...`).
-    pub fn fetch_current_image(&self, image: &str) -> Result<String, RuntimeError> {
+    pub fn fetch_current_image(
+        &self,
+        image: &str,
+        build: Option<&crate::spec::BuildSpec>,
+    ) -> Result<String, RuntimeError> {
+        if let Some(b) = build {
+            return self.build_image(image, image, b);
+        }
         let r = match ImageRef::parse(image) {
             Ok(ImageRef::Registry(r)) => Ok(r),
             Ok(_) => Err(format!("{image:?} is not a registry image")),

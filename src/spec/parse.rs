@@ -15,8 +15,9 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, SpecErrors};
 use super::types::{
-    Condition, HealthSpec, IoDeviceLimit, MountSpec, NetworkMode, NetworkSpec, OnUnhealthy, Probe,
-    Resources, RestartPolicy, RestartSpec, UpdateOrder, UpdateSpec, ValidatedSpec,
+    BuildSpec, Condition, HealthSpec, IoDeviceLimit, MountSpec, NetworkMode, NetworkSpec,
+    OnUnhealthy, Probe, Resources, RestartPolicy, RestartSpec, UpdateOrder, UpdateSpec,
+    ValidatedSpec,
 };
 use super::units;
 use super::ValidationContext;
@@ -58,7 +59,9 @@ const TOP_KEYS: &[&str] = &[
     "health",
     "depends_on",
     "update",
+    "build",
 ];
+const BUILD_KEYS: &[&str] = &["context", "file", "args"];
 const RESTART_KEYS: &[&str] = &["policy", "max_retries", "backoff"];
 const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after"];
 const RESOURCES_KEYS: &[&str] = &["memory", "cpus", "cpu_weight", "cpuset", "pids", "io"];
@@ -460,8 +463,16 @@ impl Checker<'_> {
     ) -> ValidatedSpec {
         self.unknown_keys(doc, "", "", TOP_KEYS);
 
-        let image = match doc.get("image") {
-            Some(v) => self
+        let build = doc.get("build").and_then(|v| self.build(v));
+        let image = match (doc.get("image"), &build) {
+            (Some(v), Some(_)) => {
+                self.err(v.span(), "image", "set either `image` or `build`, not both");
+                String::new()
+            }
+            (None, Some(_)) => {
+                format!("localhost/berth-build/{}:latest", name.to_ascii_lowercase())
+            }
+            (Some(v), None) => self
                 .nonempty_string(v, "image")
                 .and_then(|s| match crate::image::ImageRef::parse(s) {
                     Ok(_) => Some(s.to_string()),
@@ -471,10 +482,10 @@ impl Checker<'_> {
                     }
                 })
                 .unwrap_or_default(),
-            None => {
+            (None, None) => {
                 self.diags.push(Diagnostic {
                     key: Some("image".into()),
-                    ..Diagnostic::whole_file(self.file, "missing required key `image`")
+                    ..Diagnostic::whole_file(self.file, "missing required key `image` (or `build`)")
                 });
                 String::new()
             }
@@ -595,7 +606,7 @@ impl Checker<'_> {
             .unwrap_or_default();
         let update = doc
             .get("update")
-            .map(|v| self.update(v, &network, &image))
+            .map(|v| self.update(v, &network, &image, build.is_some()))
             .unwrap_or_default();
 
         ValidatedSpec {
@@ -620,11 +631,87 @@ impl Checker<'_> {
             health,
             depends_on,
             update,
+            build,
         }
     }
 
+    /// `build = { context = "DIR", file = "Containerfile", args = { K = "V" } }`.
+    fn build(&mut self, v: &Val<'_>) -> Option<BuildSpec> {
+        let table = self.table(v, "build")?;
+        self.unknown_keys(table, "build", "build", BUILD_KEYS);
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let Some(c) = table.get("context") else {
+            self.err(
+                v.span(),
+                "build",
+                "needs `context`, the dir the build reads from",
+            );
+            return None;
+        };
+        let context = base.join(self.nonempty_string(c, "build.context")?);
+        if !context.is_dir() {
+            self.err(
+                c.span(),
+                "build.context",
+                format!("{} is not a directory", context.display()),
+            );
+            return None;
+        }
+        let file = match table.get("file") {
+            Some(f) => {
+                let path = context.join(self.nonempty_string(f, "build.file")?);
+                if !path.is_file() {
+                    self.err(
+                        f.span(),
+                        "build.file",
+                        format!("{} is not a file", path.display()),
+                    );
+                    return None;
+                }
+                path
+            }
+            None => match ["Containerfile", "Dockerfile"]
+                .iter()
+                .map(|n| context.join(n))
+                .find(|p| p.is_file())
+            {
+                Some(p) => p,
+                None => {
+                    self.err(
+                        c.span(),
+                        "build.context",
+                        format!("{} has no Containerfile or Dockerfile", context.display()),
+                    );
+                    return None;
+                }
+            },
+        };
+        let mut args = BTreeMap::new();
+        if let Some(a) = table.get("args") {
+            if let Some(t) = self.table(a, "build.args") {
+                for (k, val) in t.iter() {
+                    let key = format!("build.args.{}", k.get_ref());
+                    if let Some(s) = self.string(val, &key) {
+                        args.insert(k.get_ref().to_string(), s.to_string());
+                    }
+                }
+            }
+        }
+        Some(BuildSpec {
+            context,
+            file,
+            args,
+        })
+    }
+
     /// `[update]`: order, check, healthy_for, rollback.
-    fn update(&mut self, v: &Val<'_>, network: &NetworkSpec, image: &str) -> UpdateSpec {
+    fn update(
+        &mut self,
+        v: &Val<'_>,
+        network: &NetworkSpec,
+        image: &str,
+        built: bool,
+    ) -> UpdateSpec {
         let mut spec = UpdateSpec::default();
         let Some(table) = self.table(v, "update") else {
             return spec;
@@ -663,7 +750,7 @@ impl Checker<'_> {
         }
         if let Some(c) = table.get("check") {
             if let Some(every) = self.duration(c, "update.check") {
-                match check_checkable(image, every) {
+                match check_checkable(image, every, built) {
                     Ok(()) => spec.check = Some(every),
                     Err(msg) => self.err(c.span(), "update.check", msg),
                 }
@@ -1390,8 +1477,16 @@ fn normalize_target(s: &str) -> Result<String, String> {
 
 /// `update.check` asks a registry what a tag names now: only a registry image by tag has
 /// one, and asking more often than every 10 s is a mistake.
-fn check_checkable(image: &str, every: Duration) -> Result<(), String> {
+fn check_checkable(image: &str, every: Duration, built: bool) -> Result<(), String> {
     use crate::image::ImageRef;
+    if built {
+        // How often the build context is looked at for changes.
+        return if every < Duration::from_secs(1) {
+            Err("must be at least 1s (each check hashes the build context)".into())
+        } else {
+            Ok(())
+        };
+    }
     match ImageRef::parse(image) {
         // The image's own error is reported at `image`.
         Err(_) => Ok(()),

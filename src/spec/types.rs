@@ -49,7 +49,26 @@ pub struct ValidatedSpec {
     /// How an edit replaces the running container (`[update]`).
     #[serde(default)]
     pub update: UpdateSpec,
+    /// `build = { context = ... }`: the image is built from this Containerfile (and `image`
+    /// is the name it is recorded as, `localhost/berth-build/NAME:latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSpec>,
 }
+
+/// A spec's image build: a context dir and its Containerfile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildSpec {
+    /// Absolute (a relative one in the file is taken from the spec file's dir).
+    pub context: PathBuf,
+    /// The Containerfile, absolute [default: CONTEXT/Containerfile, else CONTEXT/Dockerfile].
+    pub file: PathBuf,
+    /// `--build-arg` values.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+/// How often a spec's build context is checked for changes when `update.check` is not set.
+pub const BUILD_CHECK: Duration = Duration::from_secs(10);
 
 /// `[update]`: how a new version replaces the running one, and when it is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use crate::reconcile::plan::Bandwidth;
 use crate::runtime::container::{LogLimits, Mode, Runtime};
 use crate::runtime::launch::{self, Stdin};
 use crate::runtime::protocol::ExitStatus;
-use crate::spec::ValidatedSpec;
+use crate::spec::{BuildSpec, ValidatedSpec};
 use crate::state::{self, Instance};
 
 /// How an instance ended: its exit status and whether the OOM killer did it (`None`: its
@@ -43,7 +43,8 @@ pub trait Effects: Send + Sync + 'static {
     fn pull(&self, spec: &ValidatedSpec) -> Result<(), String>;
     /// Asks the registry what the tag `image` names now and fetches it (blocking; in the pull
     /// pool): the reference pinned to that digest.
-    fn fetch_current(&self, image: &str) -> Result<String, String>;
+    /// A spec with `build` is rebuilt instead (cache hits when nothing changed).
+    fn fetch_current(&self, image: &str, build: Option<&BuildSpec>) -> Result<String, String>;
     /// Prepares and starts an instance of `spec` (blocking).
     fn start(&self, spec: &ValidatedSpec) -> Result<Instance, String>;
     /// Sends `signal` to the instance's init, if it is still that process.
@@ -99,9 +100,9 @@ impl Effects for RuntimeEffects {
             .map_err(|e| e.to_string())
     }
 
-    fn fetch_current(&self, image: &str) -> Result<String, String> {
+    fn fetch_current(&self, image: &str, build: Option<&BuildSpec>) -> Result<String, String> {
         self.rt
-            .fetch_current_image(image)
+            .fetch_current_image(image, build)
             .map_err(|e| e.to_string())
     }
 
@@ -229,7 +230,8 @@ impl Effects for RuntimeEffects {
 
     fn sweep(&self, known_ids: &BTreeSet<String>) {
         for id in self.rt.instance_ids() {
-            if !known_ids.contains(&id) {
+            // A `berth run` or a build step that shares the root is its launcher's.
+            if !known_ids.contains(&id) && self.rt.run_owner_alive(&id) != Some(true) {
                 // It may still run (a crash between its start and its record).
                 tracing::warn!(%id, "removing an instance no record knows");
                 self.rt.remove_orphan(&id, false);

@@ -197,8 +197,20 @@ impl Record {
     fn start_checking(&mut self, name: &str, inst: &Instance, ctx: &worker::Context) {
         self.stop_checking();
         let spec = &self.obs.spec;
-        if let (Some(every), Some(tag)) = (spec.update.check, registry_tag(&spec.image)) {
-            self.checker = Some(worker::watch_image(name, inst, tag.to_string(), every, ctx));
+        // A built image is checked by rebuilding it: a changed context is a new digest.
+        let every = spec
+            .update
+            .check
+            .or_else(|| spec.build.as_ref().map(|_| crate::spec::BUILD_CHECK));
+        if let (Some(every), Some(tag)) = (every, registry_tag(&spec.image)) {
+            self.checker = Some(worker::watch_image(
+                name,
+                inst,
+                tag.to_string(),
+                spec.build.clone(),
+                every,
+                ctx,
+            ));
         }
     }
 

@@ -108,7 +108,11 @@ impl Effects for Fake {
         Ok(())
     }
 
-    fn fetch_current(&self, image: &str) -> Result<String, String> {
+    fn fetch_current(
+        &self,
+        image: &str,
+        _build: Option<&crate::spec::BuildSpec>,
+    ) -> Result<String, String> {
         self.call(format!("check {image}"));
         let n = self.tags.lock().unwrap().get(image).copied().unwrap_or(0);
         Ok(format!("{image}@{}", digest(n)))

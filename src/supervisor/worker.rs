@@ -14,7 +14,7 @@ use super::effects::{Effects, Ending, KILL_GRACE};
 use super::engine::now;
 use super::metrics::Counters;
 use crate::reconcile::plan::Bandwidth;
-use crate::spec::{NetworkMode, ValidatedSpec};
+use crate::spec::{BuildSpec, NetworkMode, ValidatedSpec};
 use crate::state::Instance;
 
 /// What a worker is asked to do.
@@ -192,6 +192,7 @@ pub fn watch_image(
     name: &str,
     inst: &Instance,
     image: String,
+    build: Option<BuildSpec>,
     every: Duration,
     ctx: &Context,
 ) -> tokio::task::AbortHandle {
@@ -207,7 +208,8 @@ pub fn watch_image(
             let result = async {
                 let _permit = ctx.pulls.acquire().await.map_err(|e| e.to_string())?;
                 let image = image.clone();
-                blocking(&ctx, move |fx| fx.fetch_current(&image)).await?
+                let build = build.clone();
+                blocking(&ctx, move |fx| fx.fetch_current(&image, build.as_ref())).await?
             }
             .await;
             let counter = match result {
