@@ -21,7 +21,8 @@ fn main() {
         let text = std::fs::read_to_string(out.join(format!("{name}.json"))).ok()?;
         serde_json::from_str(&text).ok()
     };
-    let (run, supervise, pull) = (read("run"), read("supervise"), read("pull"));
+    let (run, supervise, pull, build) =
+        (read("run"), read("supervise"), read("pull"), read("build"));
 
     let mut md = String::new();
     md.push_str(
@@ -30,13 +31,13 @@ fn main() {
          target/bench; regenerate all of it, as root, with\n\n\
          ```sh\n\
          cargo bench --bench run && cargo bench --bench supervise && cargo bench --bench pull \
-         && cargo bench --bench report\n\
+         && cargo bench --bench build && cargo bench --bench report\n\
          ```\n\n\
          Every comparison runs its arms in the same run, interleaved, on the same image \
          (busybox-static as built by `examples/busybox-image.sh`, or the pull benchmark's own). \
          Ratios are berth / the other: below 1 means berth is faster or smaller.\n\n",
     );
-    machine_section(&mut md, [&run, &supervise, &pull]);
+    machine_section(&mut md, [&run, &supervise, &pull, &build]);
     match &run {
         Some(r) => one_shot_section(&mut md, r, &docs),
         None => md.push_str("## One-shot runs\n\nNo results: run `cargo bench --bench run`.\n\n"),
@@ -51,6 +52,10 @@ fn main() {
         Some(p) => pull_section(&mut md, p),
         None => md.push_str("## Pull\n\nNo results: run `cargo bench --bench pull`.\n\n"),
     }
+    match &build {
+        Some(b) => build_section(&mut md, b),
+        None => md.push_str("## Build\n\nNo results: run `cargo bench --bench build`.\n\n"),
+    }
     let path = docs.join("benchmarks.md");
     std::fs::write(&path, md).unwrap();
     println!("wrote {}", path.display());
@@ -60,7 +65,7 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-fn machine_section(md: &mut String, results: [&Option<Value>; 3]) {
+fn machine_section(md: &mut String, results: [&Option<Value>; 4]) {
     md.push_str("## Machine\n\n");
     let Some(m) = results
         .iter()
@@ -500,6 +505,46 @@ fn pull_section(md: &mut String, p: &Value) {
                 |t| format!("{t:.2} s")
             ),
             secs(&v["theirs_all_s"]),
+            theirs.map_or("-".into(), |t| format!("{:.2}x", f(&v["berth_s"]) / t)),
+        );
+    }
+    md.push('\n');
+}
+
+fn build_section(md: &mut String, b: &Value) {
+    let _ = writeln!(
+        md,
+        "## Build\n\n`berth build` against `{}` (`bud --layers --isolation chroot`: its default \
+         OCI runtime refuses this hybrid cgroup host) on the same context ({} files) and \
+         Containerfiles, {} rounds interleaved after a warm-up of each. `web` is the web server \
+         of tests/build.rs (COPY, EXPOSE, HEALTHCHECK, STOPSIGNAL, LABEL, CMD); `web+run` adds a \
+         RUN step (a full container in berth). Uncached: `--no-cache`; cached: an unchanged \
+         rebuild.\n\n\
+         | Containerfile | cache | berth median | min-max | buildah median | min-max | ratio |\n\
+         |---|---|---|---|---|---|---|",
+        b["buildah"].as_str().unwrap_or("buildah"),
+        b["files"],
+        b["rounds"],
+    );
+    for v in b["variants"].as_array().cloned().unwrap_or_default() {
+        let theirs = v["buildah_s"].as_f64();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.3} s | {:.3}-{:.3} | {} | {} | {} |",
+            v["containerfile"].as_str().unwrap_or(""),
+            v["cache"].as_str().unwrap_or(""),
+            f(&v["berth_s"]),
+            f(&v["berth_min_s"]),
+            f(&v["berth_max_s"]),
+            theirs.map_or_else(
+                || format!("n/a: {}", v["note"].as_str().unwrap_or("")),
+                |t| format!("{t:.3} s")
+            ),
+            theirs.map_or("-".into(), |_| format!(
+                "{:.3}-{:.3}",
+                f(&v["buildah_min_s"]),
+                f(&v["buildah_max_s"])
+            )),
             theirs.map_or("-".into(), |t| format!("{:.2}x", f(&v["berth_s"]) / t)),
         );
     }
