@@ -686,6 +686,7 @@ mod tests {
             health: None,
             depends_on: Default::default(),
             update: Default::default(),
+            build: None,
         }
     }
 

@@ -146,6 +146,7 @@ fn full_example_parses() {
         health: None,
         depends_on: Default::default(),
         update: Default::default(),
+        build: None,
     };
     assert_eq!(s, want);
 }
