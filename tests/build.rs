@@ -673,7 +673,8 @@ fn a_spec_names_a_build_and_is_rebuilt_when_its_context_changes() {
     let ctx = context(&env, "app", &[("msg", "v1\n")]);
     containerfile(
         &ctx,
-        "FROM @BASE@\nCOPY msg /msg\nCMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.1; done\"]\n",
+        "FROM @BASE@\nCOPY msg /msg\nHEALTHCHECK --interval=200ms --retries=2 CMD test -s /msg\n\
+         CMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 0.1; done\"]\n",
     );
     let d = Daemon::start(&env);
     std::fs::create_dir_all(env.specs()).unwrap();
@@ -695,6 +696,12 @@ fn a_spec_names_a_build_and_is_rebuilt_when_its_context_changes() {
     wait_until(Duration::from_secs(60), "app runs its built image", || {
         msg(&env).as_deref() == Some("v1\n")
     });
+    // The Containerfile's HEALTHCHECK is the container's probe (the spec has no [health]).
+    wait_until(
+        Duration::from_secs(30),
+        "app healthy by its HEALTHCHECK",
+        || env.status("app").is_some_and(|s| s["health"] == "healthy"),
+    );
     let first = env.status("app").unwrap();
     assert!(
         first["image"]

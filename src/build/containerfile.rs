@@ -459,6 +459,36 @@ fn instruction(line: usize, text: &str) -> Result<Option<Instruction>, String> {
     }))
 }
 
+/// The HEALTHCHECK the image of the last stage ends up with, where the file decides it: the
+/// stage's last HEALTHCHECK, else that of the earlier stage it is FROM. `None` when it comes
+/// from a base image (or there is none); `Some(None)` for `HEALTHCHECK NONE`.
+pub fn final_healthcheck(all: &[Instruction]) -> Option<Option<Health>> {
+    let starts: Vec<usize> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| matches!(i.kind, Kind::From { .. }))
+        .map(|(n, _)| n)
+        .collect();
+    let mut stage = starts.len().checked_sub(1)?;
+    loop {
+        let begin = starts[stage];
+        let end = starts.get(stage + 1).copied().unwrap_or(all.len());
+        if let Some(h) = all[begin..end].iter().rev().find_map(|i| match &i.kind {
+            Kind::Healthcheck(h) => Some(h.clone()),
+            _ => None,
+        }) {
+            return Some(h);
+        }
+        let Kind::From { image, .. } = &all[begin].kind else {
+            return None;
+        };
+        let image = image.to_ascii_lowercase();
+        stage = (0..stage).rev().find(
+            |&s| matches!(&all[starts[s]].kind, Kind::From { alias: Some(a), .. } if *a == image),
+        )?;
+    }
+}
+
 /// A variable name as the shell and Docker accept it.
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -604,6 +634,37 @@ mod tests {
             backtick[1].kind,
             Kind::Run(CommandForm::Shell("a  b".into()))
         );
+    }
+
+    #[test]
+    fn healthcheck_of_the_last_stage() {
+        let h = |text: &str| final_healthcheck(&parse(text).unwrap());
+        let cmd = |c: &str| Health {
+            command: CommandForm::Shell(c.into()),
+            interval: None,
+            timeout: None,
+            start_period: None,
+            retries: None,
+        };
+        let cases = [
+            (
+                "FROM a\nHEALTHCHECK CMD one\nHEALTHCHECK CMD two\n",
+                Some(Some(cmd("two"))),
+            ),
+            ("FROM a\nHEALTHCHECK NONE\n", Some(None)),
+            ("FROM a\n", None),
+            (
+                "FROM a AS base\nHEALTHCHECK CMD b\nFROM base\nRUN x\n",
+                Some(Some(cmd("b"))),
+            ),
+            (
+                "FROM a AS build\nHEALTHCHECK CMD b\nFROM c\nCOPY --from=build / /\n",
+                None,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(h(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -599,7 +599,11 @@ impl Checker<'_> {
             .get("mounts")
             .map(|v| self.mounts(v))
             .unwrap_or_default();
-        let health = doc.get("health").and_then(|v| self.health(v));
+        // Without [health], a built image's HEALTHCHECK is the probe.
+        let health = match doc.get("health") {
+            Some(v) => self.health(v),
+            None => build.as_ref().and_then(|b| self.build_health(b)),
+        };
         let depends_on = doc
             .get("depends_on")
             .map(|v| self.depends_on(v, name))
@@ -633,6 +637,30 @@ impl Checker<'_> {
             update,
             build,
         }
+    }
+
+    /// The probe a build's Containerfile sets with HEALTHCHECK (Docker's defaults: every
+    /// 30s, 30s timeout, 3 retries; unhealthy is only reported, as Docker does).
+    fn build_health(&mut self, b: &BuildSpec) -> Option<HealthSpec> {
+        use crate::build::containerfile::{self, CommandForm};
+        let text = read_capped(&b.file).ok()?;
+        let all = containerfile::parse(&text).ok()?;
+        let h = containerfile::final_healthcheck(&all)??;
+        let command = match h.command {
+            CommandForm::Shell(s) => vec!["/bin/sh".to_string(), "-c".to_string(), s],
+            CommandForm::Exec(v) => v,
+        };
+        if command.is_empty() {
+            return None;
+        }
+        Some(HealthSpec {
+            probe: Probe::Exec { command },
+            interval: h.interval.unwrap_or(Duration::from_secs(30)),
+            timeout: h.timeout.unwrap_or(Duration::from_secs(30)),
+            retries: h.retries.unwrap_or(3),
+            start_period: h.start_period.unwrap_or_default(),
+            on_unhealthy: OnUnhealthy::None,
+        })
     }
 
     /// `build = { context = "DIR", file = "Containerfile", args = { K = "V" } }`.
