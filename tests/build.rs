@@ -766,3 +766,69 @@ fn write_spec_file(env: &TestEnv, name: &str, body: &str) -> PathBuf {
     std::fs::rename(&tmp, &path).unwrap();
     path
 }
+
+#[test]
+fn from_a_rootfs_dir_and_from_scratch() {
+    if skip_unless_root("FROM rootfs: and scratch") {
+        return;
+    }
+    let env = TestEnv::new("build-rootfs");
+    // A plain dir: the busybox image's layer, unpacked.
+    let layout = busybox_image()
+        .trim_start_matches("oci:")
+        .trim_end_matches(":latest")
+        .to_string();
+    let layer = std::fs::read_dir(Path::new(&layout).join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let rootfs = env.dir.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    assert!(std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(&rootfs)
+        .status()
+        .unwrap()
+        .success());
+    let ctx = context(&env, "rootfs-ctx", &[("note", "from a dir\n")]);
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!(
+            "FROM rootfs:{} AS base\n\
+             COPY note /note\n\
+             FROM scratch\n\
+             COPY --from=base /bin/busybox /busybox\n\
+             COPY --from=base /note /note\n\
+             ENTRYPOINT [\"/busybox\"]\n\
+             CMD [\"cat\", \"/note\"]\n",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    build_ok(&env, &ctx, "localhost/tiny:1", &[]);
+    let spec = env.dir.path().join("tiny.toml");
+    std::fs::write(
+        &spec,
+        "image = \"localhost/tiny:1\"\n[network]\nmode = \"none\"\n",
+    )
+    .unwrap();
+    let out = env.run(&spec);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from a dir\n");
+    let out = env
+        .command()
+        .args(["image", "inspect", "localhost/tiny:1"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["layers"].as_array().unwrap().len(),
+        2,
+        "two COPY layers on scratch"
+    );
+    env.assert_no_leaks();
+}

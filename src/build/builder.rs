@@ -220,6 +220,20 @@ impl Stage {
     }
 }
 
+/// An empty stage (`FROM scratch`).
+fn scratch(alias: Option<String>) -> Stage {
+    let config = json!({
+        "architecture": crate::image::host_arch(),
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "history": [],
+    });
+    let mut s = Stage::new(alias, config, Vec::new());
+    s.cmd_inherited = false;
+    s
+}
+
 /// The `created` time of an image config.
 fn config_created(config: &Value) -> Option<String> {
     config
@@ -715,15 +729,22 @@ impl Run<'_> {
         {
             Stage::new(alias.clone(), s.config.clone(), s.layers.clone())
         } else if lowered == "scratch" {
-            let config = json!({
-                "architecture": crate::image::host_arch(),
-                "os": "linux",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": []},
-                "history": [],
-            });
-            let mut s = Stage::new(alias.clone(), config, Vec::new());
-            s.cmd_inherited = false;
+            scratch(alias.clone())
+        } else if let Some(dir) = image.strip_prefix("rootfs:") {
+            // A plain dir has no config and no layers: it becomes the first layer.
+            if !dir.starts_with('/') {
+                return Err(BuildError::Invalid(format!(
+                    "{image}: the path must be absolute"
+                )));
+            }
+            let mut s = scratch(alias.clone());
+            let (layer, _) = self.store.store_layer(Path::new(dir))?;
+            self.store.ensure_layer(&image, &[], &layer)?;
+            s.history(
+                &format!("FROM {image}"),
+                Some(layer),
+                Some(crate::image::now_rfc3339()),
+            );
             s
         } else {
             let rec = self.image_record(&image)?;
