@@ -150,3 +150,56 @@ fn run_takes_the_supervisors_network_config() {
     );
     env.assert_no_leaks();
 }
+
+#[test]
+fn run_image_publishes_on_one_address_and_ranges() {
+    if skip_unless_root("published addresses and ranges") {
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipping published addresses and ranges: nft not installed");
+        return;
+    }
+    let env = TestEnv::new("bridge-ports");
+    // `berth run IMAGE` with docker's flags; the container serves / on 80 and 81.
+    let run = format!(
+        "{} --root {} --cgroup-parent {} run --name web --network bridge \
+         -p 127.0.0.1:18181:80 -p 18182-18183:80-81 -e WHO=ranged {} \
+         sh -c 'echo $WHO > /www; httpd -p 80 -h /; httpd -p 81 -h /; sleep 4'",
+        berth_bin(),
+        env.root().display(),
+        env.cgroup_parent,
+        busybox_image()
+    );
+    // In a fresh netns: lo, with a second local address.
+    let script = format!(
+        "set -e; ip link set lo up; ip addr add 10.77.0.1/32 dev lo; set +e; {run} > {dir}/web.out 2>&1 & sleep 1.5; \
+         get() {{ busybox nc -w 2 $1 $2 </dev/null >/dev/null 2>&1 && printf 'GET /www HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 $1 $2 | tail -n1 || echo refused; }}; \
+         echo lo-18181 $(get 127.0.0.1 18181); echo d0-18181 $(get 10.77.0.1 18181); \
+         echo d0-18182 $(get 10.77.0.1 18182); echo lo-18183 $(get 127.0.0.1 18183); wait",
+        dir = env.dir.path().display()
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}\nweb:\n{}",
+        stderr(&out),
+        std::fs::read_to_string(env.dir.path().join("web.out")).unwrap_or_default()
+    );
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "lo-18181 ranged",
+            "d0-18181 refused",
+            "d0-18182 ranged",
+            "lo-18183 ranged"
+        ],
+        "web:\n{}",
+        std::fs::read_to_string(env.dir.path().join("web.out")).unwrap_or_default()
+    );
+    env.assert_no_leaks();
+}

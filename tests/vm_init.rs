@@ -178,9 +178,11 @@ fn berth_alone_as_init_on_an_initramfs_root() {
         eprintln!("skipping berth as init: no C compiler with a static libc for the probe");
         return;
     };
+    // The store is on the initramfs, in the VM's RAM, beside a 30 MB test build of berth: the
+    // default reserve of free space (256 MiB, meant for disks) would refuse the image.
     let fs = base(
         &vm,
-        "[init]\nhostname = \"vm-edge\"\nmodules = [\"overlay\"]\n",
+        "[images]\nreserve = \"32M\"\n[init]\nhostname = \"vm-edge\"\nmodules = [\"overlay\"]\n",
     );
     fs.copy(&esc, "probe/esc");
     fs.write("probe/check.sh", CHECK, 0o755);

@@ -40,15 +40,77 @@ pub fn events(cli: &Cli) -> ExitCode {
     }
 }
 
-pub fn ps(cli: &Cli, json: bool) -> ExitCode {
+/// How `ps` prints and which rows.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PsArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Names only, one per line.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// A template per row, e.g. '{{.Name}}\t{{.State}}' (keys of `ps --json`).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Only rows with name=SUBSTRING, state=S, health=H or image=SUBSTRING (repeatable, all
+    /// must hold).
+    #[arg(short, long = "filter")]
+    pub filters: Vec<String>,
+}
+
+/// Whether a `ps` row passes every `KEY=VALUE` filter.
+fn passes(row: &serde_json::Value, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(k, want)| {
+        let got = row[k.as_str()].as_str().unwrap_or("");
+        match k.as_str() {
+            "name" | "image" => got.contains(want.as_str()),
+            _ => got == want,
+        }
+    })
+}
+
+fn parse_filters(raw: &[String]) -> Result<Vec<(String, String)>, String> {
+    raw.iter()
+        .map(|f| match f.split_once('=') {
+            Some((k @ ("name" | "state" | "health" | "image"), v)) => {
+                Ok((k.to_string(), v.to_string()))
+            }
+            _ => Err(format!(
+                "--filter {f:?}: expected name=, state=, health= or image="
+            )),
+        })
+        .collect()
+}
+
+pub fn ps(cli: &Cli, args: &PsArgs) -> ExitCode {
+    let filters = match parse_filters(&args.filters) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let template = match args.format.as_deref().map(super::format::Template::parse) {
+        Some(Err(e)) => return fail(e),
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
     let v = match ask(cli, &Request::Ps) {
         Ok(v) => v,
         Err(c) => return c,
     };
-    if json {
-        return print_json(&v);
+    let all = v.as_array().cloned().unwrap_or_default();
+    let kept: Vec<serde_json::Value> = all.into_iter().filter(|r| passes(r, &filters)).collect();
+    if args.json {
+        return print_json(&serde_json::Value::Array(kept));
     }
-    let rows: Vec<ContainerStatus> = serde_json::from_value(v).unwrap_or_default();
+    if args.quiet || template.is_some() {
+        for r in &kept {
+            match &template {
+                Some(t) => println!("{}", t.render(r)),
+                None => println!("{}", r["name"].as_str().unwrap_or_default()),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let rows: Vec<ContainerStatus> =
+        serde_json::from_value(serde_json::Value::Array(kept)).unwrap_or_default();
     println!(
         "{:<20} {:<11} {:<9} {:>8} {:>8}  {:<32} {:<15} {:<20} NOTE",
         "NAME", "STATE", "HEALTH", "PID", "RESTARTS", "IMAGE", "IP", "PORTS"
@@ -76,14 +138,25 @@ pub fn ps(cli: &Cli, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn inspect(cli: &Cli, name: &str) -> ExitCode {
+pub fn inspect(cli: &Cli, name: &str, format: Option<&str>) -> ExitCode {
+    let template = match format.map(super::format::Template::parse) {
+        Some(Err(e)) => return fail(e),
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
     match ask(
         cli,
         &Request::Inspect {
             name: name.to_string(),
         },
     ) {
-        Ok(v) => print_json(&v),
+        Ok(v) => match template {
+            Some(t) => {
+                println!("{}", t.render(&v));
+                ExitCode::SUCCESS
+            }
+            None => print_json(&v),
+        },
         Err(c) => c,
     }
 }

@@ -3,10 +3,14 @@
 
 mod build;
 mod commit;
+mod container;
 mod control;
 mod exec;
+mod format;
 mod image;
+mod info;
 mod run;
+mod run_flags;
 mod supervise;
 mod validate;
 
@@ -56,7 +60,9 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Run one container in the foreground; its exit code is the container's.
+    /// Run one container in the foreground, from a spec file or as `docker run --rm IMAGE
+    /// [CMD...]` with docker's flags (`--print-spec` prints the spec file they mean); the exit
+    /// code is the container's (125: berth failed).
     Run {
         /// Keep stdin open and connected to the container.
         #[arg(short, long)]
@@ -68,7 +74,13 @@ pub enum Command {
         /// supervisor's bridge, subnet, DNS...).
         #[arg(long)]
         config: Option<PathBuf>,
-        spec: PathBuf,
+        #[command(flatten)]
+        flags: Box<run_flags::RunFlags>,
+        /// A spec file (NAME.toml), or an image reference.
+        target: String,
+        /// With an image: the command, replacing the image's Cmd.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// The daemon: keep containers matching the spec dir, restart them, answer the socket.
     Supervise {
@@ -80,18 +92,18 @@ pub enum Command {
         specs: Option<PathBuf>,
     },
     /// List containers (from the daemon).
-    Ps {
-        #[arg(long)]
-        json: bool,
-    },
+    Ps(control::PsArgs),
     /// Stream every status change from the daemon, one JSON object per line.
     Events,
     /// Show one container's state, instance and spec (JSON).
     Inspect {
         name: String,
-        /// The output is JSON either way; accepted as on every other query.
+        /// The output is JSON unless --format says otherwise; accepted as on every other query.
         #[arg(long)]
         json: bool,
+        /// A template, e.g. '{{.status.state}}' or '{{json .spec.network}}'.
+        #[arg(short, long)]
+        format: Option<String>,
     },
     /// CPU, memory and pids of running containers, from their cgroups.
     Stats {
@@ -105,6 +117,37 @@ pub enum Command {
     Reboot,
     /// As poweroff, then halt the machine when the daemon is its init.
     Halt,
+    /// Send a signal to a container's init (default SIGKILL); its restart policy decides what
+    /// follows, as for any exit.
+    Kill {
+        /// The signal, by name or number.
+        #[arg(short, long, default_value = "SIGKILL")]
+        signal: String,
+        name: String,
+    },
+    /// Wait until a running container exits; prints its exit code and exits with it.
+    Wait { name: String },
+    /// Freeze every process of a container (the cgroup freezer).
+    Pause { name: String },
+    /// Thaw a paused container.
+    Unpause { name: String },
+    /// The processes of a container (host pids).
+    Top { name: String },
+    /// A container's published ports.
+    Port { name: String },
+    /// berth's version and what it was built with.
+    Version {
+        #[arg(long)]
+        json: bool,
+    },
+    /// This host as berth sees it: kernel, cgroups, storage, images, bridge and the daemon.
+    Info {
+        /// Supervisor config file whose settings to show.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a container; it stays stopped until `berth start` or a change of its spec.
     Stop { name: String },
     /// Start a stopped container.
@@ -256,9 +299,13 @@ pub fn main() -> ExitCode {
         Command::Supervise { config, specs } => {
             supervise::supervise(&cli, config.as_deref(), specs.as_deref())
         }
-        Command::Ps { json } => control::ps(&cli, *json),
+        Command::Ps(args) => control::ps(&cli, args),
         Command::Events => control::events(&cli),
-        Command::Inspect { name, json: _ } => control::inspect(&cli, name),
+        Command::Inspect {
+            name,
+            json: _,
+            format,
+        } => control::inspect(&cli, name, format.as_deref()),
         Command::Stats { json } => control::stats(&cli, *json),
         Command::Stop { name } => {
             control::simple(&cli, control::Request::Stop { name: name.clone() })
@@ -288,10 +335,30 @@ pub fn main() -> ExitCode {
             interactive,
             keep,
             config,
-            spec,
-        } => run::run(&cli, config.as_deref(), spec, *interactive, *keep),
+            flags,
+            target,
+            command,
+        } => run::run(
+            &cli,
+            config.as_deref(),
+            &run::Target {
+                target,
+                command,
+                flags,
+            },
+            *interactive,
+            *keep,
+        ),
         Command::Image { cmd } => image::image(&cli, cmd),
         Command::Build(args) => build::build(&cli, args),
+        Command::Kill { signal, name } => container::kill(&cli, name, signal),
+        Command::Wait { name } => container::wait(&cli, name),
+        Command::Pause { name } => container::pause(&cli, name, true),
+        Command::Unpause { name } => container::pause(&cli, name, false),
+        Command::Top { name } => container::top(&cli, name),
+        Command::Port { name } => container::port(&cli, name),
+        Command::Version { json } => info::version(*json),
+        Command::Info { config, json } => info::info(&cli, config.as_deref(), *json),
         Command::Commit { name, reference } => commit::commit(&cli, name, reference),
         Command::Exec {
             interactive,

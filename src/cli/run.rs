@@ -1,4 +1,5 @@
-//! `berth run SPEC.toml`: one container in the foreground, like `docker run --rm`.
+//! `berth run SPEC.toml` or `berth run [FLAGS] IMAGE [CMD...]`: one container in the
+//! foreground, like `docker run --rm`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use nix::unistd::Pid;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::run_flags::{self, RunFlags};
 use super::{Cli, EXIT_BERTH_ERROR};
 use crate::runtime::container::{Mode, Runtime};
 use crate::runtime::launch::{self, Stdin};
@@ -23,13 +25,69 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BERTH_ERROR)
 }
 
+/// What to run: a spec file, or an image with docker's flags.
+pub struct Target<'a> {
+    pub target: &'a str,
+    pub command: &'a [String],
+    pub flags: &'a RunFlags,
+}
+
+impl Target<'_> {
+    fn is_spec_file(&self) -> bool {
+        self.target.ends_with(".toml")
+    }
+
+    /// The spec text an image and its flags mean, and the container's name.
+    fn image_spec(&self) -> Result<(String, String), String> {
+        let name = self
+            .flags
+            .name
+            .clone()
+            .unwrap_or_else(|| run_flags::default_name(self.target));
+        let text = run_flags::spec_text(self.target, self.command, self.flags, &|k| {
+            std::env::var(k).ok()
+        })?;
+        Ok((name, text))
+    }
+
+    fn load(&self, ctx: &ValidationContext) -> Result<spec::ValidatedSpec, String> {
+        if self.is_spec_file() {
+            return spec::load_file(Path::new(self.target), ctx).map_err(|e| e.to_string());
+        }
+        let (name, text) = self.image_spec()?;
+        spec::parse_str(Path::new(&format!("{name}.toml")), &text, ctx)
+            .map_err(|e| format!("the flags make this spec:\n{text}\nwhich is not valid:\n{e}"))
+    }
+}
+
 pub fn run(
     cli: &Cli,
     config: Option<&Path>,
-    spec_path: &Path,
+    target: &Target<'_>,
     interactive: bool,
     keep: bool,
 ) -> ExitCode {
+    if target.is_spec_file() {
+        let mut given = target.flags.given();
+        if !target.command.is_empty() {
+            given.push("a command");
+        }
+        if !given.is_empty() {
+            return fail(format!(
+                "{} is a spec file: {} apply only to `berth run IMAGE`; put them in the spec",
+                target.target,
+                given.join(", ")
+            ));
+        }
+    } else if target.flags.print_spec {
+        return match target.image_spec() {
+            Ok((name, text)) => {
+                println!("# {name}.toml\n{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
     let cfg = match cli.settings(config) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -46,7 +104,7 @@ pub fn run(
     let ctx = ValidationContext {
         subnet: cfg.network.subnet,
     };
-    let spec = match spec::load_file(spec_path, &ctx) {
+    let spec = match target.load(&ctx) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };

@@ -413,7 +413,8 @@ impl Network {
         let ports = att.ports.clone();
         netns::run_in(self.host_ns(), move || {
             for p in &ports {
-                let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.host_port);
+                let addr =
+                    SocketAddrV4::new(p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), p.host_port);
                 let bound = match p.protocol {
                     Protocol::Tcp => TcpListener::bind(addr).map(drop),
                     Protocol::Udp => UdpSocket::bind(addr).map(drop),
@@ -567,10 +568,7 @@ fn wait_up(
 
 fn check_duplicate_ports(id: &str, ports: &[PortMapping]) -> Result<(), NetworkError> {
     for (i, p) in ports.iter().enumerate() {
-        if ports[..i]
-            .iter()
-            .any(|q| q.host_port == p.host_port && q.protocol == p.protocol)
-        {
+        if ports[..i].iter().any(|q| q.overlaps(p)) {
             return Err(NetworkError::PortInUse {
                 id: id.to_string(),
                 port: p.host_port,

@@ -165,12 +165,15 @@ impl Transaction {
         self.msg.finish(at);
     }
 
-    /// Appends to `chain`: packets to a local address on `protocol` port `host_port` are
-    /// DNATed to `ip`:`container_port`; the rule carries `comment`.
+    /// Appends to `chain`: packets to a local address (to `host_ip` only, when given) on
+    /// `protocol` port `host_port` are DNATed to `ip`:`container_port`; the rule carries
+    /// `comment`.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_dnat(
         &mut self,
         chain: &str,
         protocol: Protocol,
+        host_ip: Option<Ipv4Addr>,
         host_port: u16,
         ip: Ipv4Addr,
         container_port: u16,
@@ -186,6 +189,20 @@ impl Transaction {
             &[(1, be32(NFT_REG_1)), (2, be32(3)), (3, be32(2))],
         );
         cmp_eq(b, &2u32.to_ne_bytes());
+        if let Some(addr) = host_ip {
+            // payload 4 bytes at network header + 16 (daddr) => reg 1; cmp eq reg 1 <addr>
+            expr(
+                b,
+                "payload",
+                &[
+                    (1, be32(NFT_REG_1)),
+                    (2, be32(1)),
+                    (3, be32(16)),
+                    (4, be32(4)),
+                ],
+            );
+            cmp_eq(b, &addr.octets());
+        }
         // meta l4proto => reg 1; cmp eq reg 1 <proto>
         expr(b, "meta", &[(1, be32(NFT_REG_1)), (2, be32(16))]);
         let l4 = match protocol {

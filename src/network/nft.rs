@@ -36,7 +36,38 @@ pub(crate) fn id_tag(id: &str) -> String {
 }
 
 fn port_tag(id: &str, p: &PortMapping) -> String {
-    format!("berth id={id} port={}/{}", p.protocol.as_str(), p.host_port)
+    match p.host_ip {
+        Some(ip) => format!(
+            "berth id={id} port={}/{ip}:{}",
+            p.protocol.as_str(),
+            p.host_port
+        ),
+        None => format!("berth id={id} port={}/{}", p.protocol.as_str(), p.host_port),
+    }
+}
+
+/// The host side a port rule's comment names (`port=tcp/8080`, `port=tcp/127.0.0.1:8080`).
+fn tagged_port(comment: &str) -> Option<PortMapping> {
+    let tag = comment
+        .rsplit(" port=")
+        .next()
+        .filter(|_| comment.contains(" port="))?;
+    let (proto, rest) = tag.split_once('/')?;
+    let protocol = match proto {
+        "tcp" => super::Protocol::Tcp,
+        "udp" => super::Protocol::Udp,
+        _ => return None,
+    };
+    let (host_ip, port) = match rest.rsplit_once(':') {
+        Some((ip, port)) => (Some(ip.parse().ok()?), port),
+        None => (None, rest),
+    };
+    Some(PortMapping {
+        host_ip,
+        host_port: port.parse().ok()?,
+        container_port: 0,
+        protocol,
+    })
 }
 
 fn nft_err(step: impl Into<String>) -> impl FnOnce(String) -> NetworkError {
@@ -194,14 +225,13 @@ pub(crate) fn ensure_base(
 
 /// The host ports already published by other containers, as (protocol, port, owner comment).
 pub(crate) fn published_elsewhere(rules: &[Rule], id: &str, p: &PortMapping) -> Option<String> {
-    let suffix = format!(" port={}/{}", p.protocol.as_str(), p.host_port);
     let own = id_tag(id);
     rules
         .iter()
         .find(|r| {
             r.comment.starts_with("berth id=")
-                && r.comment.ends_with(&suffix)
                 && !r.comment.starts_with(&own)
+                && tagged_port(&r.comment).is_some_and(|q| q.overlaps(p))
         })
         .map(|r| r.comment.clone())
 }
@@ -221,6 +251,7 @@ pub(crate) fn publish(
             tx.add_dnat(
                 chain,
                 p.protocol,
+                p.host_ip,
                 p.host_port,
                 ip,
                 p.container_port,
@@ -279,6 +310,7 @@ mod tests {
         );
         assert_eq!(rules[1].comment, "");
         let p = PortMapping {
+            host_ip: None,
             host_port: 8080,
             container_port: 80,
             protocol: Protocol::Tcp,

@@ -124,6 +124,7 @@ fn spec(ip: Option<Ipv4Addr>, ports: &[(u16, u16)]) -> NetworkSpec {
         ports: ports
             .iter()
             .map(|&(h, c)| crate::spec::PortMapping {
+                host_ip: None,
                 host_port: h,
                 container_port: c,
                 protocol: crate::spec::Protocol::Tcp,

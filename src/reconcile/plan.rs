@@ -1109,6 +1109,7 @@ mod tests {
                 desired: Some(with(|s| {
                     s.network.mode = NetworkMode::Bridge;
                     s.network.ports = vec![crate::spec::PortMapping {
+                        host_ip: None,
                         host_port: 8080,
                         container_port: 80,
                         protocol: crate::spec::Protocol::Tcp,

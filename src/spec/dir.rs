@@ -221,18 +221,40 @@ pub fn claim_clashes<'a>(
         |s| s.network.ip.into_iter().map(|ip| ip.to_string()).collect(),
         |ip| format!("{ip} is used by more than one spec"),
     );
-    out.extend(clashes(
-        specs,
-        "network.ports",
-        |s| {
-            s.network
-                .ports
-                .iter()
-                .map(|p| format!("{}/{}", p.host_port, p.protocol.as_str()))
-                .collect()
-        },
-        |port| format!("host port {port} is published by more than one spec"),
-    ));
+    out.extend(port_clashes(specs));
+    out
+}
+
+/// The specs that publish a host port another spec publishes too (on the same address, or
+/// either on every address), each with a diagnostic at its `network.ports`.
+fn port_clashes<'a>(
+    specs: impl IntoIterator<Item = &'a ValidatedSpec>,
+) -> Vec<(String, Diagnostic)> {
+    let specs: Vec<&ValidatedSpec> = specs.into_iter().collect();
+    let mut out = Vec::new();
+    for s in &specs {
+        let mut clashes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in &s.network.ports {
+            for other in specs.iter().filter(|o| o.name != s.name) {
+                if other.network.ports.iter().any(|q| q.overlaps(p)) {
+                    clashes
+                        .entry(p.host_side())
+                        .or_insert_with(|| vec![s.file.display().to_string()])
+                        .push(other.file.display().to_string());
+                }
+            }
+        }
+        for (port, files) in clashes {
+            let message = format!(
+                "network.ports: host port {port} is published by more than one spec: {}",
+                files.join(", ")
+            );
+            out.push((
+                s.name.clone(),
+                super::diagnostic_at_key(&s.file, "network.ports", message),
+            ));
+        }
+    }
     out
 }
 

@@ -1363,21 +1363,21 @@ impl Checker<'_> {
 
         if let Some(v) = table.get("ports") {
             if let Some(items) = self.array(v, "network.ports") {
-                let mut seen = HashSet::new();
                 for (i, item) in items.iter().enumerate() {
                     let key = format!("network.ports[{i}]");
-                    let Some(p) = self.parsed(item, &key, units::parse_port) else {
+                    let Some(ports) = self.parsed(item, &key, units::parse_ports) else {
                         continue;
                     };
-                    let proto = p.protocol.as_str();
-                    if seen.insert((p.host_port, proto)) {
+                    for p in ports {
+                        if n.ports.iter().any(|q| q.overlaps(&p)) {
+                            self.err(
+                                item.span(),
+                                &key,
+                                format!("host port {} is mapped more than once", p.host_side()),
+                            );
+                            break;
+                        }
                         n.ports.push(p);
-                    } else {
-                        self.err(
-                            item.span(),
-                            &key,
-                            format!("host port {}/{proto} is mapped more than once", p.host_port),
-                        );
                     }
                 }
             }

@@ -113,16 +113,19 @@ fn full_example_parses() {
             ip: Some(Ipv4Addr::new(10, 89, 0, 10)),
             ports: vec![
                 PortMapping {
+                    host_ip: None,
                     host_port: 8080,
                     container_port: 80,
                     protocol: Protocol::Tcp,
                 },
                 PortMapping {
+                    host_ip: None,
                     host_port: 5353,
                     container_port: 53,
                     protocol: Protocol::Udp,
                 },
                 PortMapping {
+                    host_ip: None,
                     host_port: 5353,
                     container_port: 53,
                     protocol: Protocol::Tcp,
@@ -475,7 +478,7 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\n[network]\nip = \"10.89.0.255\"\n", 3, 6, "network.ip", "broadcast address"),
     ("image = \"busybox\"\n[network]\nip = \"10.89.0\"\n", 3, 6, "network.ip", "invalid IPv4 address"),
     ("image = \"busybox\"\n[network]\nports = [\"80:80\", \"0:80\"]\n", 3, 19, "network.ports[1]", "host port 0 is out of range"),
-    ("image = \"busybox\"\n[network]\nports = [\"80\"]\n", 3, 10, "network.ports[0]", "expected \"HOST:CONTAINER[/tcp|udp]\""),
+    ("image = \"busybox\"\n[network]\nports = [\"80\"]\n", 3, 10, "network.ports[0]", "expected \"[ADDR:]HOST:CONTAINER[/tcp|udp]\""),
     ("image = \"busybox\"\n[network]\nports = [\"80:80/sctp\"]\n", 3, 10, "network.ports[0]", "unknown protocol \"sctp\""),
     ("image = \"busybox\"\n[network]\nports = [\"8080:80\", \"8080:81/tcp\"]\n", 3, 21, "network.ports[1]", "host port 8080/tcp is mapped more than once"),
     ("image = \"busybox\"\n[network]\nmode = \"host\"\nports = [\"80:80\"]\n", 4, 1, "network.ports", "cannot be used with mode = \"host\""),

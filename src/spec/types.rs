@@ -237,9 +237,30 @@ impl Protocol {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
+    /// The host address it listens on; every host address when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
     pub host_port: u16,
     pub container_port: u16,
     pub protocol: Protocol,
+}
+
+impl PortMapping {
+    /// Whether two mappings want the same host port: same protocol and port, on the same
+    /// address or with either on every address.
+    pub fn overlaps(&self, other: &PortMapping) -> bool {
+        self.protocol == other.protocol
+            && self.host_port == other.host_port
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+
+    /// `[ADDR:]PORT/PROTO` of the host side, as messages and `ps` show it.
+    pub fn host_side(&self) -> String {
+        match self.host_ip {
+            Some(ip) => format!("{ip}:{}/{}", self.host_port, self.protocol.as_str()),
+            None => format!("{}/{}", self.host_port, self.protocol.as_str()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! cpuset lists, hostnames and capability names. Pure string parsing; each function returns the
 //! converted value or a message saying what is wrong (the caller adds file, line and column).
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::types::{PortMapping, Protocol};
@@ -135,6 +136,63 @@ pub fn signal_number(n: i128) -> Result<i32, String> {
     }
 }
 
+/// The most ports one range (`8000-8999:8000-8999`) may publish.
+pub const MAX_PORT_RANGE: u32 = 1024;
+
+/// Parses `[ADDR:]HOST:CONTAINER[/tcp|/udp]` (protocol defaults to tcp; every host address
+/// without ADDR), where HOST and CONTAINER may be ranges of the same length (`8000-8010`).
+pub fn parse_ports(s: &str) -> Result<Vec<PortMapping>, String> {
+    let (body, suffix) = match s.split_once('/') {
+        Some((b, proto)) => (b, format!("/{proto}")),
+        None => (s, String::new()),
+    };
+    let (host_ip, rest) = match body.matches(':').count() {
+        2 => {
+            let (addr, rest) = body.split_once(':').expect("two colons");
+            let ip: Ipv4Addr = addr.parse().map_err(|_| {
+                format!("invalid port mapping {s:?}: {addr:?} is not an IPv4 address of this host")
+            })?;
+            (Some(ip), rest)
+        }
+        _ => (None, body),
+    };
+    let Some((host, container)) = rest.split_once(':') else {
+        return Err(format!(
+            "invalid port mapping {s:?}: expected \"[ADDR:]HOST:CONTAINER[/tcp|udp]\", e.g. \"8080:80\""
+        ));
+    };
+    let range = |r: &str| -> Option<(u32, u32)> {
+        let (a, b) = r.split_once('-').unwrap_or((r, r));
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let (Some((h0, h1)), Some((c0, c1))) = (range(host), range(container)) else {
+        // One port: its own message names what is wrong.
+        let mut p = parse_port(&format!("{rest}{suffix}"))
+            .map_err(|e| e.replace(&format!("{rest}{suffix}"), s))?;
+        p.host_ip = host_ip;
+        return Ok(vec![p]);
+    };
+    if h0 > h1 || c0 > c1 || h1 - h0 != c1 - c0 {
+        return Err(format!(
+            "invalid port mapping {s:?}: the host and container ranges must run upwards and be \
+             the same length"
+        ));
+    }
+    if h1 - h0 >= MAX_PORT_RANGE {
+        return Err(format!(
+            "invalid port mapping {s:?}: a range publishes at most {MAX_PORT_RANGE} ports"
+        ));
+    }
+    (0..=h1 - h0)
+        .map(|i| {
+            let mut p = parse_port(&format!("{}:{}{suffix}", h0 + i, c0 + i))
+                .map_err(|e| format!("invalid port mapping {s:?}: {e}"))?;
+            p.host_ip = host_ip;
+            Ok(p)
+        })
+        .collect()
+}
+
 /// Parses `HOST:CONTAINER[/tcp|/udp]` (protocol defaults to tcp).
 pub fn parse_port(s: &str) -> Result<PortMapping, String> {
     let (ports, protocol) = match s.split_once('/') {
@@ -170,6 +228,7 @@ pub fn parse_port(s: &str) -> Result<PortMapping, String> {
         }
     };
     Ok(PortMapping {
+        host_ip: None,
         host_port: port(host, "host")?,
         container_port: port(container, "container")?,
         protocol,
@@ -386,6 +445,45 @@ mod tests {
         ] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn port_addresses_and_ranges() {
+        let one = parse_ports("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!(
+            one,
+            [PortMapping {
+                host_ip: Some(Ipv4Addr::LOCALHOST),
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Udp
+            }]
+        );
+        let r = parse_ports("8000-8002:9000-9002").unwrap();
+        let pairs: Vec<(u16, u16)> = r.iter().map(|p| (p.host_port, p.container_port)).collect();
+        assert_eq!(pairs, [(8000, 9000), (8001, 9001), (8002, 9002)]);
+        assert_eq!(parse_ports("10.0.0.1:53-54:53-54/udp").unwrap().len(), 2);
+        let errors = [
+            ("localhost:80:80", "\"localhost\" is not an IPv4 address"),
+            ("8000-8002:9000", "the same length"),
+            ("8002-8000:9002-9000", "run upwards"),
+            ("1-2000:1-2000", "at most 1024"),
+            ("1.2.3.4:0:80", "host port 0 is out of range"),
+            ("1-2:0-1", "container port 0 is out of range"),
+        ];
+        for (bad, want) in errors {
+            let e = parse_ports(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let all = parse_ports("80:80").unwrap()[0];
+        let lo = one[0];
+        let lo_tcp = parse_ports("127.0.0.1:80:1").unwrap()[0];
+        let other = parse_ports("127.0.0.2:80:1").unwrap()[0];
+        assert!(all.overlaps(&lo_tcp) && lo_tcp.overlaps(&all));
+        assert!(!lo_tcp.overlaps(&other), "different addresses");
+        assert!(!lo.overlaps(&lo_tcp), "udp and tcp");
+        assert_eq!(lo.host_side(), "127.0.0.1:8080/udp");
+        assert_eq!(all.host_side(), "80/tcp");
     }
 
     #[test]

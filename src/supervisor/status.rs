@@ -94,13 +94,19 @@ pub fn status_of(
                 s.network
                     .ports
                     .iter()
-                    .map(|p| {
-                        format!(
+                    .map(|p| match p.host_ip {
+                        Some(ip) => format!(
+                            "{ip}:{}:{}/{}",
+                            p.host_port,
+                            p.container_port,
+                            p.protocol.as_str()
+                        ),
+                        None => format!(
                             "{}:{}/{}",
                             p.host_port,
                             p.container_port,
                             p.protocol.as_str()
-                        )
+                        ),
                     })
                     .collect()
             })
