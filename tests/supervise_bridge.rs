@@ -182,6 +182,21 @@ fn bridge_containers_find_each_other_by_name_under_the_supervisor() {
     assert!(bytes(&row("beta"), "net_rx_bytes") >= 2097152, "{rows:?}");
     assert!(bytes(&row("beta"), "net_tx_bytes") < 2097152, "{rows:?}");
     d.stop();
+    // A clean exit leaves no bridge, no NAT table and no cgroup parent behind.
+    assert!(
+        !netns.links().contains(&"brsv7".to_string()),
+        "{:?}",
+        netns.links()
+    );
+    let table = netns.sh("nft list table ip berth");
+    assert!(!table.status.success(), "{}", stdout(&table));
+    for base in cgroup_bases() {
+        assert!(
+            !base.join(&env.cgroup_parent).exists(),
+            "{}",
+            base.display()
+        );
+    }
     assert_clean(&env, netns);
 }
 

@@ -325,6 +325,27 @@ impl Network {
         Ok(self.leases.lock()?.all())
     }
 
+    /// What a daemon's clean exit undoes once no container is attached: the bridge-wide NAT
+    /// rules (and the table, when nothing else has rules in it) and the bridge itself. With
+    /// any berth veth left in the namespace (another root's container, say) nothing is
+    /// removed; `ip_forward` is left as it is (what it was before berth is not known).
+    pub fn remove_bridge(&self) -> Result<(), NetworkError> {
+        let mut host = Netlink::open_in(self.host_ns())?;
+        let name = &self.config.bridge;
+        let links = host
+            .links()
+            .map_err(|e| NetworkError::netlink("listing the links of", "the bridge's netns", e))?;
+        if links.iter().any(|(_, l)| l.starts_with("bth")) {
+            return Ok(());
+        }
+        nft::remove_base(self.host_ns(), name)?;
+        if let Some((index, _)) = links.iter().find(|(_, l)| l == name) {
+            host.del_link(*index)
+                .map_err(|e| NetworkError::netlink("deleting bridge", name.clone(), e))?;
+        }
+        Ok(())
+    }
+
     /// Creates the bridge if missing (after checking that the subnet overlaps no host route),
     /// gives it the gateway address, brings it up, sets the sysctls and the bridge-wide NAT
     /// rules. Returns its index.

@@ -108,6 +108,31 @@ fn apply(netns: Option<&Path>, step: &str, script: &str) -> Result<(), NetworkEr
         .map_err(|e| nft_err(step)(format!("{e}\nscript:\n{script}")))
 }
 
+/// Removes the rules of bridge `bridge`, and the whole table when no rule of anyone else is
+/// left in it (a daemon's clean exit). Rules of containers are never touched: with any left,
+/// the table stays.
+pub(crate) fn remove_base(netns: Option<&Path>, bridge: &str) -> Result<(), NetworkError> {
+    let existing = rules(netns)?;
+    let mine = format!("berth bridge={bridge} ");
+    let (ours, others): (Vec<&Rule>, Vec<&Rule>) =
+        existing.iter().partition(|r| r.comment.starts_with(&mine));
+    let script = if others.is_empty() {
+        if existing.is_empty() && run(netns, &["list", "table", "ip", TABLE], None)?.is_err() {
+            return Ok(());
+        }
+        format!("delete table ip {TABLE}\n")
+    } else if ours.is_empty() {
+        return Ok(());
+    } else {
+        delete_lines(&ours)
+    };
+    apply(
+        netns,
+        &format!("removing the NAT rules of bridge {bridge}"),
+        &script,
+    )
+}
+
 /// Every rule in berth's table (none if the table does not exist). Read over nfnetlink (no
 /// process to spawn); falls back to `nft -j` if that fails.
 pub(crate) fn rules(netns: Option<&Path>) -> Result<Vec<Rule>, NetworkError> {

@@ -193,6 +193,29 @@ impl Runtime {
         self
     }
 
+    /// What a clean daemon exit undoes once no container of this root is left (a `berth run`
+    /// beside the daemon keeps everything): the bridge and its NAT rules, when this process
+    /// used them, and the cgroup parent in every hierarchy. Goes on past each error.
+    pub fn release_shared(&self) -> Result<(), TeardownErrors> {
+        if !self.instance_ids().is_empty() {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        if let Some(net) = self.network.get() {
+            if let Err(e) = net.remove_bridge() {
+                errors.push(e.to_string());
+            }
+        }
+        if let Err(e) = ContainerCgroup::remove_parent_if_empty(&self.cgroup_parent) {
+            errors.push(e.to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TeardownErrors(errors))
+        }
+    }
+
     /// The bridge network, set up on first use.
     fn network(&self, name: &str) -> Result<&Network, RuntimeError> {
         self.on_network(name, Ok)

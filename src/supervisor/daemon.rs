@@ -108,7 +108,7 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
     let listener = bind_socket(&config.socket)?;
     let ps = PsSource {
         board: engine.board(),
-        effects,
+        effects: effects.clone(),
     };
     spawn_control_thread(listener, tx.clone(), ps).map_err(|source| DaemonError::Socket {
         path: config.socket.clone(),
@@ -131,6 +131,10 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
         )
         .await;
     let _ = std::fs::remove_file(&config.socket);
+    // Every container is stopped: what they shared goes too.
+    if let Err(e) = effects.rt.release_shared() {
+        tracing::warn!("removing the bridge and the cgroup parent: {e}");
+    }
     Ok(power)
 }
 
