@@ -403,11 +403,12 @@ fn instruction(line: usize, text: &str) -> Result<Option<Instruction>, String> {
         }
         "ARG" => {
             need(rest, keyword, "a name")?;
-            if rest.split_whitespace().count() > 1 {
-                return Err("ARG takes one NAME[=DEFAULT]".into());
-            }
+            // The default may be quoted (and hold spaces); it is expanded when the step runs.
             let (name, default) = match rest.split_once('=') {
                 Some((n, d)) => (n, Some(d.to_string())),
+                None if rest.split_whitespace().count() > 1 => {
+                    return Err("ARG takes one NAME[=DEFAULT]".into())
+                }
                 None => (rest, None),
             };
             if !valid_name(name) {
@@ -545,6 +546,13 @@ mod tests {
                 Kind::Arg {
                     name: "V".into(),
                     default: Some("1.0".into()),
+                },
+            ),
+            (
+                "ARG G=\"two words\"",
+                Kind::Arg {
+                    name: "G".into(),
+                    default: Some("\"two words\"".into()),
                 },
             ),
             ("WORKDIR /srv/$APP", Kind::Workdir("/srv/$APP".into())),

@@ -482,6 +482,8 @@ impl Checker<'_> {
                     }
                 })
                 .unwrap_or_default(),
+            // A `build` with errors has said so already.
+            (None, None) if doc.get("build").is_some() => String::new(),
             (None, None) => {
                 self.diags.push(Diagnostic {
                     key: Some("image".into()),
@@ -714,6 +716,16 @@ impl Checker<'_> {
                 }
             },
         };
+        // The Containerfile's own errors, each at its line, so `validate` finds them too.
+        if let Ok(text) = read_capped(&file) {
+            if let Err(errors) = crate::build::containerfile::parse(&text) {
+                for e in errors {
+                    let msg = format!("{}:{}: {}", file.display(), e.line, e.message);
+                    self.err(v.span(), "build", msg);
+                }
+                return None;
+            }
+        }
         let mut args = BTreeMap::new();
         if let Some(a) = table.get("args") {
             if let Some(t) = self.table(a, "build.args") {
