@@ -488,11 +488,10 @@ impl Runtime {
         for (k, v) in &build.args {
             cmd.arg("--build-arg").arg(format!("{k}={v}"));
         }
-        let out = cmd
-            .arg(&build.context)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| fail(format!("starting berth build: {e}")))?;
+        cmd.arg(&build.context);
+        // Waited for as the daemon's other tools are: its reaper must not take the exit.
+        let out = crate::sys::children::output(&mut cmd, None, None)
+            .map_err(|e| fail(format!("running berth build: {e}")))?;
         let text = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             let last: Vec<&str> = text.lines().rev().take(5).collect();
