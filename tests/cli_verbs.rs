@@ -1,5 +1,5 @@
 //! Docker's verbs as root against a supervised busybox: `ps -q/--format/--filter`,
-//! `inspect --format`, `top`, `port`, `pause`/`unpause`, `kill -s` (the init ignores SIGTERM,
+//! `inspect --format`, `exec -u/-e/-w/-d`, `top`, `port`, `pause`/`unpause`, `kill -s` (the init ignores SIGTERM,
 //! as `sleep` as PID 1 does), `wait` (the exit code), `info` and `version`.
 
 mod common;
@@ -74,6 +74,56 @@ fn docker_verbs_on_a_supervised_container() {
             ]
         ),
         "running never\n"
+    );
+
+    // exec with docker's -u, -e, -w and -d.
+    assert_eq!(
+        ok(
+            &env,
+            &[
+                "exec",
+                "-u",
+                "nobody",
+                "-e",
+                "X=set",
+                "-w",
+                "/tmp",
+                "web",
+                "sh",
+                "-c",
+                "id -un; echo $X; pwd"
+            ]
+        ),
+        "nobody\nset\n/tmp\n"
+    );
+    assert_eq!(
+        ok(&env, &["exec", "-u", "1000:1000", "web", "id", "-u"]),
+        "1000\n"
+    );
+    let started = Instant::now();
+    ok(
+        &env,
+        &[
+            "exec",
+            "-d",
+            "web",
+            "sh",
+            "-c",
+            "sleep 1; echo detached > /tmp/d",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "-d returns at once"
+    );
+    wait_until(Duration::from_secs(10), "the detached exec ran", || {
+        stdout(&env.ctl(&["exec", "web", "cat", "/tmp/d"])) == "detached\n"
+    });
+    let bad = env.ctl(&["exec", "-u", "nosuchuser", "web", "true"]);
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("nosuchuser"),
+        "{}",
+        stderr(&bad)
     );
 
     // top: the init, its sleep child and the loop's sleeps, by host pid.

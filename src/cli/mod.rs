@@ -182,6 +182,8 @@ pub enum Command {
         /// Run the command on a terminal (relayed to ours).
         #[arg(short, long)]
         tty: bool,
+        #[command(flatten)]
+        opts: exec::ExecOpts,
         name: String,
         /// The command and its arguments (everything after NAME, flags included; a `--`
         /// before them is allowed).
@@ -363,9 +365,10 @@ pub fn main() -> ExitCode {
         Command::Exec {
             interactive,
             tty,
+            opts,
             name,
             command,
-        } => exec::exec(&cli, name, command, *interactive, *tty),
+        } => exec::exec(&cli, name, command, *interactive, *tty, opts),
     }
 }
 
