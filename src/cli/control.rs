@@ -228,12 +228,35 @@ pub fn plan(cli: &Cli, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `--since`/`--until`: an RFC 3339 time (`2026-12-02T10:00:00Z`), seconds since the epoch,
+/// or a duration back from now (`10m`, `1h 30m`).
+pub fn log_time(s: &str) -> Result<std::time::SystemTime, String> {
+    let now = std::time::SystemTime::now();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => now
+            .checked_sub(d)
+            .ok_or_else(|| format!("{s:?} reaches before the epoch")),
+        Err(_) => Err(format!(
+            "{s:?}: expected an RFC 3339 time, seconds since the epoch or a duration such as 10m"
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn logs(
     cli: &Cli,
     name: &str,
     follow: bool,
     tail: Option<usize>,
     timestamps: bool,
+    since: Option<std::time::SystemTime>,
+    until: Option<std::time::SystemTime>,
 ) -> ExitCode {
     if crate::spec::units::check_name(name).is_err() {
         return fail(format!("invalid container name {name:?}"));
@@ -246,6 +269,8 @@ pub fn logs(
         follow,
         tail,
         timestamps,
+        since,
+        until,
     };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     match crate::logs::print(&dir, opts, &mut out, &mut err, &|| false) {

@@ -170,6 +170,12 @@ pub enum Command {
         /// Prefix each line with its time (RFC 3339).
         #[arg(short, long)]
         timestamps: bool,
+        /// Only lines from this time on: RFC 3339, epoch seconds, or a duration ago (10m).
+        #[arg(long, value_parser = control::log_time)]
+        since: Option<std::time::SystemTime>,
+        /// Only lines before this time (as --since); a follow ends there.
+        #[arg(long, value_parser = control::log_time)]
+        until: Option<std::time::SystemTime>,
         name: String,
     },
     /// Run a command inside a running container: its namespaces, cgroup, user, capabilities
@@ -326,8 +332,10 @@ pub fn main() -> ExitCode {
             follow,
             tail,
             timestamps,
+            since,
+            until,
             name,
-        } => control::logs(&cli, name, *follow, *tail, *timestamps),
+        } => control::logs(&cli, name, *follow, *tail, *timestamps, *since, *until),
         Command::Validate {
             json,
             config,

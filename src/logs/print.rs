@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::follow::Follower;
 use super::format;
@@ -23,6 +23,20 @@ pub struct PrintOptions {
     pub tail: Option<usize>,
     /// `--timestamps`: prefix each line with its RFC3339 UTC timestamp and a space.
     pub timestamps: bool,
+    /// `--since`: only lines written at or after this time.
+    pub since: Option<SystemTime>,
+    /// `--until`: only lines written before this time; a follow ends once it has passed.
+    pub until: Option<SystemTime>,
+}
+
+impl PrintOptions {
+    fn keep(&self, mut lines: Vec<LogLine>) -> Vec<LogLine> {
+        lines.retain(|l| {
+            self.since.map(|s| s <= l.time).unwrap_or(true)
+                && self.until.map(|u| l.time < u).unwrap_or(true)
+        });
+        lines
+    }
 }
 
 /// Prints the log lines in `dir` (a container's `<root>/logs/<name>/`): stdout lines to `out`,
@@ -39,14 +53,14 @@ pub fn print(
 ) -> Result<(), LogError> {
     let snap = Snapshot::take(dir)?;
     let mut asm = Assembler::default();
-    let lines = history(&snap, opts.tail, &mut asm)?;
+    let lines = opts.keep(history(&snap, opts.tail, &mut asm)?);
     write_lines(&lines, opts.timestamps, out, err)?;
     if !opts.follow {
-        return write_lines(&asm.finish(), opts.timestamps, out, err);
+        return write_lines(&opts.keep(asm.finish()), opts.timestamps, out, err);
     }
     let mut follower = Follower::resume(dir, snap, asm);
-    while !stop() {
-        let lines = follower.poll()?;
+    while !stop() && opts.until.map(|u| SystemTime::now() < u).unwrap_or(true) {
+        let lines = opts.keep(follower.poll()?);
         if lines.is_empty() {
             thread::sleep(POLL_INTERVAL);
         } else {

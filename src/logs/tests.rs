@@ -472,6 +472,7 @@ fn print_splits_streams_tails_and_follows() {
         follow: false,
         tail: Some(2),
         timestamps: true,
+        ..PrintOptions::default()
     };
     print(&dir, opts, &mut out, &mut err, &|| false).unwrap();
     assert_eq!(
@@ -500,8 +501,20 @@ fn print_splits_streams_tails_and_follows() {
         follow: true,
         tail: Some(1),
         timestamps: false,
+        ..PrintOptions::default()
     };
     print(&dir, opts, &mut out, &mut err, &stop).unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), "c\nd\n");
     assert_eq!(String::from_utf8(err).unwrap(), "f\n");
+
+    // --since and --until: by the time each line was written.
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let opts = PrintOptions {
+        since: Some(at(2)),
+        until: Some(at(4)),
+        ..PrintOptions::default()
+    };
+    print(&dir, opts, &mut out, &mut err, &|| false).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "c\n");
+    assert_eq!(String::from_utf8(err).unwrap(), "e\n");
 }
