@@ -179,6 +179,15 @@ fn docker_verbs_on_a_supervised_container() {
         env.running_pid("idle").is_some_and(|p| p != idle)
     });
 
+    // stats prints once when piped (it redraws only on a terminal), and with --no-stream.
+    for args in [&["stats"][..], &["stats", "--no-stream"][..]] {
+        let table = ok(&env, args);
+        assert!(
+            table.starts_with("NAME") && table.contains("idle"),
+            "{table}"
+        );
+    }
+
     let info = ok(&env, &["info", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&info).unwrap();
     assert_eq!(v["daemon"]["containers"], 2, "{info}");

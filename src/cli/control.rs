@@ -161,7 +161,25 @@ pub fn inspect(cli: &Cli, name: &str, format: Option<&str>) -> ExitCode {
     }
 }
 
-pub fn stats(cli: &Cli, json: bool) -> ExitCode {
+/// `berth stats`: on a terminal it redraws every second, as docker's does, until interrupted;
+/// with `--no-stream`, `--json` or output that is not a terminal it prints once.
+pub fn stats(cli: &Cli, json: bool, no_stream: bool) -> ExitCode {
+    use std::io::IsTerminal;
+    if json || no_stream || !std::io::stdout().is_terminal() {
+        return stats_once(cli, json);
+    }
+    loop {
+        // Clear the screen and go home, then the table.
+        print!("\x1b[2J\x1b[H");
+        let code = stats_once(cli, false);
+        if code != ExitCode::SUCCESS {
+            return code;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn stats_once(cli: &Cli, json: bool) -> ExitCode {
     let v = match ask(cli, &Request::Stats) {
         Ok(v) => v,
         Err(c) => return c,

@@ -105,10 +105,14 @@ pub enum Command {
         #[arg(short, long)]
         format: Option<String>,
     },
-    /// CPU, memory and pids of running containers, from their cgroups.
+    /// CPU, memory and pids of running containers, from their cgroups; redrawn every second
+    /// on a terminal (`--no-stream`: once).
     Stats {
         #[arg(long)]
         json: bool,
+        /// Print once (what happens anyway when the output is not a terminal).
+        #[arg(long)]
+        no_stream: bool,
     },
     /// Stop every container, end the daemon and, when it is the machine's init, power off
     /// (only the daemon ends otherwise).
@@ -314,7 +318,7 @@ pub fn main() -> ExitCode {
             json: _,
             format,
         } => control::inspect(&cli, name, format.as_deref()),
-        Command::Stats { json } => control::stats(&cli, *json),
+        Command::Stats { json, no_stream } => control::stats(&cli, *json, *no_stream),
         Command::Stop { name } => {
             control::simple(&cli, control::Request::Stop { name: name.clone() })
         }
