@@ -726,3 +726,62 @@ fn hanging_registry_times_out() {
     );
     assert!(tmp_is_empty(root.path()));
 }
+
+#[test]
+fn login_and_logout_write_the_credentials_file() {
+    if skip("login_and_logout", &["docker-registry", "htpasswd"]) {
+        return;
+    }
+    let registry = Registry::start(Some(("alice", "s3cret")));
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth.json");
+    fs::write(&auth, r#"{"credHelpers":{"other.example":"pass"}}"#).unwrap();
+    let berth = |args: &[&str], input: &str| {
+        let mut c = std::process::Command::new(common::berth_bin());
+        c.env("REGISTRY_AUTH_FILE", &auth).args(args);
+        common::output_with_input(&mut c, input.as_bytes())
+    };
+    let bad = berth(
+        &["login", "-u", "alice", "--password-stdin", &host],
+        "wrong\n",
+    );
+    assert!(!bad.status.success());
+    assert!(
+        common::stderr(&bad).contains("refused the login (HTTP 401)"),
+        "{}",
+        common::stderr(&bad)
+    );
+    assert!(
+        !fs::read_to_string(&auth).unwrap().contains("auths"),
+        "a refused login writes nothing"
+    );
+
+    let good = berth(
+        &["login", "-u", "alice", "--password-stdin", &host],
+        "s3cret\n",
+    );
+    assert!(good.status.success(), "{}", common::stderr(&good));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&auth).unwrap()).unwrap();
+    use base64::Engine;
+    let want = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    assert_eq!(v["auths"][&host]["auth"], want.as_str());
+    assert_eq!(
+        v["credHelpers"]["other.example"], "pass",
+        "other keys are kept"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&auth).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let out = berth(&["logout", &host], "");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&auth).unwrap()).unwrap();
+    assert!(v["auths"].get(&host).is_none());
+    assert!(
+        !berth(&["logout", &host], "").status.success(),
+        "no login left"
+    );
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{Cli, EXIT_BERTH_ERROR};
-use crate::image::{ImageRecord, ImageRef, ImageStore, Progress, RegistryRef};
+use crate::image::{ImageRecord, ImageRef, ImageStore, Progress, RegistryOptions, RegistryRef};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -59,6 +59,40 @@ pub enum ImageCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+/// `berth login`: the password from the flag or stdin.
+pub fn login(registry: &str, user: &str, password: Option<&str>, stdin: bool) -> ExitCode {
+    let password = match (password, stdin) {
+        (Some(_), true) => return fail("give --password or --password-stdin, not both"),
+        (Some(p), false) => p.to_string(),
+        (None, true) => {
+            let mut s = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+                return fail(format!("reading the password from stdin: {e}"));
+            }
+            s.trim_end_matches(['\r', '\n']).to_string()
+        }
+        (None, false) => return fail("give --password-stdin (or --password)"),
+    };
+    match crate::image::login(&RegistryOptions::default(), registry, user, &password) {
+        Ok(path) => {
+            println!("Login Succeeded ({})", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn logout(registry: &str) -> ExitCode {
+    match crate::image::logout(&RegistryOptions::default(), registry) {
+        Ok(true) => {
+            println!("Removed login credentials for {registry}");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => fail(format!("not logged in to {registry}")),
+        Err(e) => fail(e),
+    }
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {

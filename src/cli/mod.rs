@@ -139,6 +139,22 @@ pub enum Command {
     Top { name: String },
     /// A container's published ports.
     Port { name: String },
+    /// Check a login against a registry and record it in the credentials file
+    /// ($REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    Login {
+        #[arg(short, long)]
+        username: String,
+        /// The password (visible to other users in ps; prefer --password-stdin).
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// host[:port] of the registry.
+        registry: String,
+    },
+    /// Forget the login for a registry.
+    Logout { registry: String },
     /// berth's version and what it was built with.
     Version {
         #[arg(long)]
@@ -372,6 +388,13 @@ pub fn main() -> ExitCode {
         Command::Top { name } => container::top(&cli, name),
         Command::Port { name } => container::port(&cli, name),
         Command::Version { json } => info::version(*json),
+        Command::Login {
+            username,
+            password,
+            password_stdin,
+            registry,
+        } => image::login(registry, username, password.as_deref(), *password_stdin),
+        Command::Logout { registry } => image::logout(registry),
         Command::Info { config, json } => info::info(&cli, config.as_deref(), *json),
         Command::Commit { name, reference } => commit::commit(&cli, name, reference),
         Command::Exec {
