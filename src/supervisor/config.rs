@@ -28,6 +28,9 @@ pub enum ConfigError {
         col: usize,
         message: String,
     },
+    /// Every problem of a file, in order, one per line.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +162,19 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
         let mut c = Config::default();
+        // Every problem is reported, not only the first.
+        let mut errors: Vec<ConfigError> = Vec::new();
+        macro_rules! ok {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                }
+            };
+        }
         if let Some(v) = raw.specs {
             c.specs = v;
         }
@@ -179,17 +195,18 @@ impl Config {
                 "required" => DeviceControl::Required,
                 "best-effort" => DeviceControl::BestEffort,
                 other => {
-                    return Err(invalid(
+                    errors.push(invalid(
                         Some(d.span()),
                         format!(
                             "device_control: {other:?} is not one of \"required\", \"best-effort\""
                         ),
-                    ))
+                    ));
+                    c.device_control
                 }
             };
         }
         if let Some(listen) = raw.metrics.and_then(|m| m.listen) {
-            c.metrics_listen = Some(listen.get_ref().parse().map_err(|_| {
+            c.metrics_listen = ok!(listen.get_ref().parse().map_err(|_| {
                 invalid(
                     Some(listen.span()),
                     format!(
@@ -197,29 +214,36 @@ impl Config {
                         listen.get_ref()
                     ),
                 )
-            })?);
+            }));
         }
         if let Some(im) = raw.images {
             if let Some(r) = im.reserve {
-                c.unpack_limits.reserve = size_value(r.get_ref(), 0, "1G")
-                    .map_err(|m| invalid(Some(r.span()), format!("images.reserve: {m}")))?;
+                if let Some(v) = ok!(size_value(r.get_ref(), 0, "1G")
+                    .map_err(|m| invalid(Some(r.span()), format!("images.reserve: {m}"))))
+                {
+                    c.unpack_limits.reserve = v;
+                }
             }
             if let Some(r) = im.max_ratio {
                 if *r.get_ref() < 2 {
-                    return Err(invalid(
+                    errors.push(invalid(
                         Some(r.span()),
                         "images.max_ratio: must be at least 2".into(),
                     ));
+                } else {
+                    c.unpack_limits.max_ratio = r.into_inner();
                 }
-                c.unpack_limits.max_ratio = r.into_inner();
             }
         }
         if let Some(i) = raw.init {
             let init = &mut c.init;
             if let Some(h) = i.hostname {
-                units::check_hostname(h.get_ref())
-                    .map_err(|m| invalid(Some(h.span()), format!("init.hostname: {m}")))?;
-                init.hostname = Some(h.into_inner());
+                if ok!(units::check_hostname(h.get_ref())
+                    .map_err(|m| invalid(Some(h.span()), format!("init.hostname: {m}"))))
+                .is_some()
+                {
+                    init.hostname = Some(h.into_inner());
+                }
             }
             for m in i.modules.unwrap_or_default() {
                 let ok = !m.get_ref().is_empty()
@@ -227,10 +251,11 @@ impl Config {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if !ok {
-                    return Err(invalid(
+                    errors.push(invalid(
                         Some(m.span()),
                         format!("init.modules: {:?} is not a module name", m.get_ref()),
                     ));
+                    continue;
                 }
                 init.modules.push(m.into_inner());
             }
@@ -239,15 +264,16 @@ impl Config {
                     "v2" => CgroupMode::V2,
                     "v1" => CgroupMode::V1,
                     other => {
-                        return Err(invalid(
+                        errors.push(invalid(
                             Some(g.span()),
                             format!("init.cgroup: {other:?} is not one of \"v2\", \"v1\""),
-                        ))
+                        ));
+                        init.cgroup
                     }
                 };
             }
             if let Some(s) = i.shutdown {
-                init.shutdown = Power::parse(s.get_ref()).ok_or_else(|| {
+                if let Some(p) = ok!(Power::parse(s.get_ref()).ok_or_else(|| {
                     invalid(
                         Some(s.span()),
                         format!(
@@ -255,7 +281,9 @@ impl Config {
                             s.get_ref()
                         ),
                     )
-                })?;
+                })) {
+                    init.shutdown = p;
+                }
             }
         }
         if let Some(n) = raw.network {
@@ -264,35 +292,40 @@ impl Config {
                 let span = b.span();
                 let b = b.into_inner();
                 if b.is_empty() || b.len() > crate::network::IFNAME_MAX {
-                    return Err(invalid(
+                    errors.push(invalid(
                         Some(span),
                         format!(
                             "network.bridge: {b:?} must be 1 to {} characters",
                             crate::network::IFNAME_MAX
                         ),
                     ));
+                } else {
+                    net.bridge = b;
                 }
-                net.bridge = b;
             }
             if let Some(s) = n.subnet {
-                net.subnet = parse_subnet(s.get_ref())
-                    .map_err(|m| invalid(Some(s.span()), format!("network.subnet: {m}")))?;
+                if let Some(v) = ok!(parse_subnet(s.get_ref())
+                    .map_err(|m| invalid(Some(s.span()), format!("network.subnet: {m}"))))
+                {
+                    net.subnet = v;
+                }
             }
             if let Some(m) = n.masquerade {
                 net.masquerade = m;
             }
             if let Some(m) = n.mtu {
                 if !(576..=65535).contains(m.get_ref()) {
-                    return Err(invalid(
+                    errors.push(invalid(
                         Some(m.span()),
                         format!("network.mtu: {} must be between 576 and 65535", m.get_ref()),
                     ));
+                } else {
+                    net.mtu = m.into_inner();
                 }
-                net.mtu = m.into_inner();
             }
             if let Some(d) = n.dns {
                 let span = d.span();
-                net.dns = d
+                if let Some(v) = ok!(d
                     .into_inner()
                     .iter()
                     .map(|a| {
@@ -303,7 +336,10 @@ impl Config {
                             )
                         })
                     })
-                    .collect::<Result<_, _>>()?;
+                    .collect::<Result<Vec<_>, _>>())
+                {
+                    net.dns = v;
+                }
             }
             if let Some(d) = n.dns_search {
                 let span = d.span();
@@ -312,30 +348,44 @@ impl Config {
                     .iter()
                     .find(|d| d.is_empty() || d.len() > 253 || d.contains(char::is_whitespace))
                 {
-                    return Err(invalid(
+                    errors.push(invalid(
                         Some(span),
                         format!("network.dns_search: {bad:?} is not a domain name"),
                     ));
+                } else {
+                    net.dns_search = domains;
                 }
-                net.dns_search = domains;
             }
         }
         if let Some(l) = raw.logs {
             if let Some(v) = l.max_size {
-                c.logs.max_size = size_value(v.get_ref(), 1, "10M")
-                    .map_err(|m| invalid(Some(v.span()), format!("logs.max_size: {m}")))?;
+                if let Some(n) = ok!(size_value(v.get_ref(), 1, "10M")
+                    .map_err(|m| invalid(Some(v.span()), format!("logs.max_size: {m}"))))
+                {
+                    c.logs.max_size = n;
+                }
             }
             if let Some(v) = l.max_files {
                 if *v.get_ref() == 0 {
-                    return Err(invalid(
+                    errors.push(invalid(
                         Some(v.span()),
                         "logs.max_files: must be at least 1".into(),
                     ));
+                } else {
+                    c.logs.max_files = v.into_inner();
                 }
-                c.logs.max_files = v.into_inner();
             }
         }
-        Ok(c)
+        // In the file's order.
+        errors.sort_by_key(|e| match e {
+            ConfigError::Invalid { line, col, .. } => (*line, *col),
+            _ => (0, 0),
+        });
+        match errors.len() {
+            0 => Ok(c),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Several(errors)),
+        }
     }
 }
 
@@ -482,6 +532,24 @@ mod tests {
             );
         }
         assert!(parse_subnet("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn every_error_of_a_file_is_reported() {
+        let text = "device_control = \"maybe\"\n[network]\nmtu = 10\nsubnet = \"x\"\n[logs]\nmax_files = 0\n";
+        let e = Config::parse(Path::new("/c.toml"), text)
+            .unwrap_err()
+            .to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 4, "{e}");
+        for (line, (at, key)) in lines.iter().zip([
+            ("/c.toml:1:", "device_control"),
+            ("/c.toml:3:", "network.mtu"),
+            ("/c.toml:4:", "network.subnet"),
+            ("/c.toml:6:", "logs.max_files"),
+        ]) {
+            assert!(line.starts_with(at) && line.contains(key), "{e}");
+        }
     }
 
     #[test]
