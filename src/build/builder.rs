@@ -94,11 +94,12 @@ impl Stage {
             .config
             .as_object_mut()
             .expect("the config is an object");
-        let c = obj.entry("config").or_insert_with(|| json!({}));
-        if !c.is_object() {
-            *c = json!({});
-        }
-        c.as_object_mut().expect("just made an object")
+        object_at(obj, "config")
+    }
+
+    /// The object `key` of the `config` object (`Labels`, `ExposedPorts`, `Volumes`).
+    fn config_map(&mut self, key: &str) -> &mut Map<String, Value> {
+        object_at(self.run_config(), key)
     }
 
     fn get(&self, key: &str) -> Option<&Value> {
@@ -172,18 +173,12 @@ impl Stage {
         self.layers.iter().map(|l| l.diff_id.clone()).collect()
     }
 
-    /// The top layer's chain, or "scratch": what a step builds on.
     fn parent_key(&self) -> String {
-        crate::image::chain_ids(&self.diff_ids())
-            .pop()
-            .unwrap_or_else(|| "scratch".into())
+        top_chain(&self.layers)
     }
 
     fn layer_dirs(&self, store: &ImageStore) -> Vec<PathBuf> {
-        crate::image::chain_ids(&self.diff_ids())
-            .iter()
-            .map(|c| store.layer_dir(c))
-            .collect()
+        layer_dirs(&self.layers, store)
     }
 
     /// Adds a history entry (and the layer, if any). A layer's entry is dated `created`
@@ -218,6 +213,32 @@ impl Stage {
         }
         self.layers.extend(layer);
     }
+}
+
+/// The object at `key` of `obj`, made (or made over) as an empty one when it is not.
+fn object_at<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let v = obj.entry(key).or_insert_with(|| json!({}));
+    if !v.is_object() {
+        *v = json!({});
+    }
+    v.as_object_mut().expect("just made an object")
+}
+
+/// The chain ID of the top of `layers`, or "scratch": what a step builds on.
+fn top_chain(layers: &[LayerRecord]) -> String {
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    crate::image::chain_ids(&diff_ids)
+        .pop()
+        .unwrap_or_else(|| "scratch".into())
+}
+
+/// The unpacked dirs of `layers`, bottom first.
+fn layer_dirs(layers: &[LayerRecord], store: &ImageStore) -> Vec<PathBuf> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    crate::image::chain_ids(&diff_ids)
+        .iter()
+        .map(|c| store.layer_dir(c))
+        .collect()
 }
 
 /// An empty stage (`FROM scratch`).
@@ -587,12 +608,9 @@ impl Run<'_> {
                 let pairs =
                     words::pairs(text, &|n| stage.lookup(n), false).map_err(BuildError::Invalid)?;
                 let s = self.stage();
-                let labels = s.run_config().entry("Labels").or_insert_with(|| json!({}));
-                if !labels.is_object() {
-                    *labels = json!({});
-                }
+                let labels = s.config_map("Labels");
                 for (k, v) in pairs {
-                    labels[k.as_str()] = v.into();
+                    labels.insert(k, v.into());
                 }
                 s.history(&created_by, None, None);
                 Ok(())
@@ -625,13 +643,7 @@ impl Run<'_> {
             Kind::Expose(text) => {
                 let ports = self.expand_words(text)?;
                 let s = self.stage();
-                let map = s
-                    .run_config()
-                    .entry("ExposedPorts")
-                    .or_insert_with(|| json!({}));
-                if !map.is_object() {
-                    *map = json!({});
-                }
+                let map = s.config_map("ExposedPorts");
                 for p in ports {
                     let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
                     let proto = proto.to_ascii_lowercase();
@@ -642,7 +654,7 @@ impl Run<'_> {
                             "{p:?} is not PORT[/tcp|udp|sctp]"
                         )));
                     }
-                    map[format!("{num}/{proto}")] = json!({});
+                    map.insert(format!("{num}/{proto}"), json!({}));
                 }
                 s.history(&created_by, None, None);
                 Ok(())
@@ -653,17 +665,14 @@ impl Run<'_> {
                     .map(|p| self.expand(p))
                     .collect::<Result<_, _>>()?;
                 let s = self.stage();
-                let map = s.run_config().entry("Volumes").or_insert_with(|| json!({}));
-                if !map.is_object() {
-                    *map = json!({});
-                }
+                let map = s.config_map("Volumes");
                 for p in paths {
                     if !p.starts_with('/') {
                         return Err(BuildError::Invalid(format!(
                             "{p:?} is not an absolute path"
                         )));
                     }
-                    map[p.as_str()] = json!({});
+                    map.insert(p, json!({}));
                 }
                 s.history(&created_by, None, None);
                 Ok(())
@@ -962,10 +971,10 @@ impl Run<'_> {
         let dest = context::clean(&dest);
         let chown = t.chown.as_ref().map(|c| self.expand(c)).transpose()?;
 
-        // Where the files come from: the context, an earlier stage or an image.
-        let mut from_overlay = None;
-        let (src, from_key) = match &t.from {
-            None => (None, String::new()),
+        // Where the files come from: the context, an earlier stage or an image. An earlier
+        // stage or an image is keyed by its layers and mounted only when the step runs.
+        let from_layers = match &t.from {
+            None => None,
             Some(f) => {
                 let f = self.expand(f)?.to_ascii_lowercase();
                 let by_name = self
@@ -975,31 +984,20 @@ impl Run<'_> {
                     .rev()
                     .skip(1)
                     .find(|(n, s)| s.name.as_deref() == Some(f.as_str()) || n.to_string() == f)
-                    .map(|(_, s)| s.clone());
-                let layers = match by_name {
-                    Some(s) => s.layers,
+                    .map(|(_, s)| s.layers.clone());
+                Some(match by_name {
+                    Some(layers) => layers,
                     None => self.image_record(&f)?.layers,
-                };
-                let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
-                let key = crate::image::chain_ids(&diff_ids)
-                    .pop()
-                    .unwrap_or_else(|| "scratch".into());
-                let dirs: Vec<PathBuf> = crate::image::chain_ids(&diff_ids)
-                    .iter()
-                    .map(|c| self.store.layer_dir(c))
-                    .collect();
-                let o = self.overlay(&dirs, false)?;
-                let root = SourceRoot::open(&o.merged, false)?;
-                from_overlay = Some(o);
-                (Some(root), key)
+                })
             }
         };
-        let src_root = src.as_ref().unwrap_or(&self.context);
-        let sets = src_root.expand(&sources)?;
-        let content = if t.from.is_some() {
-            from_key
-        } else {
-            src_root.hash(&sets)?
+        let context_sets = match &from_layers {
+            None => Some(self.context.expand(&sources)?),
+            Some(_) => None,
+        };
+        let content = match (&context_sets, &from_layers) {
+            (Some(sets), _) => self.context.hash(sets)?,
+            (None, layers) => top_chain(layers.as_deref().unwrap_or(&[])),
         };
         let key = cache::key(&[
             &stage.parent_key(),
@@ -1017,7 +1015,19 @@ impl Run<'_> {
         let lowers = stage.layer_dirs(&self.store);
         let mut o = self.overlay(&lowers, true)?;
         let root = o.root()?;
+        let (from_overlay, src) = match &from_layers {
+            Some(layers) => {
+                let o = self.overlay(&layer_dirs(layers, &self.store), false)?;
+                let root = SourceRoot::open(&o.merged, false)?;
+                (Some(o), Some(root))
+            }
+            None => (None, None),
+        };
         let src_root = src.as_ref().unwrap_or(&self.context);
+        let sets = match context_sets {
+            Some(sets) => sets,
+            None => src_root.expand(&sources)?,
+        };
         let (uid, gid) = match &chown {
             None => (0, 0),
             Some(c) => resolve_owner(&root, c)
