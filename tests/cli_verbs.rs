@@ -1,6 +1,7 @@
 //! Docker's verbs as root against a supervised busybox: `ps -q/--format/--filter`,
 //! `inspect --format`, `exec -u/-e/-w/-d`, `top`, `port`, `pause`/`unpause`, `kill -s` (the init ignores SIGTERM,
-//! as `sleep` as PID 1 does), `wait` (the exit code), `info` and `version`.
+//! as `sleep` as PID 1 does), `wait` (the exit code), `info`, `version` and `cp` (both ways, never through the
+//! container's links to the host).
 
 mod common;
 
@@ -237,5 +238,102 @@ fn port_lists_published_ports() {
         netns.container_leftovers().is_empty()
     });
     drop(netns);
+    env.assert_no_leaks();
+}
+
+#[test]
+fn cp_copies_both_ways_inside_the_containers_root() {
+    if skip_unless_root("berth cp") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = TestEnv::new("verbs-cp");
+    let d = Daemon::start(&env);
+    // `/escape` points at `/` and `/data/plink` at /etc/passwd: read from the host, both
+    // would lead out of the container if a path were resolved as a host path.
+    env.write_spec(
+        "box",
+        "command = [\"sh\", \"-c\", \"mkdir -p /data/sub && echo hello > /data/sub/a && chmod 640 /data/sub/a && ln -s / /escape && ln -s /etc/passwd /data/plink && touch /ready && trap 'exit 0' TERM; while :; do sleep 0.1; done\"]\n[network]\nmode = \"none\"\n",
+    );
+    wait_until(Duration::from_secs(30), "box ready", || {
+        env.running_pid("box")
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}/root/ready")).exists())
+    });
+    let host = env.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let h = |rel: &str| host.join(rel);
+    let hs = |rel: &str| h(rel).display().to_string();
+
+    // A dir onto a new name becomes it; into an existing dir goes below it.
+    ok(&env, &["cp", "box:/data/sub", &hs("got")]);
+    assert_eq!(std::fs::read_to_string(h("got/a")).unwrap(), "hello\n");
+    let meta = std::fs::metadata(h("got/a")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+    ok(&env, &["cp", "box:/data/sub", &hs("got")]);
+    assert_eq!(std::fs::read_to_string(h("got/sub/a")).unwrap(), "hello\n");
+    // A link is copied as a link; -L copies what it names, the container's /etc/passwd.
+    ok(&env, &["cp", "box:/data/plink", &hs("plink")]);
+    assert_eq!(
+        std::fs::read_link(h("plink")).unwrap(),
+        std::path::Path::new("/etc/passwd")
+    );
+    ok(&env, &["cp", "-L", "box:/data/plink", &hs("passwd")]);
+    let pid = env.running_pid("box").unwrap();
+    assert_eq!(
+        std::fs::read(h("passwd")).unwrap(),
+        std::fs::read(format!("/proc/{pid}/root/etc/passwd")).unwrap()
+    );
+
+    // Into the container: through its `/escape` link, the file still lands in its own /etc.
+    std::fs::write(h("in.txt"), "from the host\n").unwrap();
+    std::os::unix::fs::chown(h("in.txt"), Some(1234), Some(1234)).unwrap();
+    let probe = format!("/etc/berth-cp-probe-{}", std::process::id());
+    ok(&env, &["cp", &hs("in.txt"), &format!("box:/escape{probe}")]);
+    assert!(
+        !std::path::Path::new(&probe).exists(),
+        "{probe} written on the host"
+    );
+    assert_eq!(ok(&env, &["exec", "box", "cat", &probe]), "from the host\n");
+    assert_eq!(
+        ok(&env, &["exec", "box", "stat", "-c", "%u:%g", &probe]),
+        "0:0\n"
+    );
+    // -a keeps the ids; a file into a dir keeps its name.
+    ok(&env, &["cp", "-a", &hs("in.txt"), "box:/data"]);
+    assert_eq!(
+        ok(
+            &env,
+            &["exec", "box", "stat", "-c", "%u:%g", "/data/in.txt"]
+        ),
+        "1234:1234\n"
+    );
+    // Out again, through the link: the container's file, owned by the caller.
+    ok(
+        &env,
+        &["cp", &format!("box:/escape{probe}"), &hs("back.txt")],
+    );
+    assert_eq!(
+        std::fs::read_to_string(h("back.txt")).unwrap(),
+        "from the host\n"
+    );
+    assert_eq!(std::fs::metadata(h("back.txt")).unwrap().uid(), 0);
+
+    // Errors: a missing source, a dir onto a file, two host paths, a missing parent.
+    for (args, says) in [
+        (vec!["cp", "box:/nope", &hs("x")], "not found"),
+        (vec!["cp", "box:/data", &hs("in.txt")], "onto the file"),
+        (vec!["cp", &hs("in.txt"), &hs("y")], "one side must be"),
+        (
+            vec!["cp", &hs("in.txt"), "box:/no/such/x"],
+            "parent dir does not exist",
+        ),
+        (vec!["cp", &hs("in.txt"), "ghost:/tmp"], "ghost"),
+    ] {
+        let out = env.ctl(&args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    assert!(!h("x").exists() && !h("y").exists());
+    d.stop();
     env.assert_no_leaks();
 }

@@ -785,3 +785,134 @@ fn login_and_logout_write_the_credentials_file() {
         "no login left"
     );
 }
+
+/// `berth --root ROOT ARGS...` with `REGISTRY_AUTH_FILE`: (exit code, stdout, stderr).
+fn berth_at(root: &Path, auth: Option<&Path>, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("--root").arg(root).args(args);
+    if let Some(a) = auth {
+        cmd.env("REGISTRY_AUTH_FILE", a);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn push_sends_the_image_byte_for_byte() {
+    if skip("push", &["docker-registry", "skopeo", "htpasswd"]) {
+        return;
+    }
+    let images = Images::build();
+    let registry = Registry::start(None);
+    let host = registry.host();
+    let root = tempfile::tempdir().unwrap();
+    let two = images.two().display().to_string();
+    let (code, out, err) = berth_at(
+        root.path(),
+        None,
+        &["image", "import", &two, "--name", "localhost/two:1"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let digest = out.split_whitespace().nth(1).unwrap().to_string();
+
+    // All three blobs go up, then the manifest, under the same digest skopeo sees.
+    let dest = format!("{host}/pushed/two:1");
+    let (code, out, err) = berth_at(
+        root.path(),
+        None,
+        &["image", "push", "localhost/two:1", &dest],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{dest} {digest}\n"));
+    assert!(err.contains("3 blobs uploaded"), "{err}");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{dest}")])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(info["Digest"], digest.as_str());
+
+    // Pulled back into an empty store it is the same image, whiteout and all.
+    let back = tempfile::tempdir().unwrap();
+    let img = ImageStore::open(back.path())
+        .unwrap()
+        .resolve(&ImageRef::parse(&dest).unwrap())
+        .unwrap();
+    assert_eq!(img.digest.as_deref(), Some(digest.as_str()));
+    let top = img.layers.last().unwrap();
+    assert_eq!(
+        fs::read_to_string(top.join("etc/extra")).unwrap(),
+        "extra\n"
+    );
+
+    // Again, and to another tag of the same repository: nothing is sent twice.
+    let (code, out, err) = berth_at(
+        root.path(),
+        None,
+        &[
+            "image",
+            "push",
+            "-q",
+            "localhost/two:1",
+            &format!("{host}/pushed/two:2"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{digest}\n"));
+    assert!(
+        err.contains("0 blobs uploaded") && err.contains("3 already there"),
+        "{err}"
+    );
+
+    // Errors: an image the store lacks, a destination that is not a registry reference.
+    let (code, _, err) = berth_at(
+        root.path(),
+        None,
+        &["image", "push", "localhost/nope:1", &dest],
+    );
+    assert_eq!(code, Some(125));
+    assert!(err.contains("localhost/nope:1"), "{err}");
+    let (code, _, err) = berth_at(
+        root.path(),
+        None,
+        &["image", "push", "localhost/two:1", "oci:/tmp/x"],
+    );
+    assert_eq!(code, Some(125));
+    assert!(err.contains("not a registry reference"), "{err}");
+
+    // A registry with basic auth: refused without credentials, taken with them.
+    let locked = Registry::start(Some(("alice", "s3cret")));
+    let lhost = locked.host();
+    let ldest = format!("{lhost}/team/two:1");
+    let (code, _, err) = berth_at(
+        root.path(),
+        None,
+        &["image", "push", "localhost/two:1", &ldest],
+    );
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("credentials file has none for it"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = berth_at(
+        root.path(),
+        Some(&dir.path().join("auth.json")),
+        &["login", &lhost, "-u", "alice", "-p", "s3cret"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = berth_at(
+        root.path(),
+        Some(&dir.path().join("auth.json")),
+        &["image", "push", "localhost/two:1", &ldest],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{ldest} {digest}\n"));
+    assert!(tmp_is_empty(root.path()));
+}

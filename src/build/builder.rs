@@ -1037,6 +1037,7 @@ impl Run<'_> {
             uid,
             gid,
             chmod: t.chmod,
+            keep_ids: false,
         };
         let single_file = sets.len() == 1
             && sets[0].1.len() == 1

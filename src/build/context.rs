@@ -147,8 +147,10 @@ impl SourceRoot {
     /// Opens the dir `path` as a source root, with its `.dockerignore` when `with_ignore`.
     pub fn open(path: &Path, with_ignore: bool) -> Result<SourceRoot, BuildError> {
         let fd = openat::open_dir(path).map_err(io_err("opening the build context", path))?;
-        let mut ignore = Ignore::default();
-        if with_ignore {
+        if !with_ignore {
+            return Ok(SourceRoot::at(fd, path));
+        }
+        let ignore =
             match openat::open_child(fd.as_fd(), Path::new(".dockerignore"), OFlag::O_RDONLY) {
                 Ok(f) => {
                     let mut text = String::new();
@@ -156,20 +158,29 @@ impl SourceRoot {
                         .take(1 << 20)
                         .read_to_string(&mut text)
                         .map_err(io_err("reading", path.join(".dockerignore")))?;
-                    ignore = Ignore::parse(&text).map_err(|message| BuildError::Ignore {
+                    Ignore::parse(&text).map_err(|message| BuildError::Ignore {
                         path: path.join(".dockerignore"),
                         message,
-                    })?;
+                    })?
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ignore::default(),
                 Err(e) => return Err(io_err("opening", path.join(".dockerignore"))(e)),
-            }
-        }
+            };
         Ok(SourceRoot {
             fd,
             path: path.to_path_buf(),
             ignore,
         })
+    }
+
+    /// A source root on the dir `fd` (e.g. a container's root), without ignore rules;
+    /// `path` names it in messages.
+    pub fn at(fd: OwnedFd, path: &Path) -> SourceRoot {
+        SourceRoot {
+            fd,
+            path: path.to_path_buf(),
+            ignore: Ignore::default(),
+        }
     }
 
     /// Opens `rel` (cleaned) below the root, following symlinks only inside it; `nofollow`
@@ -219,36 +230,58 @@ impl SourceRoot {
                 });
             }
             for rel in matched {
-                let fd = self
-                    .open_path(&rel, false)
-                    .map_err(|e| BuildError::Source {
+                let items = self
+                    .items(&rel, true)
+                    .map_err(|message| BuildError::Source {
                         source_name: pat.clone(),
-                        message: match e.raw_os_error() {
-                            Some(libc::ENOENT) => format!(
-                                "not found in {} (links are followed only inside it)",
-                                self.path.display()
-                            ),
-                            _ => format!("{}: {e}", self.path.join(&rel).display()),
-                        },
+                        message,
                     })?;
-                let st = fstat(fd.as_fd()).map_err(|e| BuildError::Source {
-                    source_name: pat.clone(),
-                    message: e.to_string(),
-                })?;
-                let mut items = vec![Item {
-                    src: rel.clone(),
-                    dest: String::new(),
-                    st,
-                    link: None,
-                }];
-                if is(&st, SFlag::S_IFDIR) {
-                    let base = rel.clone();
-                    self.walk_items(&base, &mut items)?;
-                }
                 out.push((rel, items));
             }
         }
         Ok(out)
+    }
+
+    /// The entry `rel` (cleaned) and, for a dir, everything below it. `follow` follows a
+    /// final symlink (inside the root); otherwise the link itself is the entry.
+    pub fn items(&self, rel: &str, follow: bool) -> Result<Vec<Item>, String> {
+        let fd = self
+            .open_path(rel, !follow)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => format!(
+                    "not found in {} (links are followed only inside it)",
+                    self.path.display()
+                ),
+                _ => format!("{}: {e}", self.path.join(rel).display()),
+            })?;
+        let st = fstat(fd.as_fd()).map_err(|e| e.to_string())?;
+        let link = if is(&st, SFlag::S_IFLNK) {
+            Some(self.read_link(rel).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let mut items = vec![Item {
+            src: rel.to_string(),
+            dest: String::new(),
+            st,
+            link,
+        }];
+        if is(&st, SFlag::S_IFDIR) {
+            self.walk_items(rel, &mut items)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(items)
+    }
+
+    /// The target of the symlink `rel`.
+    fn read_link(&self, rel: &str) -> Result<Vec<u8>, BuildError> {
+        let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+        let dir = openat::open_dir_in_root(self.fd.as_fd(), parent)
+            .map_err(io_err("opening", self.path.join(parent)))?;
+        let name = Path::new(rel).file_name().unwrap_or_default();
+        let target = nix::fcntl::readlinkat(dir.as_fd(), name)
+            .map_err(|e| io_err("reading the link", self.path.join(rel))(errno(e)))?;
+        Ok(target.as_bytes().to_vec())
     }
 
     /// Calls `f(rel, stat)` for every entry below `rel` that `.dockerignore` does not hide,
@@ -287,13 +320,7 @@ impl SourceRoot {
         self.walk(base, &mut |rel, st| found.push((rel.to_string(), *st)))?;
         for (rel, st) in found {
             let link = if is(&st, SFlag::S_IFLNK) {
-                let parent = Path::new(&rel).parent().unwrap_or(Path::new(""));
-                let dir = openat::open_dir_in_root(self.fd.as_fd(), parent)
-                    .map_err(io_err("opening", self.path.join(parent)))?;
-                let name = Path::new(&rel).file_name().unwrap_or_default();
-                let target = nix::fcntl::readlinkat(dir.as_fd(), name)
-                    .map_err(|e| io_err("reading the link", self.path.join(&rel))(errno(e)))?;
-                Some(target.as_bytes().to_vec())
+                Some(self.read_link(&rel)?)
             } else {
                 None
             };
@@ -308,15 +335,24 @@ impl SourceRoot {
         Ok(())
     }
 
-    /// Opens a regular file `rel` below the root for reading, never through a final symlink.
+    /// Opens the regular file `rel` below the root for reading. A link (the source a COPY or
+    /// `cp -L` follows) is followed only inside the root; what is opened must be a regular
+    /// file, so an entry swapped for a fifo or a device never blocks or streams forever.
     fn read(&self, rel: &str) -> io::Result<File> {
-        openat::open_in_root(
+        let fd = openat::open_in_root(
             self.fd.as_fd(),
             Path::new(rel),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK,
             0,
-        )
-        .map(File::from)
+        )?;
+        let st = fstat(fd.as_fd()).map_err(errno)?;
+        if !is(&st, SFlag::S_IFREG) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "changed into something that is not a regular file",
+            ));
+        }
+        Ok(File::from(fd))
     }
 
     /// The content hash of what `expand` found: paths, kinds, modes, link targets and file
@@ -368,6 +404,19 @@ pub struct Owner {
     pub gid: u32,
     /// `--chmod`, for every entry copied.
     pub chmod: Option<u32>,
+    /// Keep each entry's own uid and gid (`cp -a`) instead of `uid` and `gid`.
+    pub keep_ids: bool,
+}
+
+impl Owner {
+    /// The uid and gid the entry `st` gets.
+    fn ids(&self, st: &FileStat) -> (u32, u32) {
+        if self.keep_ids {
+            (st.st_uid, st.st_gid)
+        } else {
+            (self.uid, self.gid)
+        }
+    }
 }
 
 /// Opens (creating as needed, mode 0755, owned by `owner`) the dir `rel` below `root`;
@@ -483,9 +532,10 @@ pub fn copy_items(
         };
         let pdir = parent.as_ref().map(|p| p.as_fd()).unwrap_or(base.as_fd());
         let mode = owner.chmod.unwrap_or(it.st.st_mode & 0o7777);
+        let ids = owner.ids(&it.st);
         if name.is_empty() {
             // The destination dir itself: a copied dir's own metadata.
-            set_meta(base.as_fd(), owner, mode).map_err(err("setting the owner of"))?;
+            set_meta(base.as_fd(), ids, mode).map_err(err("setting the owner of"))?;
             dir_times.push((String::new(), times(&it.st)));
             continue;
         }
@@ -498,7 +548,7 @@ pub fn copy_items(
             }
             let d = openat::open_child(pdir, name_p, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
                 .map_err(err("opening"))?;
-            set_meta(d.as_fd(), owner, mode).map_err(err("setting the owner of"))?;
+            set_meta(d.as_fd(), ids, mode).map_err(err("setting the owner of"))?;
             dir_times.push((target_rel.clone(), times(&it.st)));
         } else if let Some(link) = &it.link {
             clear(pdir, name_p, false).map_err(err("replacing"))?;
@@ -507,8 +557,8 @@ pub fn copy_items(
             fchownat(
                 pdir,
                 name_p,
-                Some(Uid::from_raw(owner.uid)),
-                Some(Gid::from_raw(owner.gid)),
+                Some(Uid::from_raw(ids.0)),
+                Some(Gid::from_raw(ids.1)),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| err("setting the owner of")(errno(e)))?;
@@ -533,7 +583,7 @@ pub fn copy_items(
             .map_err(|e| err("creating")(errno(e)))?;
             let mut to = File::from(fd);
             io::copy(&mut from, &mut to).map_err(err("writing"))?;
-            set_meta(to.as_fd(), owner, mode).map_err(err("setting the owner of"))?;
+            set_meta(to.as_fd(), ids, mode).map_err(err("setting the owner of"))?;
             let (a, m) = times(&it.st);
             futimens(to.as_fd(), &a, &m).map_err(|e| err("setting the times of")(errno(e)))?;
         } else {
@@ -556,13 +606,8 @@ pub fn copy_items(
     Ok(count)
 }
 
-fn set_meta(fd: BorrowedFd<'_>, owner: Owner, mode: u32) -> io::Result<()> {
-    fchown(
-        fd,
-        Some(Uid::from_raw(owner.uid)),
-        Some(Gid::from_raw(owner.gid)),
-    )
-    .map_err(errno)?;
+fn set_meta(fd: BorrowedFd<'_>, ids: (u32, u32), mode: u32) -> io::Result<()> {
+    fchown(fd, Some(Uid::from_raw(ids.0)), Some(Gid::from_raw(ids.1))).map_err(errno)?;
     fchmod(fd, Mode::from_bits_truncate(mode)).map_err(errno)
 }
 
@@ -703,6 +748,7 @@ mod tests {
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             chmod: None,
+            keep_ids: false,
         };
         let n = copy_items(&src, &sets[0].1, rootfd.as_fd(), "www/html", None, me).unwrap();
         assert_eq!(n, 2);

@@ -16,7 +16,7 @@
 mod builder;
 mod cache;
 pub mod containerfile;
-mod context;
+pub mod context;
 pub mod words;
 
 pub use builder::{build, BuildOptions, BuildReport};

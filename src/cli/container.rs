@@ -31,7 +31,7 @@ fn inspect(cli: &Cli, name: &str) -> Result<serde_json::Value, String> {
 }
 
 /// The running instance of `name` (with its state as the daemon says it).
-fn running(cli: &Cli, name: &str) -> Result<(Instance, serde_json::Value), String> {
+pub(super) fn running(cli: &Cli, name: &str) -> Result<(Instance, serde_json::Value), String> {
     let v = inspect(cli, name)?;
     let state = v["status"]["state"]
         .as_str()

@@ -19,6 +19,17 @@ pub enum ImageCommand {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Push an image to a registry: its blobs (those the repository lacks) and its manifest,
+    /// byte for byte, so the registry serves it under the same digest.
+    Push {
+        /// The recorded image (as `image ls` names it).
+        reference: String,
+        /// Where to push it (default: the reference itself), e.g. `127.0.0.1:5000/team/app:1`.
+        destination: Option<String>,
+        /// Print only the manifest digest.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Import an OCI layout dir, oci-archive or docker-archive (detected by content; a
     /// `oci:`/`oci-archive:`/`docker-archive:` reference selects a tag).
     Import {
@@ -155,6 +166,33 @@ pub fn image(cli: &Cli, cmd: &ImageCommand) -> ExitCode {
                         println!("{}", rec.digest);
                     } else {
                         println!("{} {}", rec.name, rec.digest);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        ImageCommand::Push {
+            reference,
+            destination,
+            quiet,
+        } => {
+            let dest = match registry_ref(destination.as_deref().unwrap_or(reference)) {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            };
+            match store.push(reference, &dest) {
+                Ok(r) => {
+                    eprintln!(
+                        "{dest}: {} blobs uploaded ({}), {} already there",
+                        r.uploaded,
+                        human(r.bytes),
+                        r.skipped
+                    );
+                    if *quiet {
+                        println!("{}", r.digest);
+                    } else {
+                        println!("{dest} {}", r.digest);
                     }
                     ExitCode::SUCCESS
                 }

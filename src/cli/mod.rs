@@ -5,6 +5,7 @@ mod build;
 mod commit;
 mod container;
 mod control;
+mod cp;
 mod exec;
 mod format;
 mod image;
@@ -216,6 +217,10 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Copy files and dirs between a running container and the host: `NAME:PATH DEST` or
+    /// `SRC NAME:PATH`, placed as docker places them; container paths are resolved inside
+    /// its root, never through its links to the host.
+    Cp(cp::CpArgs),
     /// Turn a running container's changes into a new image layer, recorded as REF
     /// (e.g. `localhost/app:v2`) on top of the image it runs.
     Commit { name: String, reference: String },
@@ -404,6 +409,7 @@ pub fn main() -> ExitCode {
             name,
             command,
         } => exec::exec(&cli, name, command, *interactive, *tty, opts),
+        Command::Cp(args) => cp::cp(&cli, args),
     }
 }
 

@@ -106,6 +106,15 @@ impl ImageRecord {
     }
 }
 
+/// The error for a blob of `rec` that the store lacks, met while `step` (e.g. "saving").
+pub(crate) fn missing_blob(rec: &ImageRecord, digest: &str, step: &'static str) -> ImageError {
+    ImageError::Record {
+        step,
+        path: PathBuf::from(&rec.name),
+        message: format!("blob {digest} is not in the store (pull the image again)"),
+    }
+}
+
 /// `sha256:<hex>` -> `<hex>` when well formed (64 lower-case hex digits).
 pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;

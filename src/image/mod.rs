@@ -1,6 +1,6 @@
 //! Images: references, registries, archives, OCI image layouts, the content store and the layer
 //! store under `--root`.
-//! `save.rs` writes images out as archives; `login.rs` the credentials file's `auths`.
+//! `save.rs` writes images out as archives; `push.rs` sends them to registries; `login.rs` the credentials file's `auths`.
 //! Owns `<root>/layers`, `<root>/blobs`, `<root>/images`, `<root>/lock` and the `layer-*` and
 //! `blob-*` entries of `<root>/tmp`; must not touch cgroups or mounts. Its only network traffic is
 //! registry HTTP(S) (`registry.rs`).
@@ -13,6 +13,7 @@ pub mod extract;
 mod login;
 mod manage;
 mod pull;
+mod push;
 mod reference;
 mod registry;
 mod save;
@@ -25,6 +26,7 @@ pub use error::ImageError;
 pub use extract::{unpack_layer, unpack_layer_at, LayerStats, MAX_LAYER_SIZE};
 pub use login::{login, logout};
 pub use manage::PruneReport;
+pub use push::PushReport;
 pub use reference::{ImageRef, RegistryRef};
 pub use registry::RegistryOptions;
 pub use save::SaveReport;

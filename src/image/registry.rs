@@ -1,5 +1,6 @@
-//! A small blocking client for the OCI distribution API (pull side): manifests and blobs, with
-//! anonymous, basic and bearer-token auth.
+//! A small blocking client for the OCI distribution API: pulling manifests and blobs, and
+//! pushing them (monolithic blob uploads, manifest puts), with anonymous, basic and
+//! bearer-token auth.
 //!
 //! Credentials come from `$REGISTRY_AUTH_FILE`, else `$DOCKER_CONFIG/config.json`, else
 //! `~/.docker/config.json`: from the credential helper it names for the registry (`credHelpers`)
@@ -324,6 +325,15 @@ pub(crate) struct RegistryClient {
     creds: Option<Credentials>,
     /// The Authorization header that worked last (basic or bearer).
     auth: Mutex<Option<String>>,
+    /// What a token is asked for when the challenge names no scope: `pull` or `pull,push`.
+    actions: &'static str,
+}
+
+/// A request body that can be sent again after an authentication round.
+pub(crate) enum Body<'a> {
+    Bytes(&'a [u8]),
+    /// A file, sent with its length.
+    File(&'a std::path::Path),
 }
 
 impl RegistryClient {
@@ -354,6 +364,19 @@ impl RegistryClient {
             image: image.to_string(),
             creds: load_credentials(opts, &r.registry)?,
             auth: Mutex::new(None),
+            actions: "pull",
+        })
+    }
+
+    /// A client that may also push to the repository.
+    pub(crate) fn for_push(
+        opts: &RegistryOptions,
+        r: &RegistryRef,
+        image: &str,
+    ) -> Result<RegistryClient, ImageError> {
+        Ok(RegistryClient {
+            actions: "pull,push",
+            ..RegistryClient::new(opts, r, image)?
         })
     }
 
@@ -405,31 +428,62 @@ impl RegistryClient {
         }
     }
 
-    /// GETs `path` under the registry, authenticating on a 401 challenge (once).
+    /// GETs `path` under the repository, authenticating on a 401 challenge (once).
     fn get(
         &self,
         step: &str,
         path: &str,
         accept: Option<&str>,
     ) -> Result<ureq::Response, ImageError> {
-        let url = format!("{}/v2/{}/{path}", self.base, self.repository);
+        let url = self.url(path);
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+        self.send("GET", step, &url, &headers, None)
+    }
+
+    /// `path` under the repository (`/v2/<repository>/<path>`).
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.repository)
+    }
+
+    /// Sends one request, authenticating on a 401 challenge (once, with `body` opened again).
+    /// The Authorization header goes only to this registry's own origin: an upload location
+    /// elsewhere gets none.
+    fn send(
+        &self,
+        method: &str,
+        step: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Body<'_>>,
+    ) -> Result<ureq::Response, ImageError> {
+        let own = url.starts_with(&format!("{}/", self.base));
         let mut retried = false;
         loop {
-            let mut req = self.agent.get(&url);
-            if let Some(a) = accept {
-                req = req.set("Accept", a);
+            let mut req = self.agent.request(method, url);
+            for (k, v) in headers {
+                req = req.set(k, v);
             }
-            if let Some(h) = self
-                .auth
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_deref()
-            {
-                req = req.set("Authorization", h);
+            let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(h) = auth.filter(|_| own) {
+                req = req.set("Authorization", &h);
             }
-            match req.call() {
+            let result = match body {
+                None => req.call(),
+                Some(Body::Bytes(b)) => req.send_bytes(b),
+                Some(Body::File(path)) => {
+                    let f = std::fs::File::open(path).map_err(|e| ImageError::Registry {
+                        image: self.image.clone(),
+                        registry: self.registry.clone(),
+                        step: step.to_string(),
+                        message: format!("opening {}: {e}", path.display()),
+                    })?;
+                    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    req.set("Content-Length", &len.to_string()).send(f)
+                }
+            };
+            match result {
                 Ok(resp) => return Ok(resp),
-                Err(ureq::Error::Status(401, resp)) if !retried => {
+                Err(ureq::Error::Status(401, resp)) if !retried && own => {
                     retried = true;
                     let challenge = resp.header("www-authenticate").map(str::to_string);
                     let header = self.authenticate(step, challenge.as_deref())?;
@@ -471,8 +525,8 @@ impl RegistryClient {
                 service,
                 scope,
             }) => {
-                let scope =
-                    scope.unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+                let scope = scope
+                    .unwrap_or_else(|| format!("repository:{}:{}", self.repository, self.actions));
                 let realm_host = realm
                     .strip_prefix("https://")
                     .or_else(|| realm.strip_prefix("http://"))
@@ -587,6 +641,90 @@ impl RegistryClient {
     pub(crate) fn registry(&self) -> &str {
         &self.registry
     }
+
+    /// True when the repository has the blob `digest`.
+    pub(crate) fn has_blob(&self, digest: &str) -> Result<bool, ImageError> {
+        let step = format!("checking blob {digest}");
+        match self.send(
+            "HEAD",
+            &step,
+            &self.url(&format!("blobs/{digest}")),
+            &[],
+            None,
+        ) {
+            Ok(_) => Ok(true),
+            Err(ImageError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads the blob `digest` from the file `path` in one request (the distribution API's
+    /// monolithic upload: POST for a location, then PUT the content there with its digest).
+    pub(crate) fn upload_blob(
+        &self,
+        digest: &str,
+        path: &std::path::Path,
+    ) -> Result<(), ImageError> {
+        let step = format!("uploading blob {digest}");
+        let resp = self.send(
+            "POST",
+            &step,
+            &self.url("blobs/uploads/"),
+            &[("Content-Length", "0")],
+            None,
+        )?;
+        let location =
+            resp.header("location")
+                .map(str::to_string)
+                .ok_or_else(|| ImageError::Registry {
+                    image: self.image.clone(),
+                    registry: self.registry.clone(),
+                    step: step.clone(),
+                    message: "the registry gave no upload location".into(),
+                })?;
+        let url = upload_url(&self.base, &location, digest);
+        self.send(
+            "PUT",
+            &step,
+            &url,
+            &[("Content-Type", "application/octet-stream")],
+            Some(&Body::File(path)),
+        )?;
+        Ok(())
+    }
+
+    /// Puts the manifest `bytes` (of `media_type`) under `reference` (a tag or its digest);
+    /// returns the digest the registry reports, if it does.
+    pub(crate) fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Option<String>, ImageError> {
+        let resp = self.send(
+            "PUT",
+            &format!("putting manifest {reference}"),
+            &self.url(&format!("manifests/{reference}")),
+            &[("Content-Type", media_type)],
+            Some(&Body::Bytes(bytes)),
+        )?;
+        Ok(resp
+            .header("docker-content-digest")
+            .map(|d| d.trim().to_string()))
+    }
+}
+
+/// Where to PUT an upload's content: the `Location` the registry gave (absolute, or a path on
+/// `base`) with `digest=` added to its query.
+fn upload_url(base: &str, location: &str, digest: &str) -> String {
+    let abs = if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else {
+        format!("{base}/{}", location.trim_start_matches('/'))
+    };
+    let sep = if abs.contains('?') { '&' } else { '?' };
+    let digest = digest.replace(':', "%3A");
+    format!("{abs}{sep}digest={digest}")
 }
 
 /// The first message of a distribution-spec error body, or the body's start.
@@ -706,6 +844,27 @@ mod tests {
             err.to_string().starts_with("registry credentials "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn upload_locations() {
+        let d = "sha256:ab";
+        for (location, want) in [
+            (
+                "/v2/a/blobs/uploads/u1",
+                "http://r:5000/v2/a/blobs/uploads/u1?digest=sha256%3Aab",
+            ),
+            (
+                "/v2/a/blobs/uploads/u1?_state=x",
+                "http://r:5000/v2/a/blobs/uploads/u1?_state=x&digest=sha256%3Aab",
+            ),
+            (
+                "https://cdn.example/up?sig=1",
+                "https://cdn.example/up?sig=1&digest=sha256%3Aab",
+            ),
+        ] {
+            assert_eq!(upload_url("http://r:5000", location, d), want, "{location}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::content::sha256_hex;
+use super::content::{missing_blob, sha256_hex};
 use super::store::MAX_JSON_SIZE;
 use super::{ImageError, ImageRecord, ImageStore};
 
@@ -125,7 +125,7 @@ impl ImageStore {
             let manifest = self
                 .content
                 .read_blob(&rec.digest, MAX_JSON_SIZE)
-                .ok_or_else(|| missing(rec, &rec.digest))?;
+                .ok_or_else(|| missing_blob(rec, &rec.digest, "saving"))?;
             let mut blobs = vec![rec.digest.clone(), rec.config_digest.clone()];
             blobs.extend(rec.layers.iter().map(|l| l.digest.clone()));
             for digest in &blobs {
@@ -179,7 +179,7 @@ impl ImageStore {
             .content
             .blob_path(digest)
             .filter(|p| p.is_file())
-            .ok_or_else(|| missing(rec, digest))?;
+            .ok_or_else(|| missing_blob(rec, digest, "saving"))?;
         let f = File::open(&src).map_err(save_err(&src, "opening"))?;
         let size = f.metadata().map_err(save_err(&src, "reading"))?.len();
         let mut h = tar::Header::new_gnu();
@@ -205,14 +205,6 @@ impl ImageStore {
             });
         }
         Ok(size)
-    }
-}
-
-fn missing(rec: &ImageRecord, digest: &str) -> ImageError {
-    ImageError::Record {
-        step: "saving",
-        path: PathBuf::from(&rec.name),
-        message: format!("blob {digest} is not in the store (pull the image again)"),
     }
 }
 
