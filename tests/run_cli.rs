@@ -99,6 +99,51 @@ fn stdin_only_with_interactive() {
     env.assert_no_leaks();
 }
 
+#[test]
+fn tty_gives_the_command_a_terminal_of_its_own() {
+    if skip_unless_root("tty") {
+        return;
+    }
+    let env = TestEnv::new("tty");
+    let spec = env.spec(
+        "t",
+        &format!(
+            "command = [\"sh\", \"-c\", \"tty; stty size; test -t 0 && test -t 2 && echo all-tty; stat -c %u $(tty); exit 4\"]\n{NONE}"
+        ),
+    );
+    // Ours is a pipe: the container's is still a pty from its own devpts, 24x80, its exit
+    // code ours, and output with the terminal's CRLF.
+    let out = env
+        .command()
+        .args(["run", "-t"])
+        .arg(&spec)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "/dev/pts/0\r\n24 80\r\nall-tty\r\n0\r\n");
+
+    // -it from a terminal (script's pty, 30x100): the size carries over, keystrokes reach
+    // an interactive shell through our raw terminal, its exit code is ours.
+    let spec = env.spec("sh", &format!("command = [\"sh\"]\n{NONE}"));
+    let inner = format!(
+        "stty rows 30 cols 100; exec {} --root {} --cgroup-parent {} run -it {}",
+        berth_bin(),
+        env.root().display(),
+        env.cgroup_parent,
+        spec.display()
+    );
+    let out = output_with_input(
+        std::process::Command::new("script").args(["-qec", &inner, "/dev/null"]),
+        b"stty size; echo $((6*7))x\nexit 5\n",
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(5), "{text}{}", stderr(&out));
+    assert!(text.contains("30 100"), "{text}");
+    assert!(text.contains("42x"), "{text}");
+    env.assert_no_leaks();
+}
+
 /// Bad input: exit 125, one line naming the thing, nothing left behind.
 fn assert_berth_error(env: &TestEnv, out: &std::process::Output, names: &str) {
     let err = stderr(out);

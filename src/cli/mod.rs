@@ -68,6 +68,10 @@ pub enum Command {
         /// Keep stdin open and connected to the container.
         #[arg(short, long)]
         interactive: bool,
+        /// Run the command on a terminal of its own (a pty from the container's devpts),
+        /// relayed to ours; with -i our terminal is in raw mode meanwhile.
+        #[arg(short, long)]
+        tty: bool,
         /// Keep the container's writable layer and state dir after it exits.
         #[arg(long)]
         keep: bool,
@@ -368,6 +372,7 @@ pub fn main() -> ExitCode {
         } => validate::validate(&cli, config.as_deref(), paths, *json),
         Command::Run {
             interactive,
+            tty,
             keep,
             config,
             flags,
@@ -381,7 +386,10 @@ pub fn main() -> ExitCode {
                 command,
                 flags,
             },
-            *interactive,
+            run::Stdio {
+                interactive: *interactive,
+                tty: *tty,
+            },
             *keep,
         ),
         Command::Image { cmd } => image::image(&cli, cmd),

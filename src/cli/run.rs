@@ -1,20 +1,23 @@
 //! `berth run SPEC.toml` or `berth run [FLAGS] IMAGE [CMD...]`: one container in the
 //! foreground, like `docker run --rm`.
 
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGWINCH};
 use signal_hook::iterator::Signals;
 
 use super::run_flags::{self, RunFlags};
 use super::{Cli, EXIT_BERTH_ERROR};
 use crate::runtime::container::{Mode, Runtime};
 use crate::runtime::launch::{self, Stdin};
+use crate::runtime::terminal::{self, TermSize};
 use crate::spec::{self, ValidationContext};
 
 /// After this many SIGINT/SIGTERMs, the container is killed (as `docker run` does).
@@ -23,6 +26,14 @@ const FORCE_AFTER: u32 = 3;
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("berth: {msg}");
     ExitCode::from(EXIT_BERTH_ERROR)
+}
+
+/// The size of our terminal (stdout's, else stdin's), else 24x80.
+fn our_size() -> TermSize {
+    TermSize::of(std::io::stdout().as_fd())
+        .or_else(|| TermSize::of(std::io::stdin().as_fd()))
+        .filter(|s| s.rows > 0 && s.cols > 0)
+        .unwrap_or(TermSize { rows: 24, cols: 80 })
 }
 
 /// What to run: a spec file, or an image with docker's flags.
@@ -60,11 +71,18 @@ impl Target<'_> {
     }
 }
 
+/// How the container's stdio is wired: `-i` and `-t`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stdio {
+    pub interactive: bool,
+    pub tty: bool,
+}
+
 pub fn run(
     cli: &Cli,
     config: Option<&Path>,
     target: &Target<'_>,
-    interactive: bool,
+    stdio: Stdio,
     keep: bool,
 ) -> ExitCode {
     if target.is_spec_file() {
@@ -92,7 +110,7 @@ pub fn run(
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let stdin = if interactive {
+    let stdin = if stdio.interactive {
         Stdin::Inherit
     } else {
         Stdin::Null
@@ -116,14 +134,23 @@ pub fn run(
         Err(e) => return fail(e),
     };
     rt.sweep_dead_runs();
-    let prepared = match rt.prepare(&spec, &Mode::Foreground) {
+    let mut prepared = match rt.prepare(&spec, &Mode::Foreground) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
+    if stdio.tty {
+        prepared.plan.terminal = Some(our_size());
+    }
     // Signals are forwarded to the container's init once it runs; until then they are held.
     let target = Arc::new(AtomicI32::new(0));
     let pending = Arc::new(AtomicI32::new(0));
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]) {
+    // -t: the pty master, resized on SIGWINCH (which then reaches the container's foreground).
+    let master: Arc<OnceLock<OwnedFd>> = Arc::default();
+    let mut wanted = vec![SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+    if stdio.tty {
+        wanted.push(SIGWINCH);
+    }
+    let mut signals = match Signals::new(&wanted) {
         Ok(s) => s,
         Err(e) => {
             let _ = rt.teardown(prepared, keep);
@@ -134,9 +161,16 @@ pub fn run(
     {
         let target = Arc::clone(&target);
         let pending = Arc::clone(&pending);
+        let master = Arc::clone(&master);
         std::thread::spawn(move || {
             let mut stops = 0;
             for sig in signals.forever() {
+                if sig == SIGWINCH {
+                    if let Some(m) = master.get() {
+                        let _ = our_size().apply(m.as_fd());
+                    }
+                    continue;
+                }
                 if sig == SIGINT || sig == SIGTERM {
                     stops += 1;
                 }
@@ -160,8 +194,20 @@ pub fn run(
         Ok(helper) => rt.start(&prepared, helper).map_err(|e| e.to_string()),
         Err(e) => Err(format!("container {}: {e}", spec.name)),
     };
+    let mut relay = None;
     let code = match result {
-        Ok(running) => {
+        Ok(mut running) => {
+            if let Some(m) = running.terminal.take() {
+                if let Ok(copy) = m.try_clone() {
+                    let _ = master.set(copy);
+                }
+                let raw = stdio.interactive.then(terminal::RawMode::enter);
+                let input = stdio.interactive;
+                relay = Some((
+                    raw,
+                    std::thread::spawn(move || terminal::relay(&File::from(m), input, None)),
+                ));
+            }
             target.store(running.pid.as_raw(), Ordering::SeqCst);
             let held = pending.swap(0, Ordering::SeqCst);
             if held > 0 {
@@ -180,6 +226,12 @@ pub fn run(
         Err(e) => Err(e),
     };
     handle.close();
+    // The relay ends when the container's last process closes the terminal; our terminal's
+    // mode comes back after its last output.
+    if let Some((raw, thread)) = relay {
+        let _ = thread.join();
+        drop(raw);
+    }
     let torn = rt.teardown(prepared, keep);
     match (code, torn) {
         (Ok(code), Ok(())) => ExitCode::from(code.clamp(0, 255) as u8),

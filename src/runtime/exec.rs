@@ -32,7 +32,7 @@ use nix::unistd::{chdir, chroot, execve, fchdir, ForkResult, Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::protocol::Channel;
-use crate::runtime::{capabilities, seccomp};
+use crate::runtime::{capabilities, seccomp, terminal};
 use crate::spec::ValidatedSpec;
 use crate::state::Instance;
 use crate::sys::process::{close_fds_at_exec, fork_single_threaded, take_fd};
@@ -503,8 +503,8 @@ fn run(plan: &ExecPlan) -> Result<i32, ExecError> {
         nix::pty::grantpt(&master).map_err(step("grantpt"))?;
         nix::pty::unlockpt(&master).map_err(step("unlockpt"))?;
         let slave = nix::pty::ptsname_r(&master).map_err(step("ptsname"))?;
-        if let Some(ws) = crate::sys::exec::window_size(std::io::stdin().as_fd()) {
-            let _ = crate::sys::exec::set_window_size(master.as_fd(), &ws);
+        if let Some(size) = terminal::TermSize::of(std::io::stdin().as_fd()) {
+            let _ = size.apply(master.as_fd());
         }
         Some((master, slave))
     } else {
@@ -547,102 +547,55 @@ fn attach_terminal(slave: &str) -> nix::Result<()> {
 }
 
 /// Relays between our terminal and the command's until it exits; our terminal is in raw mode
-/// meanwhile (the command's terminal does the line editing) and restored afterwards.
+/// meanwhile and restored afterwards.
 fn relay_terminal(child: Pid, sfd: &SignalFd, master: nix::pty::PtyMaster) -> i32 {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-    use std::io::{Read, Write};
-    let stdin = std::io::stdin();
-    let saved = tcgetattr(&stdin).ok();
-    if let Some(t) = &saved {
-        let mut raw = t.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-    }
-    let mut master = File::from(OwnedFd::from(master));
-    let mut buf = [0u8; 16 * 1024];
-    let mut stdin_open = true;
-    let status = loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => break code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => break EXIT_SETUP,
-        }
-        let master_fd = master.as_fd();
-        let stdin_fd = stdin.as_fd();
-        let mut fds = vec![
-            PollFd::new(master_fd, PollFlags::POLLIN),
-            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-        ];
-        if stdin_open {
-            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
-        }
-        if poll(&mut fds, PollTimeout::NONE).is_err() {
-            continue;
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        if ready[0] {
-            match master.read(&mut buf) {
-                Ok(n) if n > 0 => {
-                    let mut out = std::io::stdout();
-                    let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
-                }
-                // EIO: the command's side is closed; wait for its status.
-                _ => {
-                    break loop {
-                        match waitpid(child, None) {
-                            Ok(WaitStatus::Exited(_, code)) => break code,
-                            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
-                            Ok(_) | Err(Errno::EINTR) => continue,
-                            Err(_) => break EXIT_SETUP,
-                        }
-                    };
+    let _raw = terminal::RawMode::enter();
+    let master = File::from(OwnedFd::from(master));
+    let mut status = None;
+    let mut on_signal = || {
+        let Ok(Some(info)) = sfd.read_signal() else {
+            return true;
+        };
+        match Signal::try_from(info.ssi_signo as i32) {
+            Ok(Signal::SIGWINCH) => {
+                if let Some(size) = terminal::TermSize::of(std::io::stdin().as_fd()) {
+                    let _ = size.apply(master.as_fd());
                 }
             }
-        }
-        if ready[1] {
-            if let Ok(Some(info)) = sfd.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGWINCH) => {
-                        if let Some(ws) = crate::sys::exec::window_size(stdin.as_fd()) {
-                            let _ = crate::sys::exec::set_window_size(master.as_fd(), &ws);
-                        }
-                    }
-                    Ok(Signal::SIGCHLD) | Err(_) => {}
-                    Ok(sig) => {
-                        let _ = kill(child, sig);
-                    }
-                }
+            Ok(Signal::SIGCHLD) => {
+                status = exit_code(child, Some(WaitPidFlag::WNOHANG));
+                return status.is_none();
             }
-        }
-        if stdin_open && ready.get(2).copied().unwrap_or(false) {
-            match stdin.lock().read(&mut buf) {
-                Ok(n) if n > 0 => {
-                    let _ = master.write_all(&buf[..n]);
-                }
-                _ => stdin_open = false,
+            Ok(sig) => {
+                let _ = kill(child, sig);
             }
+            Err(_) => {}
         }
+        true
     };
-    if let Some(t) = &saved {
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
+    terminal::relay(&master, true, Some((sfd.as_fd(), &mut on_signal)));
+    status.unwrap_or_else(|| exit_code(child, None).unwrap_or(EXIT_SETUP))
+}
+
+/// The shell's exit code of `child` once it ended (`flags` WNOHANG: None while it runs).
+fn exit_code(child: Pid, flags: Option<WaitPidFlag>) -> Option<i32> {
+    loop {
+        return match waitpid(child, flags) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+            Err(Errno::EINTR) => continue,
+            Ok(_) if flags.is_none() => continue,
+            Ok(_) => None,
+            Err(_) => Some(EXIT_SETUP),
+        };
     }
-    status
 }
 
 /// Waits for `child`, passing on the signals other processes send to the helper.
 fn wait_forwarding(child: Pid, sfd: &SignalFd) -> i32 {
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return EXIT_SETUP,
+        if let Some(code) = exit_code(child, Some(WaitPidFlag::WNOHANG)) {
+            return code;
         }
         match sfd.read_signal() {
             Ok(Some(info)) => {
@@ -656,17 +609,8 @@ fn wait_forwarding(child: Pid, sfd: &SignalFd) -> i32 {
                 }
             }
             Ok(None) | Err(Errno::EINTR) => {}
-            Err(_) => {
-                // No signalfd: a plain blocking wait still gets the status right.
-                return loop {
-                    match waitpid(child, None) {
-                        Ok(WaitStatus::Exited(_, code)) => break code,
-                        Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
-                        Ok(_) | Err(Errno::EINTR) => continue,
-                        Err(_) => break EXIT_SETUP,
-                    }
-                };
-            }
+            // No signalfd: a plain blocking wait still gets the status right.
+            Err(_) => return exit_code(child, None).unwrap_or(EXIT_SETUP),
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct Running {
     pub pid: Pid,
     helper: Child,
     channel: Channel,
+    /// The pty master of a plan with a `terminal`.
+    pub terminal: Option<OwnedFd>,
 }
 
 /// A helper started and waiting for its plan. Starting it is independent of the plan, so
@@ -135,14 +137,24 @@ impl Helper {
         channel
             .send(&Request::Start(Box::new(plan.clone())))
             .map_err(LaunchError::Channel)?;
-        match channel.recv::<Event>().map_err(LaunchError::Channel)? {
-            Some(Event::Started { pid }) => Ok(Running {
-                pid: Pid::from_raw(pid),
-                helper: guard.disarm(),
-                channel,
-            }),
-            Some(Event::Failed { error }) => Err(LaunchError::Init(error)),
-            Some(Event::Exited { .. }) | None => Err(LaunchError::HelperGone),
+        let mut terminal = None;
+        loop {
+            match channel
+                .recv_with_fd::<Event>()
+                .map_err(LaunchError::Channel)?
+            {
+                Some((Event::Terminal, fd)) => terminal = fd,
+                Some((Event::Started { pid }, _)) => {
+                    return Ok(Running {
+                        pid: Pid::from_raw(pid),
+                        helper: guard.disarm(),
+                        channel,
+                        terminal,
+                    })
+                }
+                Some((Event::Failed { error }, _)) => return Err(LaunchError::Init(error)),
+                Some((Event::Exited { .. }, _)) | None => return Err(LaunchError::HelperGone),
+            }
         }
     }
 }

@@ -12,4 +12,5 @@ pub mod mounts;
 pub mod plan;
 pub mod protocol;
 pub mod seccomp;
+pub mod terminal;
 pub mod user;

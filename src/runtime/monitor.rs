@@ -26,6 +26,7 @@ use crate::runtime::container::ExitRecord;
 use crate::runtime::mounts::{Mount, MountKind, DEVICES, DEV_SYMLINKS};
 use crate::runtime::plan::{overlay_options, ContainerPlan, LogTarget};
 use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
+use crate::runtime::terminal::TermSize;
 use crate::runtime::{capabilities, seccomp, user};
 use crate::sys::openat::{open_dir, open_in_root};
 use crate::sys::process::{close_fds_at_exec, fork_single_threaded, loopback_up, set_niceness};
@@ -63,7 +64,7 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
             return 125;
         }
     };
-    match start(&plan) {
+    match start(&plan, &channel) {
         Ok((pid, output)) => {
             // The setup ran at the priority we were started with; the monitor's work (copying
             // output) is the container's.
@@ -109,7 +110,7 @@ struct Output {
 }
 
 /// Forks the init into a new pid namespace and waits until it exec'd or failed.
-fn start(plan: &ContainerPlan) -> Result<(Pid, Option<Output>), String> {
+fn start(plan: &ContainerPlan, channel: &Channel) -> Result<(Pid, Option<Output>), String> {
     if plan.die_with_parent {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
             .map_err(|e| format!("prctl: {e}"))?;
@@ -134,14 +135,14 @@ fn start(plan: &ContainerPlan) -> Result<(Pid, Option<Output>), String> {
                     match nix::unistd::dup2_stdout(&out_w)
                         .and_then(|()| nix::unistd::dup2_stderr(&stderr_w))
                     {
-                        Ok(()) => init(plan, &err_w).unwrap_err(),
+                        Ok(()) => init(plan, &err_w, channel).unwrap_err(),
                         Err(e) => InitError {
                             step: "redirecting output".into(),
                             detail: e.to_string(),
                         },
                     }
                 }
-                None => init(plan, &err_w).unwrap_err(),
+                None => init(plan, &err_w, channel).unwrap_err(),
             };
             let mut w = File::from(err_w);
             let _ = w.write_all(e.to_string().as_bytes());
@@ -275,7 +276,11 @@ fn die_with_helper(plan: &ContainerPlan, report: &OwnedFd) -> Result<(), InitErr
 
 /// Sets up the container around the current process and execs its command; `report` is the
 /// error pipe. Returns only on failure.
-fn init(plan: &ContainerPlan, report: &OwnedFd) -> Result<std::convert::Infallible, InitError> {
+fn init(
+    plan: &ContainerPlan,
+    report: &OwnedFd,
+    channel: &Channel,
+) -> Result<std::convert::Infallible, InitError> {
     die_with_helper(plan, report)?;
     // Into the cgroup first, so everything below is accounted and limited, and the cgroup
     // namespace is rooted at the container's own cgroup.
@@ -395,6 +400,9 @@ fn init(plan: &ContainerPlan, report: &OwnedFd) -> Result<std::convert::Infallib
             .map_err(step(format!("creating workdir {}", plan.cwd)))?;
     }
     let program = find_program(&plan.args[0], &env)?;
+    if let Some(size) = plan.terminal {
+        take_terminal(size, &who, channel)?;
+    }
 
     let (soft, hard) = plan.nofile;
     let (_, our_hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(step("getrlimit"))?;
@@ -464,6 +472,44 @@ fn init(plan: &ContainerPlan, report: &OwnedFd) -> Result<std::convert::Infallib
         step: format!("exec {}", plan.args[0]),
         detail,
     })
+}
+
+/// `-t`: a pty from the container's own devpts (its `/dev/ptmx`), owned by the user the
+/// command runs as, becomes our controlling terminal (we lead a session of our own) and our
+/// stdin, stdout and stderr; the master goes to the launcher, which relays it.
+fn take_terminal(
+    size: TermSize,
+    who: &user::ResolvedUser,
+    channel: &Channel,
+) -> Result<(), InitError> {
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(step("opening /dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(step("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(step("unlockpt"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(step("ptsname"))?;
+    size.apply(master.as_fd())
+        .map_err(step("setting the terminal's size"))?;
+    // Without O_NOCTTY, by a session leader with no terminal: it becomes the controlling one.
+    let slave = open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step(format!("opening {name}")))?;
+    nix::unistd::fchown(
+        &slave,
+        Some(Uid::from_raw(who.uid)),
+        Some(Gid::from_raw(who.gid)),
+    )
+    .map_err(step(format!("chown {name}")))?;
+    nix::sys::stat::fchmod(&slave, Mode::from_bits_truncate(0o620))
+        .map_err(step(format!("chmod {name}")))?;
+    nix::unistd::dup2_stdin(&slave).map_err(step("terminal on stdin"))?;
+    nix::unistd::dup2_stdout(&slave).map_err(step("terminal on stdout"))?;
+    nix::unistd::dup2_stderr(&slave).map_err(step("terminal on stderr"))?;
+    channel
+        .send_with_fd(&Event::Terminal, Some(master.as_raw_fd()))
+        .map_err(step("sending the terminal"))
 }
 
 fn cstring(s: &str) -> Result<CString, InitError> {

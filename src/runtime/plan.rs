@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::ResolvedImage;
 use crate::runtime::mounts::{self, Mount, MountInputs};
+use crate::runtime::terminal::TermSize;
 use crate::spec::{NetworkMode, ValidatedSpec};
 
 /// The PATH a container gets when neither image nor spec sets one (Docker's default).
@@ -104,6 +105,10 @@ pub struct ContainerPlan {
     /// Supervised containers: their stdout/stderr go to rotated log files, written by the
     /// monitor (so a slow reader never blocks the container).
     pub log: Option<LogTarget>,
+    /// `berth run -t`: the init makes a pty of this size in the container's devpts, takes it
+    /// as its controlling terminal and stdio, and sends the master to the launcher.
+    #[serde(default)]
+    pub terminal: Option<TermSize>,
 }
 
 /// Where and how a supervised container's output is kept.
@@ -227,6 +232,7 @@ pub fn build(
         niceness: host.niceness,
         exit_file: host.exit_file.clone(),
         log: host.log.clone(),
+        terminal: None,
     })
 }
 

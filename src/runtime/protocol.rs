@@ -4,10 +4,13 @@
 //! follows. A document may be as large as [`MAX_MESSAGE`]: a plan holding an image's whole
 //! environment fits, where one packet could not pass the socket's buffer.
 
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +51,9 @@ impl ExitStatus {
 /// From the helper to the launcher.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Event {
+    /// The container's terminal (`-t`): its packet carries the pty master, sent by the init
+    /// before it execs (so before `Started`).
+    Terminal,
     /// The container's process has exec'd its command; `pid` is its pid on the host.
     Started { pid: i32 },
     /// The container could not be started; nothing of it runs.
@@ -83,6 +89,11 @@ impl Channel {
     }
 
     pub fn send<T: Serialize>(&self, msg: &T) -> io::Result<()> {
+        self.send_with_fd(msg, None)
+    }
+
+    /// Sends `msg` with `fd` attached to its last packet (SCM_RIGHTS).
+    pub fn send_with_fd<T: Serialize>(&self, msg: &T, fd: Option<RawFd>) -> io::Result<()> {
         let doc = serde_json::to_vec(msg).map_err(io::Error::other)?;
         if doc.len() > MAX_MESSAGE {
             return Err(io::Error::other(format!(
@@ -92,12 +103,27 @@ impl Channel {
         }
         let chunks: Vec<&[u8]> = doc.chunks(PACKET - 1).collect();
         let mut packet = Vec::with_capacity(PACKET.min(doc.len() + 1));
+        let fds: Vec<RawFd> = fd.into_iter().collect();
         for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
             packet.clear();
-            packet.push(if i + 1 < chunks.len() { MORE } else { LAST });
+            packet.push(if last { LAST } else { MORE });
             packet.extend_from_slice(chunk);
+            let rights = [ControlMessage::ScmRights(&fds)];
+            let cmsgs: &[ControlMessage] = if last && !fds.is_empty() {
+                &rights
+            } else {
+                &[]
+            };
             loop {
-                match send(self.fd.as_raw_fd(), &packet, MsgFlags::MSG_NOSIGNAL) {
+                let iov = [IoSlice::new(&packet)];
+                match sendmsg::<()>(
+                    self.fd.as_raw_fd(),
+                    &iov,
+                    cmsgs,
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                ) {
                     Ok(_) => break,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
@@ -109,12 +135,36 @@ impl Channel {
 
     /// The next message, or `None` when the other end closed.
     pub fn recv<T: DeserializeOwned>(&self) -> io::Result<Option<T>> {
+        Ok(self.recv_with_fd()?.map(|(msg, _)| msg))
+    }
+
+    /// The next message and the fd that came with it, if one did.
+    pub fn recv_with_fd<T: DeserializeOwned>(&self) -> io::Result<Option<(T, Option<OwnedFd>)>> {
         let mut doc = Vec::new();
         let mut packet = vec![0u8; PACKET];
+        let mut fd = None;
         loop {
+            let mut space = nix::cmsg_space!([RawFd; 1]);
             let n = loop {
-                match recv(self.fd.as_raw_fd(), &mut packet, MsgFlags::MSG_CMSG_CLOEXEC) {
-                    Ok(n) => break n,
+                let mut iov = [IoSliceMut::new(&mut packet)];
+                match recvmsg::<()>(
+                    self.fd.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                ) {
+                    Ok(msg) => {
+                        for c in msg.cmsgs().into_iter().flatten() {
+                            if let ControlMessageOwned::ScmRights(fds) = c {
+                                for raw in fds {
+                                    // The kernel just installed `raw` for this message.
+                                    let owned = crate::sys::process::take_fd(raw);
+                                    fd.get_or_insert(owned);
+                                }
+                            }
+                        }
+                        break msg.bytes;
+                    }
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
                 }
@@ -139,7 +189,7 @@ impl Channel {
             }
         }
         serde_json::from_slice(&doc)
-            .map(Some)
+            .map(|msg| Some((msg, fd)))
             .map_err(io::Error::other)
     }
 }
@@ -166,6 +216,28 @@ mod tests {
         let too_big = "x".repeat(MAX_MESSAGE + 1);
         let e = a.send(&Event::Failed { error: too_big }).unwrap_err();
         assert!(e.to_string().contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn an_fd_travels_with_its_message() {
+        let (a, b) = Channel::pair().unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        a.send_with_fd(&Event::Terminal, Some(w.as_raw_fd()))
+            .unwrap();
+        drop(w);
+        match b.recv_with_fd::<Event>().unwrap() {
+            Some((Event::Terminal, Some(fd))) => {
+                nix::unistd::write(&fd, b"x").unwrap();
+                let mut buf = [0u8; 1];
+                assert_eq!(nix::unistd::read(&r, &mut buf).unwrap(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        a.send(&Event::Started { pid: 1 }).unwrap();
+        assert!(matches!(
+            b.recv_with_fd::<Event>().unwrap(),
+            Some((Event::Started { pid: 1 }, None))
+        ));
     }
 
     #[test]

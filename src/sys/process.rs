@@ -264,10 +264,11 @@ impl Drop for Lowered {
     }
 }
 
-/// Takes ownership of an fd number inherited from the launcher.
+/// Takes ownership of an fd number inherited from the launcher, or just received with
+/// SCM_RIGHTS.
 ///
-/// The caller must own `fd`: it was passed to this process at exec and nothing else in the
-/// process refers to it.
+/// The caller must own `fd`: it was passed to this process (at exec, or installed by the
+/// kernel for a received message) and nothing else in the process refers to it.
 pub fn take_fd(fd: std::os::fd::RawFd) -> OwnedFd {
     // SAFETY: per the contract above, `fd` is an open fd owned by nobody else in this process.
     unsafe { OwnedFd::from_raw_fd(fd) }
