@@ -6,6 +6,7 @@ mod commit;
 mod container;
 mod control;
 mod cp;
+mod generate;
 mod exec;
 mod format;
 mod image;
@@ -160,6 +161,14 @@ pub enum Command {
     },
     /// Forget the login for a registry.
     Logout { registry: String },
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout, e.g.
+    /// `berth completions bash > /usr/share/bash-completion/completions/berth`.
+    Completions { shell: clap_complete::Shell },
+    /// Man pages for berth and every subcommand, written into DIR.
+    Man {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// berth's version and what it was built with.
     Version {
         #[arg(long)]
@@ -401,6 +410,8 @@ pub fn main() -> ExitCode {
         Command::Top { name } => container::top(&cli, name),
         Command::Port { name } => container::port(&cli, name),
         Command::Version { json } => info::version(*json),
+        Command::Completions { shell } => generate::completions(*shell),
+        Command::Man { out } => generate::man(out),
         Command::Login {
             username,
             password,
