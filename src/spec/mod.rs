@@ -25,7 +25,7 @@ pub use dir::{
 pub use parse::{
     check_ip_in_subnet, diagnostic_at_key, load_file, load_in_dir, parse_str,
     DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_RESET_AFTER, DEFAULT_STOP_SIGNAL,
-    DEFAULT_STOP_TIMEOUT, MAX_SPEC_SIZE, MIN_MEMORY,
+    DEFAULT_STOP_TIMEOUT, MAX_SPEC_SIZE, MAX_STOP_TIMEOUT, MIN_MEMORY,
 };
 pub use types::*;
 

@@ -32,6 +32,9 @@ pub const MIN_MEMORY: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_STOP_SIGNAL: i32 = 15;
 /// Default `stop_timeout`.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `stop_timeout` accepted: the daemon's own stop is bounded by it (and the service
+/// manager's stop timeout is derived from it, see `supervisor::LONGEST_SHUTDOWN`).
+pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default `restart.backoff.initial`.
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// Default `restart.backoff.max`.
@@ -579,7 +582,22 @@ impl Checker<'_> {
 
         let stop_timeout = doc
             .get("stop_timeout")
-            .and_then(|v| self.duration(v, "stop_timeout"))
+            .and_then(|v| {
+                let d = self.duration(v, "stop_timeout")?;
+                if d > MAX_STOP_TIMEOUT {
+                    self.err(
+                        v.span(),
+                        "stop_timeout",
+                        format!(
+                            "{} is longer than the {}s allowed",
+                            humantime::format_duration(d),
+                            MAX_STOP_TIMEOUT.as_secs()
+                        ),
+                    );
+                    return None;
+                }
+                Some(d)
+            })
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
 
         let cap_add = doc

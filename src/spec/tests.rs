@@ -446,6 +446,7 @@ const ERRORS: &[(&str, usize, usize, &str, &str)] = &[
     ("image = \"busybox\"\nstop_signal = 65\n", 2, 15, "stop_signal", "out of range 1..=64"),
     ("image = \"busybox\"\nstop_signal = 0\n", 2, 15, "stop_signal", "out of range 1..=64"),
     ("image = \"busybox\"\nstop_timeout = \"10 parsecs\"\n", 2, 16, "stop_timeout", "invalid duration"),
+    ("image = \"busybox\"\nstop_timeout = \"6m\"\n", 2, 16, "stop_timeout", "longer than the 300s allowed"),
     ("image = \"busybox\"\ncap_add = [\"NET_ADMIN\", \"CAP_FLY\"]\n", 2, 25, "cap_add[1]", "unknown capability \"CAP_FLY\""),
     ("image = \"busybox\"\n[restart]\npolicy = \"sometimes\"\n", 3, 10, "restart.policy", "unknown restart policy"),
     ("image = \"busybox\"\n[restart]\nmax_retries = -1\n", 3, 15, "restart.max_retries", "must be at least 0, got -1"),

@@ -85,6 +85,17 @@ pub trait Effects: Send + Sync + 'static {
 /// After SIGKILL to the whole cgroup, how long to wait for the monitor to notice.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// The longest a clean daemon stop takes: every container is stopped at once, each within
+/// its `stop_timeout` (at most `MAX_STOP_TIMEOUT`) and `KILL_GRACE`, then the teardown of
+/// cgroups, bridge and firewall, given `TEARDOWN_BOUND`. The service files' stop timeouts
+/// (`packaging/`) are this, checked by a test.
+pub const LONGEST_SHUTDOWN: Duration = Duration::from_secs(
+    crate::spec::MAX_STOP_TIMEOUT.as_secs() + KILL_GRACE.as_secs() + TEARDOWN_BOUND.as_secs(),
+);
+
+/// What the teardown after the last stop is allowed, in `LONGEST_SHUTDOWN`.
+const TEARDOWN_BOUND: Duration = Duration::from_secs(25);
+
 /// The real effects: containers through the runtime, launched from the sealed binary.
 pub struct RuntimeEffects {
     pub rt: Arc<Runtime>,

@@ -21,3 +21,4 @@ mod watch;
 mod worker;
 
 pub use daemon::run;
+pub use effects::LONGEST_SHUTDOWN;
