@@ -107,7 +107,7 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |phase: &str| {
         only.as_deref()
-            .map_or(true, |o| o.split(',').any(|p| p == phase))
+            .is_none_or(|o| o.split(',').any(|p| p == phase))
     };
     let mut results = serde_json::Map::new();
     results.insert("machine".into(), common::machine());

@@ -22,6 +22,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod image;
 pub mod init;
+pub mod interop;
 pub mod logs;
 pub mod mountinfo;
 pub mod network;

@@ -128,8 +128,8 @@ impl DeviceRule {
     /// the kind and numbers match and every requested access is in the rule's.
     pub fn permits(&self, kind: DeviceKind, major: u32, minor: u32, access: u32) -> bool {
         self.kind == kind
-            && self.major.map_or(true, |m| m == major)
-            && self.minor.map_or(true, |m| m == minor)
+            && self.major.is_none_or(|m| m == major)
+            && self.minor.is_none_or(|m| m == minor)
             && access & !DeviceAccess::bits(self.access) == 0
     }
 }

@@ -11,6 +11,7 @@ mod format;
 mod generate;
 mod image;
 mod info;
+mod interop;
 mod run;
 mod run_flags;
 mod supervise;
@@ -47,6 +48,40 @@ pub struct Cli {
     pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// A Compose file's services as spec files, one per service; prints each key it cannot
+    /// map, then validates the dir.
+    Compose {
+        /// The Compose file (compose.yaml, docker-compose.yml).
+        file: PathBuf,
+        /// The spec dir to write into.
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace spec files that exist.
+        #[arg(long)]
+        force: bool,
+        /// Supervisor config whose bridge subnet static addresses are checked against.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Kubernetes manifests: NAME.yaml per spec (a Deployment, or a Pod for restart
+    /// on-failure/never, and a Service for published ports); prints what it cannot map.
+    Kube {
+        /// The spec dir.
+        dir: PathBuf,
+        /// The dir to write the manifests into.
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +196,12 @@ pub enum Command {
     },
     /// Forget the login for a registry.
     Logout { registry: String },
+    /// Convert from another tool's files into spec files.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Convert spec files into another tool's files.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout, e.g.
     /// `berth completions bash > /usr/share/bash-completion/completions/berth`.
     Completions { shell: clap_complete::Shell },
@@ -410,6 +451,15 @@ pub fn main() -> ExitCode {
         Command::Top { name } => container::top(&cli, name),
         Command::Port { name } => container::port(&cli, name),
         Command::Version { json } => info::version(*json),
+        Command::Import(ImportCommand::Compose {
+            file,
+            to,
+            force,
+            config,
+        }) => interop::import_compose(&cli, file, to, *force, config.as_deref()),
+        Command::Export(ExportCommand::Kube { dir, to, config }) => {
+            interop::export_kube(&cli, dir, to, config.as_deref())
+        }
         Command::Completions { shell } => generate::completions(*shell),
         Command::Man { out } => generate::man(out),
         Command::Login {

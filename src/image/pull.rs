@@ -95,9 +95,9 @@ pub(crate) fn pick_platform<'a>(
     manifests
         .iter()
         .filter(|d| {
-            d.media_type.as_deref().map_or(true, |t| {
-                INDEX_TYPES.contains(&t) || MANIFEST_TYPES.contains(&t)
-            })
+            d.media_type
+                .as_deref()
+                .is_none_or(|t| INDEX_TYPES.contains(&t) || MANIFEST_TYPES.contains(&t))
         })
         .filter_map(|d| {
             let p = d.platform.as_ref()?;

@@ -541,7 +541,7 @@ impl Network {
             // Only a link labelled with this id (or unlabelled) is ours: another id could hash
             // to the same name.
             host.alias(index)
-                .map(|a| a.map_or(true, |a| a == veth_alias(id)))
+                .map(|a| a.is_none_or(|a| a == veth_alias(id)))
         };
         match host.link_index(veth) {
             Ok(Some(index)) if !ours(host, index).unwrap_or(true) => {}
