@@ -14,6 +14,7 @@
 //! - `state`: the supervisor's durable records under `<root>/state`.
 //! - `supervisor`: the daemon, its config and its control socket.
 //! - `init`: berth as PID 1 (mounts, modules, power-off).
+//! - `interop`: Compose files in, Kubernetes manifests out (pure).
 //! - `sys`: the only place with `unsafe`.
 //! - `cli`: the command line.
 
