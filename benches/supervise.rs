@@ -984,6 +984,16 @@ impl<'a> Daemon<'a> {
         monitors.dedup();
         assert_eq!(monitors.len(), inits.len(), "one monitor per container");
         assert!(!monitors.contains(&self.pid()), "the daemon is no monitor");
+        // The zygote the monitors were forked from counts with them (its pages are shared
+        // with theirs).
+        let mut zygotes: Vec<i32> = monitors
+            .iter()
+            .filter_map(|p| ppid(*p))
+            .filter(|p| *p != self.pid())
+            .collect();
+        zygotes.sort();
+        zygotes.dedup();
+        monitors.extend(zygotes);
         Memory {
             when,
             containers: inits.len(),

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use berth::runtime::{exec, monitor};
+use berth::runtime::{exec, monitor, zygote};
 
 fn main() -> ExitCode {
     // The helper modes are dispatched before anything else runs (no threads, no runtime): the
@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some(monitor::MONITOR_ARG) => std::process::exit(monitor::monitor_main(fd)),
         Some(exec::EXEC_ARG) => std::process::exit(exec::exec_main(fd)),
+        Some(zygote::ZYGOTE_ARG) => std::process::exit(zygote::zygote_main(fd)),
         _ => berth::cli::main(),
     }
 }

@@ -339,7 +339,14 @@ fn as_pid_1_it_reaps_orphans() {
     wait_until(Duration::from_secs(10), "every orphan reaped", || {
         zombie_children(init) == 0
     });
-    let remaining = children_of(init);
+    // Only the zygote, which forks the monitors, stays.
+    let remaining: Vec<i32> = children_of(init)
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !String::from_utf8_lossy(&cmdline).contains(berth::runtime::zygote::ZYGOTE_ARG)
+        })
+        .collect();
     assert_eq!(remaining.len(), 0, "{remaining:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(init),
@@ -391,5 +398,61 @@ fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
     )
     .unwrap();
     assert_eq!(child.wait(Duration::from_secs(20)), Some(0));
+    env.assert_no_leaks();
+}
+
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: i64) -> Option<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+#[test]
+fn monitors_fork_from_the_zygote_and_starts_survive_its_loss() {
+    if skip_unless_root("supervise zygote") {
+        return;
+    }
+    let env = TestEnv::new("sv-zygote");
+    let d = Daemon::start(&env);
+    const LOOP: &str = "command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 100000 & wait\"]\n";
+    env.write_spec("one", &format!("{LOOP}{NONE}"));
+    env.write_spec("two", &format!("{LOOP}{NONE}"));
+    let init_one = wait_running(&env, "one");
+    let init_two = wait_running(&env, "two");
+    // Each container's monitor is a child of the one zygote, a child of the daemon, and runs
+    // from the sealed binary.
+    let monitor_one = parent_of(init_one).unwrap();
+    let monitor_two = parent_of(init_two).unwrap();
+    let zygote = parent_of(monitor_one).unwrap();
+    assert_eq!(parent_of(monitor_two), Some(zygote));
+    assert_eq!(parent_of(zygote), Some(d.pid() as i64));
+    assert_ne!(zygote, d.pid() as i64);
+    assert_sealed_exe(monitor_one as i32);
+    let cmdline = std::fs::read(format!("/proc/{zygote}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("__berth-zygote"));
+
+    // Without the zygote, a start still works (its monitor is exec'd by the daemon), and the
+    // running containers are untouched.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(5), "the zygote gone", || {
+        !std::path::Path::new(&format!("/proc/{zygote}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{zygote}/cmdline"))
+                .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("__berth-zygote"))
+    });
+    env.write_spec("three", &format!("{LOOP}{NONE}"));
+    let init_three = wait_running(&env, "three");
+    assert_eq!(
+        parent_of(parent_of(init_three).unwrap()),
+        Some(d.pid() as i64)
+    );
+    assert_eq!(env.running_pid("one"), Some(init_one));
+    d.stop();
     env.assert_no_leaks();
 }

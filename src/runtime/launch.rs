@@ -126,6 +126,14 @@ pub fn start_helper(root: &Path, stdin: Stdin) -> Result<Helper, LaunchError> {
 }
 
 impl Helper {
+    /// A helper another process of ours forked (the zygote), talking on `channel`.
+    pub(crate) fn forked(pid: i32, channel: Channel) -> Helper {
+        Helper {
+            guard: HelperGuard(Some(Child::adopted(pid))),
+            channel,
+        }
+    }
+
     /// The helper's pid (it stays as the container's monitor).
     pub fn pid(&self) -> i32 {
         self.guard.0.as_ref().map(|c| c.id() as i32).unwrap_or(0)

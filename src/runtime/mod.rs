@@ -14,3 +14,4 @@ pub mod protocol;
 pub mod seccomp;
 pub mod terminal;
 pub mod user;
+pub mod zygote;

@@ -15,6 +15,7 @@ use super::watch::watch_specs;
 use crate::init::Power;
 use crate::runtime::container::{Runtime, RuntimeError};
 use crate::runtime::launch;
+use crate::runtime::zygote::Zygote;
 use crate::source::SpecSource;
 use crate::spec::ValidationContext;
 use crate::state::{self, StateDir};
@@ -75,6 +76,7 @@ async fn serve(config: Config) -> Result<Option<Power>, DaemonError> {
     );
     let effects = Arc::new(RuntimeEffects {
         rt: runtime,
+        zygote: Zygote::start(Arc::clone(&exe)),
         exe,
         logs: config.logs,
     });

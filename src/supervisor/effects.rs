@@ -21,8 +21,8 @@ use nix::unistd::Pid;
 use super::metrics::Usage;
 use crate::reconcile::plan::Bandwidth;
 use crate::runtime::container::{LogLimits, Mode, Runtime};
-use crate::runtime::launch::{self, Stdin};
 use crate::runtime::protocol::ExitStatus;
+use crate::runtime::zygote::Zygote;
 use crate::spec::{BuildSpec, ValidatedSpec};
 use crate::state::{self, Instance};
 
@@ -100,6 +100,8 @@ const TEARDOWN_BOUND: Duration = Duration::from_secs(25);
 pub struct RuntimeEffects {
     pub rt: Arc<Runtime>,
     pub exe: Arc<OwnedFd>,
+    /// Forks the monitors (see `runtime::zygote`).
+    pub zygote: Zygote,
     pub logs: LogLimits,
 }
 
@@ -118,7 +120,7 @@ impl Effects for RuntimeEffects {
     }
 
     fn start(&self, spec: &ValidatedSpec) -> Result<Instance, String> {
-        let helper = launch::spawn_helper(&self.exe, Stdin::Null).map_err(|e| e.to_string())?;
+        let helper = self.zygote.helper().map_err(|e| e.to_string())?;
         let monitor_pid = helper.pid();
         let prepared = self
             .rt

@@ -198,6 +198,21 @@ fn memfd_self_exe() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// With `on`, SIGCHLD is ignored, so the kernel reaps this process's children as they exit
+/// (no zombies; waiting for them fails); without, its default disposition comes back.
+pub fn set_auto_reap(on: bool) -> io::Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    let handler = if on {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
+    // SAFETY: SIG_IGN and SIG_DFL run no code of ours; no handler can observe Rust state.
+    unsafe { signal(Signal::SIGCHLD, handler) }
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
 /// The calling thread's CPU niceness.
 pub fn niceness() -> io::Result<i32> {
     priority_of(0)

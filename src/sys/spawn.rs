@@ -133,6 +133,15 @@ fn exit_status(ws: WaitStatus) -> Option<ExitStatus> {
 }
 
 impl Child {
+    /// A process we did not start ourselves (another of our processes forked it): it can be
+    /// killed, but only its parent can wait for it, so `wait` fails with ECHILD.
+    pub fn adopted(pid: i32) -> Child {
+        Child {
+            pid: Pid::from_raw(pid),
+            status: None,
+        }
+    }
+
     pub fn id(&self) -> u32 {
         self.pid.as_raw() as u32
     }
