@@ -130,7 +130,8 @@ pub struct Item {
     pub link: Option<Vec<u8>>,
 }
 
-fn is(st: &FileStat, kind: SFlag) -> bool {
+/// True when `st` is of the file type `kind` (`S_IFDIR`, `S_IFREG`...).
+pub(crate) fn is(st: &FileStat, kind: SFlag) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind
 }
 

@@ -13,7 +13,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 
 use super::{Cli, EXIT_BERTH_ERROR};
-use crate::build::context::{clean, copy_items, Owner, SourceRoot};
+use crate::build::context::{clean, copy_items, is, Owner, SourceRoot};
 use crate::sys::openat;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -175,7 +175,7 @@ fn container_side(cli: &Cli, name: &str, path: &str) -> Result<Side, String> {
 }
 
 fn is_dir(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+    is(st, SFlag::S_IFDIR)
 }
 
 fn kind_of(side: &Side) -> DestKind {
@@ -184,13 +184,12 @@ fn kind_of(side: &Side) -> DestKind {
             .ok()
             .and_then(|fd| fstat(fd.as_fd()).ok())
     };
-    let dir = is_dir;
     let rel = clean(&side.path);
     match at(&rel) {
-        Some(st) if dir(&st) => DestKind::Dir,
+        Some(st) if is_dir(&st) => DestKind::Dir,
         Some(_) => DestKind::Other,
         None => DestKind::Missing {
-            parent_is_dir: at(&parent_and_name(&rel).0).is_some_and(|st| dir(&st)),
+            parent_is_dir: at(&parent_and_name(&rel).0).is_some_and(|st| is_dir(&st)),
         },
     }
 }

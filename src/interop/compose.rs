@@ -129,6 +129,16 @@ fn strings(v: &[String]) -> Value {
     Value::Array(v.iter().cloned().map(Value::String).collect())
 }
 
+/// `KEY = "value"` pairs as a TOML table.
+fn string_table(pairs: impl IntoIterator<Item = (String, String)>) -> Value {
+    Value::Table(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
+}
+
 impl<'a> Service<'a, '_> {
     fn warn(&mut self, key: &str, what: impl std::fmt::Display) {
         self.warnings.push(format!("{}: {key}: {what}", self.name));
@@ -219,11 +229,7 @@ impl<'a> Service<'a, '_> {
         }
         let env = self.environment()?;
         if !env.is_empty() {
-            let t: Table = env
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
-            top.insert("env".into(), Value::Table(t));
+            top.insert("env".into(), string_table(env));
         }
         for (from, to) in [
             ("working_dir", "workdir"),
@@ -288,11 +294,7 @@ impl<'a> Service<'a, '_> {
         if let Some(a) = args {
             let pairs = self.pairs("build.args", a)?;
             if !pairs.is_empty() {
-                let a: Table = pairs
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
-                t.insert("args".into(), Value::Table(a));
+                t.insert("args".into(), string_table(pairs));
             }
         }
         if self.string("image")?.is_some() {

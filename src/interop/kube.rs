@@ -83,28 +83,24 @@ pub fn export(spec: &ValidatedSpec) -> Export {
     }
     let labels = BTreeMap::from([("app.kubernetes.io/name".to_string(), name.clone())]);
 
-    let image = if spec.build.is_some() {
+    if spec.build.is_some() {
         note(
             "build",
             "build the image and push it to a registry: the image is named as berth records it",
         );
-        spec.image.clone()
-    } else {
-        if ["oci:", "oci-archive:", "docker-archive:", "rootfs:"]
-            .iter()
-            .any(|p| spec.image.starts_with(p))
-        {
-            note(
-                "image",
-                "a local image: push it to a registry (`berth image push`) and put that name here",
-            );
-        }
-        spec.image.clone()
-    };
+    } else if ["oci:", "oci-archive:", "docker-archive:", "rootfs:"]
+        .iter()
+        .any(|p| spec.image.starts_with(p))
+    {
+        note(
+            "image",
+            "a local image: push it to a registry (`berth image push`) and put that name here",
+        );
+    }
 
     let mut container = Container {
         name: name.clone(),
-        image: Some(image),
+        image: Some(spec.image.clone()),
         // berth's entrypoint is the image's Entrypoint, Kubernetes' command; its command the
         // Cmd, Kubernetes' args.
         command: spec.entrypoint.clone(),

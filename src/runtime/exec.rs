@@ -498,11 +498,8 @@ fn run(plan: &ExecPlan) -> Result<i32, ExecError> {
 
     // -t: a terminal from the container's devpts (/dev/ptmx inside its root), sized like ours.
     let pty = if plan.tty {
-        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-            .map_err(step("opening /dev/ptmx in the container"))?;
-        nix::pty::grantpt(&master).map_err(step("grantpt"))?;
-        nix::pty::unlockpt(&master).map_err(step("unlockpt"))?;
-        let slave = nix::pty::ptsname_r(&master).map_err(step("ptsname"))?;
+        let (master, slave) = terminal::open_pty()
+            .map_err(|e| step("a terminal in the container")(std::io::Error::other(e)))?;
         if let Some(size) = terminal::TermSize::of(std::io::stdin().as_fd()) {
             let _ = size.apply(master.as_fd());
         }
@@ -538,12 +535,7 @@ fn run(plan: &ExecPlan) -> Result<i32, ExecError> {
 /// In the child: a new session whose controlling terminal is `slave`, on stdin/out/err.
 fn attach_terminal(slave: &str) -> nix::Result<()> {
     nix::unistd::setsid()?;
-    // Opened without O_NOCTTY by a session leader: it becomes the controlling terminal.
-    let fd = nix::fcntl::open(slave, OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
-    nix::unistd::dup2_stdin(&fd)?;
-    nix::unistd::dup2_stdout(&fd)?;
-    nix::unistd::dup2_stderr(&fd)?;
-    Ok(())
+    terminal::attach(slave).map(drop)
 }
 
 /// Relays between our terminal and the command's until it exits; our terminal is in raw mode

@@ -26,7 +26,7 @@ use crate::runtime::container::ExitRecord;
 use crate::runtime::mounts::{Mount, MountKind, DEVICES, DEV_SYMLINKS};
 use crate::runtime::plan::{overlay_options, ContainerPlan, LogTarget};
 use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
-use crate::runtime::terminal::TermSize;
+use crate::runtime::terminal::{self, TermSize};
 use crate::runtime::{capabilities, seccomp, user};
 use crate::sys::openat::{open_dir, open_in_root};
 use crate::sys::process::{close_fds_at_exec, fork_single_threaded, loopback_up, set_niceness};
@@ -482,20 +482,11 @@ fn take_terminal(
     who: &user::ResolvedUser,
     channel: &Channel,
 ) -> Result<(), InitError> {
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(step("opening /dev/ptmx"))?;
-    nix::pty::grantpt(&master).map_err(step("grantpt"))?;
-    nix::pty::unlockpt(&master).map_err(step("unlockpt"))?;
-    let name = nix::pty::ptsname_r(&master).map_err(step("ptsname"))?;
+    let (master, name) = terminal::open_pty().map_err(step("a terminal"))?;
     size.apply(master.as_fd())
         .map_err(step("setting the terminal's size"))?;
-    // Without O_NOCTTY, by a session leader with no terminal: it becomes the controlling one.
-    let slave = open(
-        name.as_str(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(step(format!("opening {name}")))?;
+    // We lead a session of our own (setsid above) with no terminal yet.
+    let slave = terminal::attach(&name).map_err(step(format!("taking {name} as the terminal")))?;
     nix::unistd::fchown(
         &slave,
         Some(Uid::from_raw(who.uid)),
@@ -504,9 +495,6 @@ fn take_terminal(
     .map_err(step(format!("chown {name}")))?;
     nix::sys::stat::fchmod(&slave, Mode::from_bits_truncate(0o620))
         .map_err(step(format!("chmod {name}")))?;
-    nix::unistd::dup2_stdin(&slave).map_err(step("terminal on stdin"))?;
-    nix::unistd::dup2_stdout(&slave).map_err(step("terminal on stdout"))?;
-    nix::unistd::dup2_stderr(&slave).map_err(step("terminal on stderr"))?;
     channel
         .send_with_fd(&Event::Terminal, Some(master.as_raw_fd()))
         .map_err(step("sending the terminal"))

@@ -4,10 +4,12 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::pty::PtyMaster;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,33 @@ impl TermSize {
         };
         crate::sys::exec::set_window_size(fd, &ws)
     }
+}
+
+/// A new pty from the devpts our root shows at `/dev/ptmx` (the container's, when called
+/// inside it), unlocked: its master and the path of its slave. Errors name the step.
+pub fn open_pty() -> Result<(PtyMaster, String), String> {
+    let at = |what: &'static str| move |e: Errno| format!("{what}: {e}");
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(at("opening /dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(at("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(at("unlockpt"))?;
+    let slave = nix::pty::ptsname_r(&master).map_err(at("ptsname"))?;
+    Ok((master, slave))
+}
+
+/// Opens the pty slave `path` as our controlling terminal (the caller leads a session that has
+/// none: opened without O_NOCTTY, it becomes that session's) and puts it on stdin, stdout and
+/// stderr. Returns the fd it opened (close-on-exec; the three copies are not).
+pub fn attach(path: &str) -> nix::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    nix::unistd::dup2_stdin(&fd)?;
+    nix::unistd::dup2_stdout(&fd)?;
+    nix::unistd::dup2_stderr(&fd)?;
+    Ok(fd)
 }
 
 /// Our stdin's terminal in raw mode (the container's terminal does the line editing and

@@ -34,7 +34,8 @@ struct ForkReply {
     pid: Result<i32, String>,
 }
 
-/// The daemon's side.
+/// The daemon's side. Dropped, its socket closes, which ends the zygote (the daemon's reaper
+/// collects it).
 pub struct Zygote {
     /// The zygote and its socket; `None` once it failed (monitors are exec'd from then on).
     live: Mutex<Option<(Child, Channel)>>,
@@ -94,13 +95,6 @@ impl Zygote {
         }
         drop(live);
         crate::runtime::launch::spawn_helper(&self.exe, crate::runtime::launch::Stdin::Null)
-    }
-}
-
-impl Drop for Zygote {
-    fn drop(&mut self) {
-        // Closing the socket ends it; the daemon's reaper collects it.
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
