@@ -66,6 +66,8 @@ const INSTALLED: &[&str] = &[
     "/usr/share/bash-completion/completions/berth",
     "/usr/share/zsh/vendor-completions/_berth",
     "/usr/share/fish/vendor_completions.d/berth.fish",
+    "/usr/share/berth/spec.schema.json",
+    "/usr/share/berth/config.schema.json",
 ];
 
 #[test]
@@ -121,6 +123,15 @@ fn the_deb_installs_validates_and_purges_clean() {
             "/etc/berth/specs",
         ]));
         assert!(ok, "berth validate on the installed config: {text}");
+        let config = std::fs::read_to_string("/etc/berth/berth.toml").unwrap();
+        assert_eq!(
+            config.lines().next(),
+            Some("#:schema /usr/share/berth/config.schema.json"),
+            "the installed config names the installed schema"
+        );
+        let schema = std::fs::read_to_string("/usr/share/berth/config.schema.json").unwrap();
+        let schema: serde_json::Value = serde_json::from_str(&schema).unwrap();
+        assert_eq!(schema["title"], "berth supervisor config");
         let (ok, text) = run(Command::new("/usr/bin/berth").args(["version"]));
         assert!(ok && text.contains(env!("CARGO_PKG_VERSION")), "{text}");
         if have("systemd-analyze") {

@@ -1,17 +1,32 @@
-//! `berth completions SHELL` and `berth man --out DIR`: shell completions and man pages, both
-//! generated from the command line's own definition, so they never drift from it.
+//! `berth completions SHELL`, `berth man --out DIR` and `berth schema spec|config`: shell
+//! completions and man pages generated from the command line's own definition, and JSON Schemas
+//! generated from the formats' types, so none of them drifts from what it describes.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use super::{Cli, EXIT_BERTH_ERROR};
+use super::{Cli, SchemaOf, EXIT_BERTH_ERROR};
 
 pub fn completions(shell: clap_complete::Shell) -> ExitCode {
     let mut cmd = Cli::command();
     clap_complete::generate(shell, &mut cmd, "berth", &mut std::io::stdout());
     ExitCode::SUCCESS
+}
+
+pub fn schema(of: SchemaOf) -> ExitCode {
+    let doc = match of {
+        SchemaOf::Spec => crate::spec::schema::spec_schema(),
+        SchemaOf::Config => crate::supervisor::config::config_schema(),
+    };
+    println!("{}", schema_text(&doc));
+    ExitCode::SUCCESS
+}
+
+/// A schema as the files under docs/ hold it: pretty JSON.
+pub fn schema_text(doc: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(doc).expect("a JSON value serializes")
 }
 
 /// Writes `berth.8` and `berth-SUB.8` (and `berth-SUB-SUBSUB.8`) for every subcommand into

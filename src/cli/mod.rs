@@ -50,6 +50,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What `berth schema` describes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchemaOf {
+    /// Spec files (docs/spec.schema.json).
+    Spec,
+    /// The supervisor config (docs/config.schema.json).
+    Config,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
     /// A Compose file's services as spec files, one per service; prints each key it cannot
@@ -205,6 +214,9 @@ pub enum Command {
     /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout, e.g.
     /// `berth completions bash > /usr/share/bash-completion/completions/berth`.
     Completions { shell: clap_complete::Shell },
+    /// The JSON Schema of spec files or of the supervisor config, on stdout (as committed in
+    /// docs/; editors read it through a `#:schema PATH` first line).
+    Schema { of: SchemaOf },
     /// Man pages for berth and every subcommand, written into DIR.
     Man {
         #[arg(long)]
@@ -462,6 +474,7 @@ pub fn main() -> ExitCode {
         }
         Command::Completions { shell } => generate::completions(*shell),
         Command::Man { out } => generate::man(out),
+        Command::Schema { of } => generate::schema(*of),
         Command::Login {
             username,
             password,

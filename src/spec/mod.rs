@@ -11,6 +11,7 @@
 mod diagnostic;
 mod dir;
 mod parse;
+pub mod schema;
 mod types;
 pub mod units;
 

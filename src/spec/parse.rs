@@ -42,7 +42,7 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Default `restart.backoff.reset_after`.
 pub const DEFAULT_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 
-const TOP_KEYS: &[&str] = &[
+pub(super) const TOP_KEYS: &[&str] = &[
     "image",
     "command",
     "entrypoint",
@@ -64,14 +64,15 @@ const TOP_KEYS: &[&str] = &[
     "update",
     "build",
 ];
-const BUILD_KEYS: &[&str] = &["context", "file", "args"];
-const RESTART_KEYS: &[&str] = &["policy", "max_retries", "backoff"];
-const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after"];
-const RESOURCES_KEYS: &[&str] = &["memory", "cpus", "cpu_weight", "cpuset", "pids", "io"];
-const IO_KEYS: &[&str] = &["weight", "read_bps", "write_bps", "read_iops", "write_iops"];
-const NETWORK_KEYS: &[&str] = &["mode", "ip", "ports", "egress", "ingress"];
-const MOUNT_KEYS: &[&str] = &["source", "target", "readonly"];
-const HEALTH_KEYS: &[&str] = &[
+pub(super) const BUILD_KEYS: &[&str] = &["context", "file", "args"];
+pub(super) const RESTART_KEYS: &[&str] = &["policy", "max_retries", "backoff"];
+pub(super) const BACKOFF_KEYS: &[&str] = &["initial", "max", "reset_after"];
+pub(super) const RESOURCES_KEYS: &[&str] =
+    &["memory", "cpus", "cpu_weight", "cpuset", "pids", "io"];
+pub(super) const IO_KEYS: &[&str] = &["weight", "read_bps", "write_bps", "read_iops", "write_iops"];
+pub(super) const NETWORK_KEYS: &[&str] = &["mode", "ip", "ports", "egress", "ingress"];
+pub(super) const MOUNT_KEYS: &[&str] = &["source", "target", "readonly"];
+pub(super) const HEALTH_KEYS: &[&str] = &[
     "http",
     "tcp",
     "exec",
@@ -81,9 +82,9 @@ const HEALTH_KEYS: &[&str] = &[
     "start_period",
     "on_unhealthy",
 ];
-const HTTP_KEYS: &[&str] = &["port", "path"];
-const UPDATE_KEYS: &[&str] = &["order", "check", "healthy_for", "rollback"];
-const TCP_KEYS: &[&str] = &["port"];
+pub(super) const HTTP_KEYS: &[&str] = &["port", "path"];
+pub(super) const UPDATE_KEYS: &[&str] = &["order", "check", "healthy_for", "rollback"];
+pub(super) const TCP_KEYS: &[&str] = &["port"];
 
 /// `[health]` defaults (Docker's retries; a shorter interval and timeout than Docker's 30 s,
 /// as an edge supervisor acts on them).

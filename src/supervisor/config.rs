@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -12,6 +13,7 @@ use crate::image::UnpackLimits;
 use crate::init::{CgroupMode, InitConfig, Power};
 use crate::network::NetworkConfig;
 use crate::runtime::container::LogLimits;
+use crate::spec::schema::Size;
 use crate::spec::units;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +35,26 @@ pub enum ConfigError {
     Several(Vec<ConfigError>),
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The file as written. Its doc comments and `schemars` attributes are the published schema
+/// (`docs/config.schema.json`, see [`config_schema`]); the values are checked in
+/// [`Config::parse`].
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "berth supervisor config")]
 struct RawConfig {
+    /// The spec dir watched (default /etc/berth/specs).
     specs: Option<PathBuf>,
+    /// The state dir: images, containers, leases (default /var/lib/berth).
     root: Option<PathBuf>,
+    /// The control socket (default /run/berth/berth.sock).
     socket: Option<PathBuf>,
+    /// Where `<name>.json` status files go (default: `status` beside the socket).
     status_dir: Option<PathBuf>,
+    /// The cgroup every container's cgroup is made under (default berth).
     cgroup_parent: Option<String>,
+    /// On cgroup v2, whether a kernel that cannot load the BPF device program makes starts
+    /// fail (`required`, the default) or only costs a warning (`best-effort`).
+    #[schemars(with = "Option<String>", extend("enum" = ["required", "best-effort"]))]
     device_control: Option<Spanned<String>>,
     network: Option<RawNetwork>,
     logs: Option<RawLogs>,
@@ -49,44 +63,88 @@ struct RawConfig {
     images: Option<RawImages>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Bounds on unpacking image layers (registry pulls, imports, pulls by a spec).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Images")]
 struct RawImages {
+    /// Free space kept on the store's filesystem (default 256M).
+    #[schemars(with = "Option<Size>")]
     reserve: Option<Spanned<toml::Value>>,
+    /// A layer may unpack to this many times its compressed size (default 100; 64M always).
+    #[schemars(with = "Option<u64>", range(min = 2))]
     max_ratio: Option<Spanned<u64>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Only when berth is the machine's first process.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Init")]
 struct RawInit {
+    /// The machine's hostname.
+    #[schemars(with = "Option<String>")]
     hostname: Option<Spanned<String>>,
+    /// Kernel modules loaded with their dependencies.
+    #[schemars(with = "Option<Vec<String>>")]
     modules: Option<Vec<Spanned<String>>>,
+    /// `v2` (the default): cgroup2 at /sys/fs/cgroup; `v1`: a hierarchy per controller.
+    #[schemars(with = "Option<String>", extend("enum" = ["v2", "v1"]))]
     cgroup: Option<Spanned<String>>,
+    /// What SIGTERM does (default poweroff).
+    #[schemars(with = "Option<String>", extend("enum" = ["poweroff", "reboot", "halt"]))]
     shutdown: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Prometheus metrics (text format at http://LISTEN/metrics); off unless set.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Metrics")]
 struct RawMetrics {
+    /// address:port, such as `127.0.0.1:9462`.
+    #[schemars(with = "Option<String>")]
     listen: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The bridge containers in `mode = "bridge"` are attached to.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Network")]
 struct RawNetwork {
+    /// The bridge's name, at most 15 characters (default berth0).
+    #[schemars(with = "Option<String>", length(min = 1, max = 15))]
     bridge: Option<Spanned<String>>,
+    /// The bridge's subnet (default 10.89.0.0/24); the bridge takes the first address.
+    #[schemars(with = "Option<String>")]
     subnet: Option<Spanned<String>>,
+    /// NAT for traffic leaving the subnet (default true).
     masquerade: Option<bool>,
+    /// Default 1500.
+    #[schemars(with = "Option<u32>", range(min = 576, max = 65535))]
     mtu: Option<Spanned<u32>>,
+    /// Name servers for containers' /etc/resolv.conf; unset, the host's file is used.
+    #[schemars(with = "Option<Vec<String>>")]
     dns: Option<Spanned<Vec<String>>>,
+    /// Search domains for containers' /etc/resolv.conf.
+    #[schemars(with = "Option<Vec<String>>")]
     dns_search: Option<Spanned<Vec<String>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Every container's log files.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Logs")]
 struct RawLogs {
+    /// A file is rotated at this size (default 10M).
+    #[schemars(with = "Option<Size>")]
     max_size: Option<Spanned<toml::Value>>,
+    /// Rotated files kept (default 3).
+    #[schemars(with = "Option<u32>", range(min = 1))]
     max_files: Option<Spanned<u32>>,
+}
+
+/// The supervisor config schema, as committed in `docs/config.schema.json`.
+pub fn config_schema() -> serde_json::Value {
+    crate::spec::schema::document_for::<RawConfig>()
 }
 
 /// The supervisor's settings after defaults.

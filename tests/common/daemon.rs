@@ -187,8 +187,11 @@ impl SupervisorEnv for TestEnv {
     /// Written to a temp file and renamed in, as config tools do.
     fn write_spec(&self, name: &str, body: &str) {
         let tmp = self.specs().join(format!(".{name}.toml.tmp"));
-        std::fs::write(&tmp, format!("image = {:?}\n{body}", busybox_image())).unwrap();
-        std::fs::rename(&tmp, self.specs().join(format!("{name}.toml"))).unwrap();
+        let path = self.specs().join(format!("{name}.toml"));
+        let text = format!("image = {:?}\n{body}", busybox_image());
+        super::schema::check_spec(&path, &text);
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
     }
     fn ctl(&self, args: &[&str]) -> std::process::Output {
         self.command()

@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod netns;
 pub mod registry;
+pub mod schema;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -191,7 +192,9 @@ impl TestEnv {
         let dir = self.dir.path().join("specs");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, format!("image = {image:?}\n{body}")).unwrap();
+        let text = format!("image = {image:?}\n{body}");
+        schema::check_spec(&path, &text);
+        std::fs::write(&path, text).unwrap();
         path
     }
 
