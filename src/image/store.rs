@@ -577,23 +577,16 @@ impl ImageStore {
         if let Ok(f) = File::open(&tmp) {
             let _ = nix::unistd::syncfs(&f);
         }
-        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        match renameat2(
-            AT_FDCWD,
-            &tmp,
-            AT_FDCWD,
-            target,
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match crate::sys::openat::rename_noreplace(&tmp, target) {
             Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOTEMPTY) => {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
                 // Another process unpacked the same layer first: keep theirs.
                 let _ = fs::remove_dir_all(&tmp);
                 Ok(())
             }
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp);
-                Err(store_err("renaming layer into", target, e.into()))
+                Err(store_err("renaming layer into", target, e))
             }
         }
     }

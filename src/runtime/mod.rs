@@ -12,6 +12,7 @@ pub mod mounts;
 pub mod plan;
 pub mod protocol;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod terminal;
 pub mod user;
 pub mod zygote;

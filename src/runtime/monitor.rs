@@ -75,10 +75,11 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
             {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
-            // From here on the helper only copies output and waits: what it ran to start the
-            // container need not stay resident in every container's monitor.
-            let _ = crate::sys::process::release_unused_pages();
+            // From here on a supervised container's helper only copies output and waits: what
+            // it ran to start the container need not stay resident in every monitor. A
+            // foreground run's helper lives beside `berth run`, which is larger; it keeps them.
             if let (Some(output), Some(target)) = (output, &plan.log) {
+                let _ = crate::sys::process::release_unused_pages();
                 pump_logs(output, target);
             }
             let status = wait_for(pid);

@@ -78,6 +78,29 @@ fn cstring(b: &[u8]) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
+/// Renames `from` to `to` unless `to` exists (`renameat2(2)` with RENAME_NOREPLACE; EEXIST, or
+/// ENOTEMPTY for a directory, when it does). Through syscall(2): not every C library wraps it.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (from, to) = (cstring(from.as_os_str().as_bytes())?, cstring(to.as_os_str().as_bytes())?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call; the kernel only
+    // reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `fsetxattr(2)` on an open file or directory.
 pub fn fsetxattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
     let cname = cstring(name)?;

@@ -27,17 +27,19 @@ pub fn fork_single_threaded() -> nix::Result<ForkResult> {
 /// the fds are closed at once.
 pub fn close_fds_at_exec(first: u32) -> io::Result<()> {
     // SAFETY: close_range takes plain integers and only changes flags in this process's fd
-    // table (or, on the fallback, closes fds the callers own and use no more).
-    let rc = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
-    if rc == 0 {
+    // table (or, on the fallback, closes fds the callers own and use no more). Through
+    // syscall(2): not every C library wraps it.
+    let close_range = |flags: libc::c_uint| unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, flags)
+    };
+    if close_range(libc::CLOSE_RANGE_CLOEXEC) == 0 {
         return Ok(());
     }
     let err = io::Error::last_os_error();
     if err.raw_os_error() != Some(libc::EINVAL) {
         return Err(err);
     }
-    // SAFETY: as above.
-    if unsafe { libc::close_range(first, u32::MAX, 0) } == 0 {
+    if close_range(0) == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -59,7 +61,7 @@ pub fn loopback_up() -> io::Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads into `req`, a valid ifreq that outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the union field ifru_flags was just filled in by SIOCGIFFLAGS.
@@ -67,7 +69,7 @@ pub fn loopback_up() -> io::Result<()> {
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     }
     // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq that outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
