@@ -152,7 +152,7 @@ fn main() {
         eprintln!("build benchmark: buildah is not installed; berth alone");
     }
     let arms = Arms {
-        berth: PathBuf::from(env!("CARGO_BIN_EXE_berth")),
+        berth: common::berth_binary(),
         root: work.path().join("berth-root"),
         cgroup_parent: format!("berth-buildbench-{}", std::process::id()),
         buildah,

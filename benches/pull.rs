@@ -57,7 +57,7 @@ fn main() {
         eprintln!("pull benchmark: umoci not installed, skipped");
         return;
     }
-    let berth = release_binary();
+    let berth = common::berth_binary();
     let work = tempfile::Builder::new()
         .prefix("berth-pullbench-")
         .tempdir()
@@ -365,11 +365,6 @@ fn which(tool: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(tool))
         .find(|p| p.is_file())
-}
-
-/// The binary cargo built for this benchmark (the bench profile: release settings).
-fn release_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
 }
 
 fn run(c: &mut Command) {

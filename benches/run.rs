@@ -13,9 +13,10 @@
 //!   alternating: median Mbit/s of each and bridge/veth in % (target: >= 80%).
 //!
 //! The network parts run inside network namespaces the benchmark creates, never the host's.
+//! berth is the binary it ships (`common::berth_binary`: packaging/build-static); the one-shot
+//! comparison also runs cargo's dynamic glibc build as `berth-glibc`.
 //! Run as root: `cargo bench --bench run` (env `BENCH_RUNS`, default 200; `BENCH_ONLY=one-shot`
-//! stops after the one-shot comparison; `BENCH_STATIC` = the binary of packaging/build-static,
-//! to compare it with the dynamic build).
+//! stops after the one-shot comparison; `BENCH_BERTH`, see `common::berth_binary`).
 
 mod common;
 
@@ -53,7 +54,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     hide_hybrid_controllers();
-    let berth = release_binary();
+    let berth = common::berth_binary();
     let work = tempfile::Builder::new()
         .prefix("berth-bench-")
         .tempdir()
@@ -117,55 +118,11 @@ fn main() {
             "peak_rss_kib": peak_kib,
         }),
     );
-    if let Some(stat) = std::env::var_os("BENCH_STATIC") {
-        static_against_dynamic(&berth, Path::new(&stat), &root, &spec, runs);
-    }
     if std::env::var("BENCH_ONLY").as_deref() != Ok("one-shot") {
         bridge_start(&berth, work.path(), &image, runs.min(100));
         bridge_throughput(&berth, work.path(), &image);
     }
     common::remove_cgroup_parent("berth-bench");
-}
-
-/// The static build (`BENCH_STATIC`, from packaging/build-static) against this dynamic one,
-/// interleaved: size, `berth --version` (process start) and a one-shot run of /bin/true.
-fn static_against_dynamic(dynamic: &Path, stat: &Path, root: &Path, spec: &Path, runs: usize) {
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
-    println!(
-        "static build {}: {:.2} MB, dynamic {:.2} MB",
-        stat.display(),
-        size(stat),
-        size(dynamic)
-    );
-    let version = |bin: &Path| {
-        let mut c = Command::new(bin);
-        c.arg("--version");
-        c
-    };
-    type MakeCommand<'a> = &'a dyn Fn(&Path) -> Command;
-    let cases: [(&str, MakeCommand, usize); 2] = [
-        ("--version", &version, runs * 5),
-        (
-            "run /bin/true",
-            &|bin: &Path| berth_run(bin, root, spec),
-            runs,
-        ),
-    ];
-    for (name, cmd, n) in cases {
-        let (mut d, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        time(cmd(stat));
-        for _ in 0..n {
-            d.push(time(cmd(dynamic)));
-            s.push(time(cmd(stat)));
-        }
-        let (md, ms_) = (median(&mut d), median(&mut s));
-        println!(
-            "  {name:<14} dynamic {:>7.2} ms  static {:>7.2} ms  static/dynamic {:.2}x",
-            ms(md),
-            ms(ms_),
-            ms_.as_secs_f64() / md.as_secs_f64()
-        );
-    }
 }
 
 /// Container start and stop with `mode = "bridge"` against `mode = "none"`, in the same run.
@@ -714,17 +671,6 @@ fn median_f64(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn time(mut c: Command) -> Duration {
-    let t0 = Instant::now();
-    let st = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    t0.elapsed()
-}
-
 fn children_maxrss_kib() -> i64 {
     nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .map(|u| u.max_rss())
@@ -740,10 +686,6 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// The binary cargo built for this benchmark (the bench profile: release settings).
-fn release_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
-}
-
 /// An OCI runtime bundle of the busybox image for runc and crun: `runc spec`'s (or `crun
 /// spec`'s) defaults running /bin/true without a terminal, with the variant's limits, and
 /// the image's rootfs unpacked once under `work/rootfs`. None when neither runtime is there.
@@ -875,10 +817,19 @@ fn one_shot(
     .map_err(|e| e.to_string())?;
     let root = work.join(format!("root-{}", v.name));
     let bundle = runtime_bundle(work, image_dir, v);
+    let cargo_berth = common::cargo_berth();
+    let glibc_root = work.join(format!("root-{}-glibc", v.name));
     let mut arms: Vec<Arm<'_>> = vec![(
         "berth".into(),
         Box::new(|_| berth_run(berth, &root, &spec)) as MakeRun<'_>,
     )];
+    if cargo_berth != berth {
+        let (bin, root, spec) = (cargo_berth, glibc_root.clone(), &spec);
+        arms.push((
+            "berth-glibc".into(),
+            Box::new(move |_| berth_run(&bin, &root, spec)),
+        ));
+    }
     for tool in ["crun", "runc"] {
         match (which(tool), &bundle) {
             (Some(bin), Some(bundle)) => {
@@ -912,6 +863,7 @@ fn one_shot(
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
     unmount_leftover_pins(&root);
+    unmount_leftover_pins(&glibc_root);
     let samples = samples?;
     let limits = if v.limits {
         "memory 64M, cpus 0.5, pids 64"

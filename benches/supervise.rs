@@ -71,7 +71,7 @@ fn main() {
     println!(
         "command: cargo bench --bench supervise   (BENCH_DROPS={drops} BENCH_COLD={cold} BENCH_RESTARTS={restarts})"
     );
-    let berth = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+    let berth = common::berth_binary();
     let work = tempfile::Builder::new()
         .prefix("berth-bench-sv-")
         .tempdir()

@@ -235,8 +235,11 @@ fn two_hundred_bridge_stop_start_cycles_leave_the_host_as_before() {
         assert!(out.status.success(), "cycle {i}: stop: {}", stderr(&out));
         wait_down(&env, "cyc");
         if i % 50 == 0 {
-            // Stopped: only the neighbour's veth, and no rule of cyc's.
-            assert_eq!(netns.veths().len(), 1, "cycle {i}: {:?}", netns.links());
+            // Stopped: only the neighbour's veth (once the kernel has deleted cyc's with its
+            // namespace), and no rule of cyc's.
+            wait_until(Duration::from_secs(5), "cyc's veth gone", || {
+                netns.veths().len() == 1
+            });
             assert_eq!(cyc_rules(&netns.rule_comments()), 0, "cycle {i}");
         }
         let out = env.ctl(&["start", "cyc"]);
@@ -248,8 +251,10 @@ fn two_hundred_bridge_stop_start_cycles_leave_the_host_as_before() {
     let without_veths = |l: Vec<String>| -> Vec<String> {
         l.into_iter().filter(|n| !n.starts_with("bth")).collect()
     };
+    wait_until(Duration::from_secs(5), "the last stopped veth gone", || {
+        netns.veths().len() == 2
+    });
     assert_eq!(without_veths(netns.links()), without_veths(links.clone()));
-    assert_eq!(netns.veths().len(), 2, "{:?}", netns.links());
     let now = netns.rule_comments();
     assert_eq!(now.len(), rules.len(), "{now:?} against {rules:?}");
     assert_eq!(cyc_rules(&now), 2, "{now:?}");

@@ -27,6 +27,44 @@ pub fn unpack_rootfs(image_dir: &Path, rootfs: &Path) {
         .success());
 }
 
+/// The berth binary the benchmarks measure: the one berth ships, the static build of
+/// `packaging/build-static` (built here, or the binary `BENCH_BERTH` names).
+/// `BENCH_BERTH=cargo` measures cargo's own (dynamic) release build.
+pub fn berth_binary() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("BENCH_BERTH") {
+        Some(v) if v == "cargo" => cargo_berth(),
+        Some(v) => PathBuf::from(v),
+        None => {
+            let out = repo.join("target/berth-static");
+            let status = Command::new(repo.join("packaging/build-static"))
+                .arg(&out)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("running packaging/build-static");
+            assert!(
+                status.success(),
+                "packaging/build-static failed (BENCH_BERTH=cargo measures cargo's build)"
+            );
+            out
+        }
+    }
+}
+
+/// cargo's own release build of berth (dynamically linked against glibc).
+pub fn cargo_berth() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// How the binary of [`berth_binary`] is built, for the report.
+fn berth_binary_label() -> String {
+    match std::env::var("BENCH_BERTH") {
+        Ok(v) if v == "cargo" => "cargo build --release (dynamic, glibc)".into(),
+        Ok(v) => format!("{v} (BENCH_BERTH)"),
+        Err(_) => "packaging/build-static (static, musl)".into(),
+    }
+}
+
 /// Writes a benchmark's results as `<name>.json` under `BENCH_OUT` (default target/bench),
 /// where `cargo bench --bench report` reads them.
 pub fn write_results(name: &str, data: &serde_json::Value) {
@@ -87,6 +125,7 @@ pub fn machine() -> serde_json::Value {
         "os": read("/etc/debian_version"),
         "cgroups": cgroups,
         "berth": env!("CARGO_PKG_VERSION"),
+        "berth_binary": berth_binary_label(),
         "tools": tools,
     })
 }

@@ -42,6 +42,9 @@ use tc::TbfParams;
 
 /// How long attach waits for the new links to come up.
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long removing the bridge waits for the veth pairs of detached containers, which the
+/// kernel deletes with their namespaces, to be gone.
+const LINK_GONE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The container-side interface name.
 pub const CONTAINER_IFNAME: &str = "eth0";
@@ -102,6 +105,8 @@ pub struct Network {
     subnet: Subnet,
     host_netns: Option<PathBuf>,
     leases: Leases,
+    /// Host veths of containers detached here whose pairs the kernel may still be deleting.
+    going: std::sync::Mutex<Vec<String>>,
 }
 
 impl Network {
@@ -134,6 +139,7 @@ impl Network {
             subnet,
             host_netns,
             leases: Leases::new(dir),
+            going: Default::default(),
         })
     }
 
@@ -216,11 +222,25 @@ impl Network {
         }
     }
 
-    /// Undoes [`Network::attach`], going on past errors: the port rules, the host veth with its
-    /// qdisc (its peer goes with it), the pinned namespace (unmount + unlink). The lease stays
-    /// with the name unless `release_lease`. Detaching twice is not an error.
+    /// Undoes [`Network::attach`], going on past errors: the port rules and the pinned
+    /// namespace (unmount + unlink). The lease stays with the name unless `release_lease`.
+    /// Detaching twice is not an error.
+    ///
+    /// The veth pair is not deleted here: its container end lives in the namespace, which the
+    /// kernel destroys in the background once unpinned and empty (the container's processes
+    /// are gone by now), deleting the pair with it. Deleting it here would wait for the RCU
+    /// grace periods of unregistering a device (some 20 ms on a small machine) on every stop.
     pub fn detach(&self, att: &Attachment, release_lease: bool) -> Result<(), NetworkErrors> {
-        let mut errors = self.remove_objects(&att.id);
+        let mut errors: Vec<NetworkError> = nft::unpublish(self.host_ns(), &att.id)
+            .err()
+            .into_iter()
+            .chain(netns::remove_pinned(&att.netns).err())
+            .collect();
+        let mut going = self.going.lock().unwrap_or_else(|p| p.into_inner());
+        if !going.contains(&att.host_veth) {
+            going.push(att.host_veth.clone());
+        }
+        drop(going);
         if release_lease {
             match self.leases.lock() {
                 Ok(mut leases) => {
@@ -239,7 +259,8 @@ impl Network {
 
     /// Removes the kernel objects of container `id` (port rules, veth, pinned namespace) when
     /// its [`Attachment`] was never recorded: a crash between attach and the record. The lease
-    /// stays. Nothing there is not an error.
+    /// stays. Nothing there is not an error. The veth is deleted here: whether its namespace
+    /// still holds the container's processes is not known.
     pub fn detach_id(&self, id: &str) -> Result<(), NetworkErrors> {
         let errors = self.remove_objects(id);
         if errors.is_empty() {
@@ -325,16 +346,39 @@ impl Network {
         Ok(self.leases.lock()?.all())
     }
 
+    /// Waits (at most `LINK_GONE_TIMEOUT`) until the veth pairs of the containers detached
+    /// here are gone with their namespaces (see [`Network::detach`]).
+    pub fn settle(&self) -> Result<(), NetworkError> {
+        let mut host = Netlink::open_in(self.host_ns())?;
+        let deadline = Instant::now() + LINK_GONE_TIMEOUT;
+        loop {
+            let links = host.links().map_err(|e| {
+                NetworkError::netlink("listing the links of", "the bridge's netns", e)
+            })?;
+            let mut going = self.going.lock().unwrap_or_else(|p| p.into_inner());
+            going.retain(|v| links.iter().any(|(_, l)| l == v));
+            if going.is_empty() || Instant::now() >= deadline {
+                return Ok(());
+            }
+            drop(going);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// What a daemon's clean exit undoes once no container is attached: the bridge-wide NAT
-    /// rules (and the table, when nothing else has rules in it) and the bridge itself. With
-    /// any berth veth left in the namespace (another root's container, say) nothing is
-    /// removed; `ip_forward` is left as it is (what it was before berth is not known).
+    /// rules (and the table, when nothing else has rules in it) and the bridge itself. It first
+    /// [settles](Network::settle); with any berth veth still in the namespace (another root's
+    /// container, say) nothing is removed. `ip_forward` is left as it is (what it was before
+    /// berth is not known).
     pub fn remove_bridge(&self) -> Result<(), NetworkError> {
         let mut host = Netlink::open_in(self.host_ns())?;
         let name = &self.config.bridge;
-        let links = host
-            .links()
-            .map_err(|e| NetworkError::netlink("listing the links of", "the bridge's netns", e))?;
+        let list = |host: &mut Netlink| {
+            host.links()
+                .map_err(|e| NetworkError::netlink("listing the links of", "the bridge's netns", e))
+        };
+        self.settle()?;
+        let links = list(&mut host)?;
         if links.iter().any(|(_, l)| l.starts_with("bth")) {
             return Ok(());
         }

@@ -253,9 +253,10 @@ fn containers_reach_each_other_the_host_and_published_ports() {
         2
     );
 
-    // Detach removes the veth, the rules and the pinned namespace.
+    // Detach removes the rules and the pinned namespace; the veths go with the namespaces.
     fx.net.detach(&a, true).unwrap();
     fx.net.detach(&b, true).unwrap();
+    fx.net.settle().unwrap();
     let links = fx.links();
     assert!(!links.contains(&a.host_veth), "{links:?}");
     assert!(!links.contains(&b.host_veth), "{links:?}");
@@ -354,6 +355,7 @@ fn bandwidth_limits_hold_within_15_percent() {
     for att in [&a, &b, &c] {
         fx.net.detach(att, true).unwrap();
     }
+    fx.net.settle().unwrap();
     assert!(host.link_index(&c.host_veth).unwrap().is_none());
 }
 
@@ -369,6 +371,7 @@ fn fifty_cycles_leave_nothing_behind() {
     // The first attach creates the bridge and the bridge-wide rules; they stay.
     let first = fx.net.attach("web", "web-0", &s).unwrap();
     fx.net.detach(&first, true).unwrap();
+    fx.net.settle().unwrap();
     let (links, rules, leases) = (fx.links(), fx.rules(), fx.leases());
     assert!(links.contains(&"bt3".to_string()));
 
@@ -378,6 +381,7 @@ fn fifty_cycles_leave_nothing_behind() {
         assert!(fx.links().contains(&att.host_veth));
         fx.net.detach(&att, true).unwrap();
     }
+    fx.net.settle().unwrap();
     assert_eq!(fx.links(), links);
     assert_eq!(fx.rules(), rules);
     assert_eq!(fx.leases(), leases);

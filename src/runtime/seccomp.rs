@@ -511,7 +511,10 @@ fn profile_table(caps: &CapsHashSet) -> Result<Table, SeccompError> {
         let mut allow = |nr: i64| {
             calls.insert(nr as u32, Decision::Allow);
         };
-        ALLOW_COMMON.iter().chain(ALLOW_ARCH).for_each(|&nr| allow(nr));
+        ALLOW_COMMON
+            .iter()
+            .chain(ALLOW_ARCH)
+            .for_each(|&nr| allow(nr));
         for (cap, listed) in cap_gated() {
             if caps.contains(&cap) {
                 listed.iter().for_each(|&nr| allow(nr));
@@ -545,7 +548,10 @@ fn profile_table(caps: &CapsHashSet) -> Result<Table, SeccompError> {
                     mask: CLONE_NAMESPACE_FLAGS,
                 },
             );
-            calls.insert(libc::SYS_clone3 as u32, Decision::Errno(libc::ENOSYS as u32));
+            calls.insert(
+                libc::SYS_clone3 as u32,
+                Decision::Errno(libc::ENOSYS as u32),
+            );
         }
         Ok(Table {
             arch: AUDIT_ARCH,
@@ -594,7 +600,11 @@ mod tests {
             start.elapsed()
         );
         // About two instructions per run of allowed numbers, far below one per syscall.
-        assert!(program.len() < 2 * ALLOW_COMMON.len() / 3, "{}", program.len());
+        assert!(
+            program.len() < 2 * ALLOW_COMMON.len() / 3,
+            "{}",
+            program.len()
+        );
         let values = [
             0u64,
             0x8,
@@ -685,7 +695,11 @@ mod tests {
         caps.insert(Capability::CAP_SYS_ADMIN);
         let program = profile_for(&caps).unwrap();
         for n in [libc::SYS_clone3, libc::SYS_mount, libc::SYS_unshare] {
-            assert_eq!(run(&program, n as u32, AUDIT_ARCH, [0; 6]), RET_ALLOW, "{n}");
+            assert_eq!(
+                run(&program, n as u32, AUDIT_ARCH, [0; 6]),
+                RET_ALLOW,
+                "{n}"
+            );
         }
         let flags = [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0];
         assert_eq!(

@@ -26,11 +26,20 @@ pub enum Decision {
     Allow,
     Errno(u32),
     /// Allowed when argument `arg` is one of `values`.
-    ArgIn { arg: u8, values: Vec<u32> },
+    ArgIn {
+        arg: u8,
+        values: Vec<u32>,
+    },
     /// Allowed unless argument `arg` is `value`.
-    ArgNot { arg: u8, value: u32 },
+    ArgNot {
+        arg: u8,
+        value: u32,
+    },
     /// Allowed when argument `arg` has none of the bits of `mask`.
-    ArgClear { arg: u8, mask: u32 },
+    ArgClear {
+        arg: u8,
+        mask: u32,
+    },
 }
 
 /// The whole profile: the architecture it is for (`AUDIT_ARCH_*`; any other is killed), the
@@ -226,9 +235,9 @@ pub(crate) mod tests {
             match off {
                 DATA_NR => nr,
                 DATA_ARCH => arch,
-                o if o >= DATA_ARGS && (o - DATA_ARGS) % 4 == 0 && o < DATA_ARGS + 48 => {
+                o if o >= DATA_ARGS && (o - DATA_ARGS).is_multiple_of(4) && o < DATA_ARGS + 48 => {
                     let i = ((o - DATA_ARGS) / 8) as usize;
-                    if (o - DATA_ARGS) % 8 == 0 {
+                    if (o - DATA_ARGS).is_multiple_of(8) {
                         args[i] as u32
                     } else {
                         (args[i] >> 32) as u32
@@ -239,7 +248,9 @@ pub(crate) mod tests {
         };
         let (mut pc, mut a) = (0usize, 0u32);
         loop {
-            let i = prog.get(pc).unwrap_or_else(|| panic!("pc {pc} past the end"));
+            let i = prog
+                .get(pc)
+                .unwrap_or_else(|| panic!("pc {pc} past the end"));
             let branch = |taken: bool| 1 + usize::from(if taken { i.jt } else { i.jf });
             pc += match i.code {
                 LD_W_ABS => {
@@ -310,7 +321,17 @@ pub(crate) mod tests {
     fn program_means_the_table() {
         let t = table();
         let prog = t.compile();
-        let arg_values = [0u64, 8, 40, 0x10, 0x20, 0x31, 0xffff_ffff, 0x1_0000_0008, u64::MAX];
+        let arg_values = [
+            0u64,
+            8,
+            40,
+            0x10,
+            0x20,
+            0x31,
+            0xffff_ffff,
+            0x1_0000_0008,
+            u64::MAX,
+        ];
         for nr in (0..64).chain([0x4000_0000, 0x4000_0003, u32::MAX - 1, u32::MAX]) {
             for &v in &arg_values {
                 let args = [v, v, 0, 0, 0, 0];
@@ -340,7 +361,11 @@ pub(crate) mod tests {
         let prog = t.compile();
         assert!(prog.iter().any(|i| i.code == JA));
         for nr in 0..2100 {
-            assert_eq!(run(&prog, nr, 7, [0; 6]), t.decide(7, nr, [0; 6]), "nr {nr}");
+            assert_eq!(
+                run(&prog, nr, 7, [0; 6]),
+                t.decide(7, nr, [0; 6]),
+                "nr {nr}"
+            );
         }
     }
 }

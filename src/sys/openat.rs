@@ -81,7 +81,10 @@ fn cstring(b: &[u8]) -> io::Result<CString> {
 /// Renames `from` to `to` unless `to` exists (`renameat2(2)` with RENAME_NOREPLACE; EEXIST, or
 /// ENOTEMPTY for a directory, when it does). Through syscall(2): not every C library wraps it.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let (from, to) = (cstring(from.as_os_str().as_bytes())?, cstring(to.as_os_str().as_bytes())?);
+    let (from, to) = (
+        cstring(from.as_os_str().as_bytes())?,
+        cstring(to.as_os_str().as_bytes())?,
+    );
     // SAFETY: both paths are NUL-terminated strings that outlive the call; the kernel only
     // reads them.
     let rc = unsafe {
