@@ -78,13 +78,14 @@ fn machine_section(md: &mut String, results: [&Option<Value>; 4]) {
     let s = |k: &str| m[k].as_str().unwrap_or("?").to_string();
     let _ = writeln!(
         md,
-        "{} CPUs ({}), kernel {}, Debian {}, cgroups {}, berth {}.\n",
+        "{} CPUs ({}), kernel {}, Debian {}, cgroups {}, berth {} built by {}.\n",
         m["cpus"],
         s("cpu"),
         s("kernel"),
         s("os"),
         s("cgroups"),
-        s("berth")
+        s("berth"),
+        s("berth_binary")
     );
     if let Some(tools) = m["tools"].as_object() {
         md.push_str("| tool | version |\n|---|---|\n");
@@ -103,9 +104,13 @@ fn one_shot_section(md: &mut String, run: &Value, docs: &Path) {
          warm-ups, the arms taking turns: `berth run` against `crun run` and `runc run` of \
          the same rootfs (crun and runc in a private mount namespace where the hybrid host's \
          unified cgroup.controllers reads empty). Wall is the time to exit; cpu is user + \
-         system of everything the command ran (RUSAGE_CHILDREN).\n\n\
+         system of everything the command ran (RUSAGE_CHILDREN). `berth` is {}; `berth-glibc` \
+         is cargo's dynamic glibc build of the same code.\n\n\
          | variant | runtime | wall median | min - max | p90 | cpu median | wall ratio | cpu ratio |\n\
-         |---|---|---|---|---|---|---|---|"
+         |---|---|---|---|---|---|---|---|",
+        run["machine"]["berth_binary"]
+            .as_str()
+            .unwrap_or("the binary benchmarked")
     );
     let variants = run["one_shot"].as_array().cloned().unwrap_or_default();
     for v in &variants {

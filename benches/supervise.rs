@@ -30,8 +30,8 @@
 //! 7. probe cost: BENCH_PROBED (100) busybox httpd containers, each with an http probe every
 //!    10 s; the daemon's CPU time (its threads and children) over BENCH_PROBE_WINDOW (60) s.
 //!
-//! Run as root: `cargo bench --bench supervise`. The berth binary is the one cargo builds for
-//! the bench (the bench profile inherits the release profile), so nothing is built twice.
+//! Run as root: `cargo bench --bench supervise`. The berth binary is the one berth ships
+//! (`common::berth_binary`: packaging/build-static, or `BENCH_BERTH`).
 //! Environment: BENCH_ONLY=sweep, burst or both (comma-separated) runs only those; BENCH_SWEEP,
 //! BENCH_BURST, BENCH_DROPS (default 100), BENCH_COLD (100), BENCH_RESTARTS (50), BENCH_PODMAN=0
 //! to skip podman. Results as JSON in target/bench/supervise.json.

@@ -2,11 +2,6 @@ use std::process::ExitCode;
 
 use berth::runtime::{exec, monitor, zygote};
 
-/// musl's own allocator returns pages to the kernel eagerly; see Cargo.toml.
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
 fn main() -> ExitCode {
     // The helper modes are dispatched before anything else runs (no threads, no runtime): the
     // mode's name, then the fd number of its channel.

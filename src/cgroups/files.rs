@@ -95,13 +95,22 @@ pub(super) fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
 pub(super) fn apply_writes(writes: &[(PathBuf, &'static str, String)]) -> Result<(), CgroupError> {
     let mut done_groups: HashSet<&'static str> = HashSet::new();
     let mut seen_groups: Vec<(&'static str, &Path)> = Vec::new();
+    // Consecutive writes to one file (the device rules of v1's devices.allow, one per write)
+    // share one open file.
+    let mut open: Option<(PathBuf, fs::File)> = None;
     let mut i = 0;
     while i < writes.len() {
         let (dir, file, value) = &writes[i];
         let path = dir.join(file);
         match file_policy(file) {
             FilePolicy::Required => {
-                if let Err(e) = write_io(&path, value) {
+                let written = match open.take() {
+                    Some((p, f)) if p == path => Ok(f),
+                    _ => OpenOptions::new().write(true).truncate(true).open(&path),
+                }
+                .and_then(|mut f| f.write_all(value.as_bytes()).map(|()| f));
+                let written = written.map(|f| open = Some((path.clone(), f)));
+                if let Err(e) = written {
                     // v1 keeps memsw >= limit: when raising the limit past the current memsw,
                     // the memsw write that follows has to go first.
                     let next_is_memsw = writes

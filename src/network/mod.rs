@@ -507,7 +507,12 @@ impl Network {
         spec: &crate::spec::NetworkSpec,
     ) -> Result<(), NetworkError> {
         let mtu = self.config.mtu;
-        netns::create_pinned(&att.netns)?;
+        let in_ctr = |step: &'static str, ifname: &str| {
+            let object = format!("{ifname} in {}", att.netns.display());
+            move |e: io::Error| NetworkError::netlink(step, object, e)
+        };
+        let mut ctr = netns::create_pinned(&att.netns, Netlink::open)?
+            .map_err(in_ctr("opening a socket in", "the namespace"))?;
         let ns_file = File::open(&att.netns).map_err(|source| NetworkError::Netns {
             step: "opening",
             path: att.netns.clone(),
@@ -532,11 +537,6 @@ impl Network {
         host.set_up(host_index)
             .map_err(|e| NetworkError::netlink("bringing up veth", veth, e))?;
 
-        let mut ctr = Netlink::open_in(Some(&att.netns))?;
-        let in_ctr = |step: &'static str, ifname: &str| {
-            let object = format!("{ifname} in {}", att.netns.display());
-            move |e: io::Error| NetworkError::netlink(step, object, e)
-        };
         let lo = ctr
             .link_index("lo")
             .and_then(|i| i.ok_or_else(|| io::ErrorKind::NotFound.into()))

@@ -46,8 +46,14 @@ where
     })
 }
 
-/// Creates a new, empty network namespace and pins it at `path` (which must not exist yet).
-pub(crate) fn create_pinned(path: &Path) -> Result<(), NetworkError> {
+/// Creates a new, empty network namespace, pins it at `path` (which must not exist yet) and
+/// runs `f` inside it, on the thread that made it (a netlink socket `f` opens stays bound to
+/// the namespace): one thread for both, not one to create and another to join.
+pub(crate) fn create_pinned<R, F>(path: &Path, f: F) -> Result<R, NetworkError>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
     let err = |step: &'static str| {
         let path = path.to_path_buf();
         move |source: io::Error| NetworkError::Netns { step, path, source }
@@ -61,7 +67,7 @@ pub(crate) fn create_pinned(path: &Path) -> Result<(), NetworkError> {
         .open(path)
         .map_err(err("creating the pin file"))?;
     let result = std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<()> {
+        s.spawn(|| -> io::Result<R> {
             unshare(CloneFlags::CLONE_NEWNET)?;
             mount(
                 Some("/proc/thread-self/ns/net"),
@@ -70,16 +76,15 @@ pub(crate) fn create_pinned(path: &Path) -> Result<(), NetworkError> {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )?;
-            Ok(())
+            Ok(f())
         })
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
-    if let Err(e) = result {
+    result.map_err(|e| {
         let _ = fs::remove_file(path);
-        return Err(err("creating and bind-mounting")(e));
-    }
-    Ok(())
+        err("creating and bind-mounting")(e)
+    })
 }
 
 /// Unmounts and removes a pinned namespace. A path that is already gone, or a file that is no

@@ -49,7 +49,7 @@ impl Fixture {
     fn new(n: u8) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let host_ns = dir.path().join("hostns");
-        netns::create_pinned(&host_ns).unwrap();
+        netns::create_pinned(&host_ns, || ()).unwrap();
         let mut nl = Netlink::open_in(Some(&host_ns)).unwrap();
         let lo = nl.link_index("lo").unwrap().unwrap();
         nl.set_up(lo).unwrap();
@@ -591,7 +591,7 @@ fn outbound_traffic_is_masqueraded_and_the_switch_turns_it_off() {
     // An "outside" namespace behind the test host, on 10.202.7.0/24, with no route back to
     // the bridge subnet: only masqueraded traffic can get answers.
     let outside = fx.dir.path().join("outside");
-    netns::create_pinned(&outside).unwrap();
+    netns::create_pinned(&outside, || ()).unwrap();
     let out_file = File::open(&outside).unwrap();
     let mut host = Netlink::open_in(fx.ns()).unwrap();
     host.add_veth(&Veth {
