@@ -82,6 +82,7 @@ pub fn unpack_layer_at(
         root,
         stats: LayerStats::default(),
         dir_times: Vec::new(),
+        buf: vec![0; 64 << 10],
     };
     let result = (|| {
         let mut archive = tar::Archive::new(&mut limited);
@@ -103,10 +104,10 @@ pub fn unpack_layer_at(
 }
 
 /// Copies `r` into the new, empty file `f`, leaving every all-zero chunk a hole (so a layer's
-/// sparse or zero-filled files take no disk for their zeros); the file ends at the full length.
-fn copy_sparse(r: &mut impl Read, f: &mut File) -> io::Result<u64> {
+/// sparse or zero-filled files take no disk for their zeros), through `buf`; the file ends at
+/// the full length.
+fn copy_sparse(r: &mut impl Read, f: &mut File, buf: &mut [u8]) -> io::Result<u64> {
     use std::io::{Seek, SeekFrom, Write};
-    let mut buf = vec![0u8; 64 << 10];
     let (mut total, mut ends_in_hole) = (0u64, false);
     loop {
         let mut n = 0;
@@ -201,6 +202,8 @@ struct Extractor {
     stats: LayerStats,
     /// Directories whose mtime is set once every member is written.
     dir_times: Vec<(PathBuf, i64)>,
+    /// The copy buffer of every file of the layer.
+    buf: Vec<u8>,
 }
 
 impl Extractor {
@@ -271,8 +274,8 @@ impl Extractor {
                 )
                 .map_err(|s| io_err(&name, "creating the file", s.into()))?;
                 let mut file = File::from(fd);
-                let n =
-                    copy_sparse(e, &mut file).map_err(|source| ImageError::TarRead { source })?;
+                let n = copy_sparse(e, &mut file, &mut self.buf)
+                    .map_err(|source| ImageError::TarRead { source })?;
                 self.stats.files += 1;
                 self.stats.bytes += n;
                 self.set_meta_fd(&name, file.as_fd(), &meta)?;

@@ -744,12 +744,14 @@ pub(crate) fn unpack_blob<R: Read + Send>(
     // Reading, hashing and decompressing run on a thread of their own, ahead of the
     // extraction (file creation, which is mostly kernel time): the two overlap.
     let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS);
+    let (spent_tx, spent_rx) = std::sync::mpsc::channel();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (unpacked, produced) = std::thread::scope(|s| {
-        let producer = s.spawn(|| produce(hashed, tx, &stop));
+        let producer = s.spawn(|| produce(hashed, tx, spent_rx, &stop));
         let mut reader = ChannelReader {
             rx,
-            chunk: Vec::new(),
+            spent: spent_tx,
+            chunk: Chunk::default(),
             pos: 0,
         };
         let unpacked = extract::unpack_layer_limited(&mut reader, dir, MAX_LAYER_SIZE);
@@ -781,58 +783,91 @@ pub(crate) fn unpack_blob<R: Read + Send>(
 const PREFETCH_CHUNKS: usize = 8;
 const PREFETCH_CHUNK: usize = 256 * 1024;
 
-/// Reads `hashed` to its end (at most `MAX_LAYER_SIZE` + 1 bytes), sending each chunk to the
-/// extraction while it listens, then only hashing. Stops early when `stop` is set (the
-/// extraction failed) or on a read error, which the extraction also receives.
+/// A buffer of `PREFETCH_CHUNK` bytes, the first `len` of them filled.
+#[derive(Default)]
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// Reads `hashed` to its end (at most `MAX_LAYER_SIZE` + 1 bytes), sending each full chunk to
+/// the extraction while it listens, then only hashing. The extraction hands the buffers back
+/// on `spent`, so the same few serve the whole layer (a fresh 256 KiB buffer a chunk is an
+/// mmap, its page faults and an munmap). Stops early when `stop` is set (the extraction
+/// failed) or on a read error, which the extraction also receives.
 fn produce<R: Read>(
     mut hashed: HashReader<R>,
-    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Chunk>>,
+    spent: std::sync::mpsc::Receiver<Vec<u8>>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> (HashReader<R>, io::Result<()>) {
     let mut listening = true;
+    let mut spare = None;
     while !stop.load(Ordering::Relaxed) && hashed.count <= MAX_LAYER_SIZE {
-        let mut chunk = vec![0; PREFETCH_CHUNK];
-        match hashed.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                chunk.truncate(n);
-                if listening && tx.send(Ok(chunk)).is_err() {
-                    listening = false;
+        let mut buf = spare
+            .take()
+            .or_else(|| spent.try_recv().ok())
+            .unwrap_or_else(|| vec![0; PREFETCH_CHUNK]);
+        let mut len = 0;
+        let mut failed = None;
+        while len < buf.len() {
+            match hashed.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let mine = io::Error::new(e.kind(), e.to_string());
-                let _ = tx.send(Err(e));
-                return (hashed, Err(mine));
+        }
+        if len > 0 && listening {
+            if let Err(std::sync::mpsc::SendError(unsent)) = tx.send(Ok(Chunk { buf, len })) {
+                // The extraction is over: only hashing from here on, in this one buffer.
+                listening = false;
+                spare = unsent.ok().map(|c| c.buf);
             }
+        } else {
+            spare = Some(buf);
+        }
+        if let Some(e) = failed {
+            let mine = io::Error::new(e.kind(), e.to_string());
+            let _ = tx.send(Err(e));
+            return (hashed, Err(mine));
+        }
+        if len < PREFETCH_CHUNK {
+            break;
         }
     }
     (hashed, Ok(()))
 }
 
-/// The extraction's side of [`produce`]: a `Read` over the chunks it sends; the end of the
-/// stream once it has sent the last.
+/// The extraction's side of [`produce`]: a `Read` over the chunks it sends, each buffer handed
+/// back once read; the end of the stream once it has sent the last.
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
+    rx: std::sync::mpsc::Receiver<io::Result<Chunk>>,
+    spent: std::sync::mpsc::Sender<Vec<u8>>,
+    chunk: Chunk,
     pos: usize,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
+        while self.pos == self.chunk.len {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
+                    let done = std::mem::replace(&mut self.chunk, chunk);
+                    if !done.buf.is_empty() {
+                        let _ = self.spent.send(done.buf);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Ok(0),
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        let n = buf.len().min(self.chunk.len - self.pos);
+        buf[..n].copy_from_slice(&self.chunk.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
