@@ -27,15 +27,42 @@ pub fn unpack_rootfs(image_dir: &Path, rootfs: &Path) {
         .success());
 }
 
-/// The berth binary the benchmarks measure: the one berth ships, the static build of
-/// `packaging/build-static` (built here, or the binary `BENCH_BERTH` names).
-/// `BENCH_BERTH=cargo` measures cargo's own (dynamic) release build.
+/// Which berth binary the benchmarks measure, from `BENCH_BERTH`: unset, the one berth ships
+/// (the static build of `packaging/build-static`, built here); `cargo`, cargo's own (dynamic)
+/// release build; anything else, the binary it names.
+enum BerthBinary {
+    Static,
+    Cargo,
+    Given(PathBuf),
+}
+
+impl BerthBinary {
+    fn from_env() -> BerthBinary {
+        match std::env::var_os("BENCH_BERTH") {
+            None => BerthBinary::Static,
+            Some(v) if v == "cargo" => BerthBinary::Cargo,
+            Some(v) => BerthBinary::Given(PathBuf::from(v)),
+        }
+    }
+
+    /// How it is built, for the report.
+    fn label(&self) -> String {
+        match self {
+            BerthBinary::Static => "packaging/build-static (static, musl)".into(),
+            BerthBinary::Cargo => "cargo build --release (dynamic, glibc)".into(),
+            BerthBinary::Given(p) => format!("{} (BENCH_BERTH)", p.display()),
+        }
+    }
+}
+
+/// The berth binary the benchmarks measure (see [`BerthBinary`]); the static one is built
+/// first.
 pub fn berth_binary() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    match std::env::var_os("BENCH_BERTH") {
-        Some(v) if v == "cargo" => cargo_berth(),
-        Some(v) => PathBuf::from(v),
-        None => {
+    match BerthBinary::from_env() {
+        BerthBinary::Cargo => cargo_berth(),
+        BerthBinary::Given(p) => p,
+        BerthBinary::Static => {
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
             let out = repo.join("target/berth-static");
             let status = Command::new(repo.join("packaging/build-static"))
                 .arg(&out)
@@ -54,15 +81,6 @@ pub fn berth_binary() -> PathBuf {
 /// cargo's own release build of berth (dynamically linked against glibc).
 pub fn cargo_berth() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berth"))
-}
-
-/// How the binary of [`berth_binary`] is built, for the report.
-fn berth_binary_label() -> String {
-    match std::env::var("BENCH_BERTH") {
-        Ok(v) if v == "cargo" => "cargo build --release (dynamic, glibc)".into(),
-        Ok(v) => format!("{v} (BENCH_BERTH)"),
-        Err(_) => "packaging/build-static (static, musl)".into(),
-    }
 }
 
 /// Writes a benchmark's results as `<name>.json` under `BENCH_OUT` (default target/bench),
@@ -125,7 +143,7 @@ pub fn machine() -> serde_json::Value {
         "os": read("/etc/debian_version"),
         "cgroups": cgroups,
         "berth": env!("CARGO_PKG_VERSION"),
-        "berth_binary": berth_binary_label(),
+        "berth_binary": BerthBinary::from_env().label(),
         "tools": tools,
     })
 }

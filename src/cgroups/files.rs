@@ -20,9 +20,17 @@ pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 fn write_io(path: &Path, value: &str) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).truncate(true).open(path)?;
-    // One write(2): cgroup files take a whole value per write.
-    f.write_all(value.as_bytes())
+    write_to(open_control(path)?, value).map(drop)
+}
+
+/// An existing control file, open for writing.
+fn open_control(path: &Path) -> io::Result<fs::File> {
+    OpenOptions::new().write(true).truncate(true).open(path)
+}
+
+/// Writes `value` in one write(2) (cgroup files take a whole value per write); the file back.
+fn write_to(mut f: fs::File, value: &str) -> io::Result<fs::File> {
+    f.write_all(value.as_bytes()).map(|()| f)
 }
 
 pub(super) fn read(path: &Path) -> Result<String, CgroupError> {
@@ -106,9 +114,9 @@ pub(super) fn apply_writes(writes: &[(PathBuf, &'static str, String)]) -> Result
             FilePolicy::Required => {
                 let written = match open.take() {
                     Some((p, f)) if p == path => Ok(f),
-                    _ => OpenOptions::new().write(true).truncate(true).open(&path),
+                    _ => open_control(&path),
                 }
-                .and_then(|mut f| f.write_all(value.as_bytes()).map(|()| f));
+                .and_then(|f| write_to(f, value));
                 let written = written.map(|f| open = Some((path.clone(), f)));
                 if let Err(e) = written {
                     // v1 keeps memsw >= limit: when raising the limit past the current memsw,

@@ -43,7 +43,8 @@ use tc::TbfParams;
 /// How long attach waits for the new links to come up.
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long removing the bridge waits for the veth pairs of detached containers, which the
-/// kernel deletes with their namespaces, to be gone.
+/// kernel deletes with their namespaces, to be gone; a pair detached longer ago than this is no
+/// longer waited for (something else holds its namespace).
 const LINK_GONE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The container-side interface name.
@@ -105,8 +106,9 @@ pub struct Network {
     subnet: Subnet,
     host_netns: Option<PathBuf>,
     leases: Leases,
-    /// Host veths of containers detached here whose pairs the kernel may still be deleting.
-    going: std::sync::Mutex<Vec<String>>,
+    /// Host veths of containers detached here whose pairs the kernel may still be deleting,
+    /// with when they were detached; kept for `LINK_GONE_TIMEOUT` at most.
+    going: std::sync::Mutex<Vec<(String, Instant)>>,
 }
 
 impl Network {
@@ -237,9 +239,8 @@ impl Network {
             .chain(netns::remove_pinned(&att.netns).err())
             .collect();
         let mut going = self.going.lock().unwrap_or_else(|p| p.into_inner());
-        if !going.contains(&att.host_veth) {
-            going.push(att.host_veth.clone());
-        }
+        going.retain(|(veth, at)| veth != &att.host_veth && at.elapsed() < LINK_GONE_TIMEOUT);
+        going.push((att.host_veth.clone(), Instant::now()));
         drop(going);
         if release_lease {
             match self.leases.lock() {
@@ -349,14 +350,15 @@ impl Network {
     /// Waits (at most `LINK_GONE_TIMEOUT`) until the veth pairs of the containers detached
     /// here are gone with their namespaces (see [`Network::detach`]).
     pub fn settle(&self) -> Result<(), NetworkError> {
-        let mut host = Netlink::open_in(self.host_ns())?;
+        self.settle_with(&mut Netlink::open_in(self.host_ns())?)
+    }
+
+    fn settle_with(&self, host: &mut Netlink) -> Result<(), NetworkError> {
         let deadline = Instant::now() + LINK_GONE_TIMEOUT;
         loop {
-            let links = host.links().map_err(|e| {
-                NetworkError::netlink("listing the links of", "the bridge's netns", e)
-            })?;
+            let links = list_links(host)?;
             let mut going = self.going.lock().unwrap_or_else(|p| p.into_inner());
-            going.retain(|v| links.iter().any(|(_, l)| l == v));
+            going.retain(|(v, _)| links.iter().any(|(_, l)| l == v));
             if going.is_empty() || Instant::now() >= deadline {
                 return Ok(());
             }
@@ -373,12 +375,8 @@ impl Network {
     pub fn remove_bridge(&self) -> Result<(), NetworkError> {
         let mut host = Netlink::open_in(self.host_ns())?;
         let name = &self.config.bridge;
-        let list = |host: &mut Netlink| {
-            host.links()
-                .map_err(|e| NetworkError::netlink("listing the links of", "the bridge's netns", e))
-        };
-        self.settle()?;
-        let links = list(&mut host)?;
+        self.settle_with(&mut host)?;
+        let links = list_links(&mut host)?;
         if links.iter().any(|(_, l)| l.starts_with("bth")) {
             return Ok(());
         }
@@ -606,6 +604,12 @@ impl Network {
 /// The alias on a host veth naming the container it belongs to.
 fn veth_alias(id: &str) -> String {
     format!("berth:{id}")
+}
+
+/// Every link's index and name in the bridge's namespace.
+fn list_links(host: &mut Netlink) -> Result<Vec<(u32, String)>, NetworkError> {
+    host.links()
+        .map_err(|e| NetworkError::netlink("listing the links of", "the bridge's netns", e))
 }
 
 /// Waits until link `index` is operationally up, at most until `deadline`.
