@@ -117,6 +117,23 @@ fn owner_file(dir: &Path) -> PathBuf {
     dir.join("owner")
 }
 
+/// The parents (pid, start time) of a cgroup's processes that are not in it themselves: the
+/// monitor of the container's init, unless it is gone and the init was inherited (by pid 1 or
+/// by this process, which are left out).
+fn monitors_of(pids: &[i32]) -> Vec<(i32, u64)> {
+    let me = std::process::id() as i32;
+    let mut parents: Vec<(i32, u64)> = pids
+        .iter()
+        .filter_map(|p| crate::state::read_stat(*p))
+        .map(|s| s.ppid)
+        .filter(|pp| *pp > 1 && *pp != me && !pids.contains(pp))
+        .filter_map(|pp| Some((pp, crate::state::process_start_time(pp)?)))
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    parents
+}
+
 /// How long the processes of an orphaned instance get to die after SIGKILL.
 const ORPHAN_KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -399,9 +416,18 @@ impl Runtime {
     /// `release_lease`, its address) and dir go.
     pub fn remove_orphan(&self, id: &str, release_lease: bool) {
         if let Ok(Some(cg)) = self.cgroup(id) {
+            // The monitor outlives the container's processes by the write of its exit file
+            // into the container dir: the teardown waits for it too.
+            let monitors = monitors_of(&cg.pids().unwrap_or_default());
             let _ = cg.kill_all();
             let deadline = std::time::Instant::now() + ORPHAN_KILL_GRACE;
-            while cg.pids().is_ok_and(|p| !p.is_empty()) && std::time::Instant::now() < deadline {
+            let running = || {
+                cg.pids().is_ok_and(|p| !p.is_empty())
+                    || monitors
+                        .iter()
+                        .any(|(pid, start)| crate::state::is_same_process(*pid, *start))
+            };
+            while running() && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }

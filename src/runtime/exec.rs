@@ -197,13 +197,6 @@ pub fn parse_nofile(limits: &str) -> Option<(u64, u64)> {
     Some((value(f.next()?)?, value(f.next()?)?))
 }
 
-/// Field 22 (starttime) of a `/proc/<pid>/stat` line.
-fn parse_start_time(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// What an exec needs to know of the container, from the daemon.
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
@@ -415,7 +408,7 @@ fn open_init(plan: &ExecPlan) -> Result<InitHandles, ExecError> {
         File::from(fd)
             .read_to_string(&mut stat)
             .map_err(|_| gone())?;
-        if parse_start_time(&stat) == Some(plan.start_time) {
+        if crate::state::parse_stat(&stat).map(|s| s.start) == Some(plan.start_time) {
             Ok(())
         } else {
             Err(gone())
@@ -765,7 +758,7 @@ Max open files            1024                 524288               files     \n
         let stat = fs::read_to_string("/proc/self/stat").unwrap();
         let me = std::process::id() as i32;
         assert_eq!(
-            parse_start_time(&stat),
+            crate::state::parse_stat(&stat).map(|s| s.start),
             crate::state::process_start_time(me)
         );
     }

@@ -215,14 +215,30 @@ pub fn write_atomic(path: &Path, data: &[u8], durability: Durability) -> Result<
 /// A process's start time (clock ticks since boot, field 22 of /proc/PID/stat), which with the
 /// pid identifies it: a recycled pid has a different start time.
 pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
+    Some(read_stat(pid)?.start)
 }
 
-fn parse_start_time(stat: &str) -> Option<u64> {
+/// What identifies a process and its parent, from /proc/PID/stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 4: the parent's pid.
+    pub ppid: i32,
+    /// Field 22: the start time in clock ticks since boot.
+    pub start: u64,
+}
+
+/// Reads `/proc/PID/stat`; `None` once the process is gone.
+pub fn read_stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses one `/proc/PID/stat` line.
+pub fn parse_stat(stat: &str) -> Option<ProcStat> {
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let ppid = rest.nth(1)?.parse().ok()?;
+    let start = rest.nth(17)?.parse().ok()?;
+    Some(ProcStat { ppid, start })
 }
 
 /// Whether `pid` is still the process that started at `start`.
@@ -238,8 +254,14 @@ mod tests {
     fn start_time_parses_odd_names() {
         let stat =
             "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_start_time(stat), Some(987654));
-        assert_eq!(parse_start_time("garbage"), None);
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                ppid: 1,
+                start: 987654
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
         let me = std::process::id() as i32;
         assert!(is_same_process(me, process_start_time(me).unwrap()));
         assert!(!is_same_process(me, 1));
