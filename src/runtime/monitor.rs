@@ -75,11 +75,9 @@ pub fn monitor_main(channel_fd: RawFd) -> i32 {
             {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
-            // From here on a supervised container's helper only copies output and waits: what
-            // it ran to start the container need not stay resident in every monitor. A
-            // foreground run's helper lives beside `berth run`, which is larger; it keeps them.
+            // From here on a supervised container's helper only copies output and waits; once
+            // idle, it gives back what it ran to start the container (see `pump_logs`).
             if let (Some(output), Some(target)) = (output, &plan.log) {
-                let _ = crate::sys::process::release_unused_pages();
                 pump_logs(output, target);
             }
             let status = wait_for(pid);
@@ -167,9 +165,10 @@ fn start(plan: &ContainerPlan, channel: &Channel) -> Result<(Pid, Option<Output>
     }
 }
 
-/// How long the output pipes stay quiet before the monitor gives back the pages that copying
-/// touched (see `release_unused_pages`); the next output faults them in again.
-const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the output pipes stay quiet before the monitor gives back the pages that starting
+/// the container and copying touched (see `release_pages_and_wait`); the next output faults
+/// them in again.
+pub(crate) const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Copies the container's output into its log files until both pipes close (when the
 /// container's last process is gone). If the log files cannot be written, output is still
@@ -190,26 +189,26 @@ fn pump_logs(output: Output, target: &LogTarget) {
         (Stream::Stderr, File::from(output.stderr)),
     ];
     let mut buf = vec![0u8; 16 * 1024];
-    // Whether pages were touched since they were last given back (opening the log did).
-    let mut touched = true;
+    // How long to wait before giving pages back; without a way to, the wait is a plain one.
+    let mut idle =
+        nix::poll::PollTimeout::try_from(IDLE_RELEASE).unwrap_or(nix::poll::PollTimeout::MAX);
     while !open.is_empty() {
         let mut fds: Vec<nix::poll::PollFd> = open
             .iter()
             .map(|(_, f)| nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN))
             .collect();
-        let timeout = if touched {
-            nix::poll::PollTimeout::try_from(IDLE_RELEASE).unwrap_or(nix::poll::PollTimeout::MAX)
-        } else {
-            nix::poll::PollTimeout::NONE
-        };
-        match nix::poll::poll(&mut fds, timeout) {
+        match nix::poll::poll(&mut fds, idle) {
             Ok(0) => {
                 drop(fds);
-                let _ = crate::sys::process::release_unused_pages();
-                touched = false;
+                let fds: Vec<_> = open.iter().map(|(_, f)| f.as_fd()).collect();
+                if let Err(e) = crate::sys::process::release_pages_and_wait(&fds) {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        idle = nix::poll::PollTimeout::NONE;
+                    }
+                }
                 continue;
             }
-            Ok(_) => touched = true,
+            Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(_) => break,
         }

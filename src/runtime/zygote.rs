@@ -98,6 +98,19 @@ impl Zygote {
     }
 }
 
+/// Waits until the daemon sends a request (or closes the socket). After
+/// `monitor::IDLE_RELEASE` without one, what the start-up and the forks touched of the binary
+/// goes back first; the monitors fault in what they run.
+fn wait_for_request(socket: &Channel) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let idle = PollTimeout::try_from(monitor::IDLE_RELEASE).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(socket.fd().as_fd(), PollFlags::POLLIN)];
+    if let Ok(0) = poll(&mut fds, idle) {
+        // An error leaves the next receive to find out (or to block, as before).
+        let _ = crate::sys::process::release_pages_and_wait(&[socket.fd().as_fd()]);
+    }
+}
+
 /// The zygote's loop. Returns its exit code: 0 when the daemon closed the socket.
 pub fn zygote_main(fd: RawFd) -> i32 {
     // The daemon placed the socket at this fd for us; nothing else here owns it.
@@ -105,10 +118,8 @@ pub fn zygote_main(fd: RawFd) -> i32 {
     if set_auto_reap(true).is_err() {
         return 125;
     }
-    // What the start-up touched of the binary's text goes back; the monitors fault in what
-    // they run.
-    let _ = crate::sys::process::release_unused_pages();
     loop {
+        wait_for_request(&socket);
         let (request, channel) = match socket.recv_with_fd::<ForkRequest>() {
             Ok(Some((r, Some(fd)))) => (r, fd),
             Ok(None) => return 0,

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
@@ -332,15 +332,22 @@ pub(crate) fn place_at_fd3(cmd: &mut std::process::Command, fd: &OwnedFd) {
     }
 }
 
-/// Gives back what a long-lived helper no longer needs: freed heap (malloc_trim) and every
-/// resident page of its read-only file mappings (program text and constants of our binary and
-/// the C library) that still equals the file, i.e. holds no private copy (`Anonymous: 0 kB` in
-/// /proc/self/smaps; relocated read-only data does, and is kept). Those pages stay in the page
-/// cache and the sealed copy; what the helper runs again faults back in as a minor fault.
-/// Returns the bytes no longer resident.
-pub fn release_unused_pages() -> io::Result<u64> {
+/// For a long-lived helper with nothing to do: gives back what it no longer needs, then waits
+/// until one of `fds` is readable (or hung up). Given back are freed heap (malloc_trim) and
+/// every resident page of its read-only file mappings (program text and constants of our
+/// binary and the C library) that still equals the file, i.e. holds no private copy
+/// (`Anonymous: 0 kB` in /proc/self/smaps; relocated read-only data does, and is kept). Those
+/// pages stay in the page cache and the sealed copy; what the helper runs again faults back in
+/// as a minor fault. Between the release and the wait runs nothing but [`madvise_then_poll`]:
+/// any other code on the way would map its pages back, each fault a whole fault-around block
+/// (64 KiB by default), and keep them resident for as long as the helper waits.
+/// `EINTR` returns early; the caller polls again either way.
+pub fn release_pages_and_wait(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
-    let clean = clean_file_mappings(&smaps);
+    let clean: Vec<(usize, usize)> = clean_file_mappings(&smaps)
+        .into_iter()
+        .map(|m| (m.start, m.len))
+        .collect();
     drop(smaps);
     // After the smaps text is freed, so its pages go back too.
     #[cfg(target_env = "gnu")]
@@ -348,20 +355,107 @@ pub fn release_unused_pages() -> io::Result<u64> {
     unsafe {
         libc::malloc_trim(0);
     }
-    let mut released = 0;
-    for m in clean {
-        // SAFETY: the range is a whole mapping of this process that is not writable and holds
-        // no private (anonymous) pages, so every page is an unmodified view of its file:
-        // MADV_DONTNEED only unmaps them, and the next access reads the same bytes back.
-        let rc = unsafe { libc::madvise(m.start as *mut libc::c_void, m.len, libc::MADV_DONTNEED) };
-        if rc == 0 {
-            released += m.resident;
-        }
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: each range is a whole mapping of this process that is not writable and holds no
+    // private (anonymous) pages, so every page is an unmodified view of its file: MADV_DONTNEED
+    // only unmaps them, and the next access reads the same bytes back. The pollfds are ours
+    // and live across the call.
+    let rc = unsafe { madvise_then_poll(&clean, &mut pollfds) };
+    if rc < 0 {
+        return Err(io::Error::from_raw_os_error(-rc as i32));
     }
-    Ok(released)
+    Ok(())
 }
 
-/// A mapping [`release_unused_pages`] may drop: its range and resident bytes.
+/// `madvise(MADV_DONTNEED)` on each range, then `ppoll` on `fds` without a timeout; returns
+/// ppoll's result (negative errno). Small and self-contained (raw system calls, no call out)
+/// so that the code that runs after the text is dropped lies in one fault-around block.
+///
+/// # Safety
+/// Every range must be a mapping whose pages can be dropped without losing data (see
+/// [`release_pages_and_wait`]).
+#[inline(never)]
+unsafe fn madvise_then_poll(ranges: &[(usize, usize)], fds: &mut [libc::pollfd]) -> isize {
+    for &(start, len) in ranges {
+        // SAFETY: the caller vouches for the range; madvise touches no memory of ours.
+        unsafe {
+            raw_syscall5(
+                libc::SYS_madvise as usize,
+                [start, len, libc::MADV_DONTNEED as usize, 0, 0],
+            );
+        }
+    }
+    // SAFETY: `fds` is a live, exclusively borrowed array of `fds.len()` pollfds; the timeout
+    // and signal mask are null (wait without limit, keep the mask).
+    unsafe {
+        raw_syscall5(
+            libc::SYS_ppoll as usize,
+            [fds.as_mut_ptr() as usize, fds.len(), 0, 0, 0],
+        )
+    }
+}
+
+/// A system call with up to five arguments, made in place: no C library function to page in.
+/// Returns the kernel's result (negative errno on failure).
+///
+/// # Safety
+/// As for the system call `n` with these arguments.
+#[inline(always)]
+unsafe fn raw_syscall5(n: usize, a: [usize; 5]) -> isize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let ret: isize;
+        // SAFETY: the x86_64 system call convention: number in rax, arguments in rdi, rsi,
+        // rdx, r10, r8; the kernel clobbers rcx and r11 and returns in rax.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") n as isize => ret,
+                in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4],
+                lateout("rcx") _, lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let ret: isize;
+        // SAFETY: the aarch64 system call convention: number in x8, arguments in x0..x4,
+        // result in x0.
+        unsafe {
+            std::arch::asm!(
+                "svc 0",
+                in("x8") n,
+                inlateout("x0") a[0] as isize => ret,
+                in("x1") a[1], in("x2") a[2], in("x3") a[3], in("x4") a[4],
+                options(nostack),
+            );
+        }
+        ret
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        // SAFETY: as the caller's; the C library's wrapper reports errors through errno.
+        let rc = unsafe { libc::syscall(n as libc::c_long, a[0], a[1], a[2], a[3], a[4]) };
+        if rc < 0 {
+            -(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO) as isize)
+        } else {
+            rc as isize
+        }
+    }
+}
+
+/// A mapping [`release_pages_and_wait`] may drop: its range and resident bytes.
 #[derive(Debug, PartialEq)]
 struct CleanMapping {
     start: usize,
@@ -525,13 +619,30 @@ Anonymous:             0 kB
     }
 
     #[test]
-    fn released_pages_read_back_the_same() {
-        let before: Vec<u8> = std::fs::read("/proc/self/exe").unwrap()[..4096].to_vec();
-        let released = release_unused_pages().unwrap();
-        assert!(released > 0, "nothing released");
+    fn released_pages_read_back_the_same_and_the_wait_ends_on_input() {
+        let resident = || -> u64 {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+            clean_file_mappings(&smaps).iter().map(|m| m.resident).sum()
+        };
+        let before_bytes: Vec<u8> = std::fs::read("/proc/self/exe").unwrap()[..4096].to_vec();
+        let before = resident();
+        assert!(before > 0, "nothing resident to release");
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            nix::unistd::write(&w, b"x").unwrap();
+        });
+        release_pages_and_wait(&[std::os::fd::AsFd::as_fd(&r)]).unwrap();
+        let after = resident();
+        // Other test threads fault some pages back in meanwhile, never all of them.
+        assert!(after < before, "resident {before} -> {after} bytes");
+        // It returned because the byte arrived.
+        let mut byte = [0u8; 1];
+        assert_eq!(nix::unistd::read(&r, &mut byte).unwrap(), 1);
+        writer.join().unwrap();
         // Code and constants still work after their pages were dropped.
         let again: Vec<u8> = std::fs::read("/proc/self/exe").unwrap()[..4096].to_vec();
-        assert_eq!(before, again);
+        assert_eq!(before_bytes, again);
         assert_eq!(format!("{:?}", vec![1, 2, 3]), "[1, 2, 3]");
     }
 }
