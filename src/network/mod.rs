@@ -206,8 +206,11 @@ impl Network {
         let mut host = Netlink::open_in(self.host_ns())?;
         let bridge = self.ensure_bridge(&mut host)?;
         self.check_ports(&att)?;
-        // A crashed earlier attach of this id may have left its objects behind.
-        let _ = self.teardown(&mut host, id);
+        // A crashed earlier attach of this id may have left its objects behind; the pinned
+        // namespace is made first and removed last, so without it there are none.
+        if self.is_attached(id) {
+            let _ = self.teardown(&mut host, id);
+        }
         if leases.get(name) != previous {
             leases.save()?;
         }
@@ -233,7 +236,12 @@ impl Network {
     /// are gone by now), deleting the pair with it. Deleting it here would wait for the RCU
     /// grace periods of unregistering a device (some 20 ms on a small machine) on every stop.
     pub fn detach(&self, att: &Attachment, release_lease: bool) -> Result<(), NetworkErrors> {
-        let mut errors: Vec<NetworkError> = nft::unpublish(self.host_ns(), &att.id)
+        // Without ports, no rule was published (the attachment is recorded after the attach).
+        let unpublished = match att.ports.is_empty() {
+            true => Ok(()),
+            false => nft::unpublish(self.host_ns(), &att.id),
+        };
+        let mut errors: Vec<NetworkError> = unpublished
             .err()
             .into_iter()
             .chain(netns::remove_pinned(&att.netns).err())
@@ -397,8 +405,8 @@ impl Network {
             let object = name.clone();
             move |e: io::Error| NetworkError::netlink(step, object, e)
         };
-        let index = match host.link_index(name).map_err(nl("looking up bridge"))? {
-            Some(i) => i,
+        let (index, up) = match host.link_state(name).map_err(nl("looking up bridge"))? {
+            Some(state) => state,
             None => {
                 self.check_overlap(host)?;
                 match host.add_bridge(name, self.config.mtu, addr::mac_for(self.subnet.gateway())) {
@@ -407,14 +415,16 @@ impl Network {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                     Err(e) => return Err(nl("creating bridge")(e)),
                 }
-                host.link_index(name)
+                host.link_state(name)
                     .map_err(nl("looking up bridge"))?
                     .ok_or_else(|| nl("looking up bridge")(io::ErrorKind::NotFound.into()))?
             }
         };
         host.add_address(index, self.subnet.gateway(), self.subnet.prefix)
             .map_err(nl("adding the gateway address to bridge"))?;
-        host.set_up(index).map_err(nl("bringing up bridge"))?;
+        if !up {
+            host.set_up(index).map_err(nl("bringing up bridge"))?;
+        }
         let sysctls = [
             format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"),
             "/proc/sys/net/ipv4/ip_forward".to_string(),
@@ -517,29 +527,21 @@ impl Network {
             source,
         })?;
         let veth = att.host_veth.as_str();
-        host.add_veth(&Veth {
-            host: veth,
-            alias: &veth_alias(&att.id),
-            controller: Some(bridge),
-            peer: CONTAINER_IFNAME,
-            peer_netns: ns_file.as_raw_fd(),
-            peer_mac: addr::mac_for(att.ip),
-            mtu,
-        })
-        .map_err(|e| NetworkError::netlink("creating veth pair", veth, e))?;
-        drop(ns_file);
         let host_index = host
-            .link_index(veth)
-            .and_then(|i| i.ok_or_else(|| io::ErrorKind::NotFound.into()))
-            .map_err(|e| NetworkError::netlink("looking up veth", veth, e))?;
-        host.set_up(host_index)
-            .map_err(|e| NetworkError::netlink("bringing up veth", veth, e))?;
+            .add_veth(&Veth {
+                host: veth,
+                alias: &veth_alias(&att.id),
+                controller: Some(bridge),
+                peer: CONTAINER_IFNAME,
+                peer_netns: ns_file.as_raw_fd(),
+                peer_mac: addr::mac_for(att.ip),
+                mtu,
+            })
+            .map_err(|e| NetworkError::netlink("creating veth pair", veth, e))?;
+        drop(ns_file);
 
-        let lo = ctr
-            .link_index("lo")
-            .and_then(|i| i.ok_or_else(|| io::ErrorKind::NotFound.into()))
-            .map_err(in_ctr("looking up", "lo"))?;
-        ctr.set_up(lo).map_err(in_ctr("bringing up", "lo"))?;
+        ctr.set_up_by_name("lo")
+            .map_err(in_ctr("bringing up", "lo"))?;
         let eth = ctr
             .link_index(CONTAINER_IFNAME)
             .and_then(|i| i.ok_or_else(|| io::ErrorKind::NotFound.into()))

@@ -54,7 +54,13 @@ pub(crate) struct Veth<'a> {
 pub(crate) struct Netlink {
     sock: Socket,
     seq: u32,
+    /// Receives every reply: one `recv` each, into memory kept across requests.
+    buf: Vec<u8>,
 }
+
+/// The receive buffer. The kernel sizes a dump's messages by the largest buffer a socket
+/// received into so far (32 KiB at most), so no reply is larger than this.
+const RECV_BUF: usize = 64 * 1024;
 
 fn io_other(msg: String) -> io::Error {
     io::Error::other(msg)
@@ -66,7 +72,11 @@ impl Netlink {
         let mut sock = Socket::new(NETLINK_ROUTE)?;
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
-        Ok(Netlink { sock, seq: 0 })
+        Ok(Netlink {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
     }
 
     /// Opens a socket bound to the namespace at `netns` (None: the caller's).
@@ -95,7 +105,14 @@ impl Netlink {
 
         let mut out = Vec::new();
         loop {
-            let (data, _) = self.sock.recv_from_full()?;
+            self.buf.clear();
+            let n = self.sock.recv(&mut self.buf, libc::MSG_TRUNC)?;
+            if n > self.buf.len() {
+                return Err(io_other(format!(
+                    "a netlink reply of {n} bytes exceeds the {RECV_BUF}-byte buffer"
+                )));
+            }
+            let data = &self.buf[..];
             let mut off = 0;
             while off < data.len() {
                 let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
@@ -131,11 +148,19 @@ impl Netlink {
 
     /// The index of the link named `name`, None if there is none.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+        Ok(self.link_state(name)?.map(|(index, _)| index))
+    }
+
+    /// The index of the link named `name` and whether it is administratively up, None if there
+    /// is none.
+    pub fn link_state(&mut self, name: &str) -> io::Result<Option<(u32, bool)>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                RouteNetlinkMessage::NewLink(l) => {
+                    Some((l.header.index, l.header.flags.contains(LinkFlags::Up)))
+                }
                 _ => None,
             })),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
@@ -223,8 +248,8 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
-    /// Creates a veth pair as described by `v`.
-    pub fn add_veth(&mut self, v: &Veth<'_>) -> io::Result<()> {
+    /// Creates a veth pair as described by `v`, the host end up; returns the host end's index.
+    pub fn add_veth(&mut self, v: &Veth<'_>) -> io::Result<u32> {
         let Veth {
             host,
             alias,
@@ -241,7 +266,11 @@ impl Netlink {
             LinkAttribute::Address(peer_mac.to_vec()),
             LinkAttribute::NetNsFd(peer_netns),
         ];
+        // The host end is created up (the kernel applies the header's flags once both ends
+        // exist; the peer's would be applied before, when an end without a peer cannot open).
         let mut msg = LinkMessage::default();
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
         msg.attributes = vec![
             LinkAttribute::IfName(host.to_string()),
             LinkAttribute::Mtu(mtu),
@@ -254,16 +283,25 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::Controller(c));
         }
         self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
-        if alias.is_empty() {
-            return Ok(());
-        }
-        // The kernel ignores IFLA_IFALIAS when creating a link: set it afterwards.
         let index = self
             .link_index(host)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        if !alias.is_empty() {
+            // The kernel ignores IFLA_IFALIAS when creating a link: set it afterwards.
+            let mut msg = LinkMessage::default();
+            msg.header.index = index;
+            msg.attributes = vec![LinkAttribute::IfAlias(alias.to_string())];
+            self.ack(RouteNetlinkMessage::SetLink(msg), 0)?;
+        }
+        Ok(index)
+    }
+
+    /// Brings the link named `name` up.
+    pub fn set_up_by_name(&mut self, name: &str) -> io::Result<()> {
         let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes = vec![LinkAttribute::IfAlias(alias.to_string())];
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        msg.attributes = vec![LinkAttribute::IfName(name.to_string())];
         self.ack(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
