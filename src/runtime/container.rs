@@ -704,7 +704,7 @@ impl Runtime {
 
     fn prepare_dirs(&self, p: &ContainerPaths) -> Result<(), RuntimeError> {
         mkdir_private(&p.dir)?;
-        for d in [&p.scratch, &p.upper, &p.work] {
+        for d in [&p.upper, &p.work] {
             fs::DirBuilder::new()
                 .mode(0o755)
                 .create(d)

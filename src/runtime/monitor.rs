@@ -314,14 +314,27 @@ fn init(
     make_private()?;
 
     let p = &plan.paths;
+    // The tmpfs covers the container dir; the overlay's upper and work dirs in it stay
+    // reachable, relative to this working directory, which keeps the covered dir.
+    chdir(&p.dir).map_err(step(format!("chdir to {}", p.dir.display())))?;
+    let covered = |d: &Path| {
+        d.strip_prefix(&p.dir)
+            .map(Path::to_path_buf)
+            .map_err(step(format!(
+                "{} is outside {}",
+                d.display(),
+                p.dir.display()
+            )))
+    };
+    let (upper, work) = (covered(&p.upper)?, covered(&p.work)?);
     mount(
         Some("tmpfs"),
-        &p.scratch,
+        &p.dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=700,size=1m"),
     )
-    .map_err(step(format!("mounting tmpfs at {}", p.scratch.display())))?;
+    .map_err(step(format!("mounting tmpfs at {}", p.dir.display())))?;
     for (path, text) in [
         (&p.hosts, &plan.etc.hosts),
         (&p.hostname, &plan.etc.hostname),
@@ -333,7 +346,7 @@ fn init(
         .mode(0o755)
         .create(&p.rootfs)
         .map_err(step(format!("creating {}", p.rootfs.display())))?;
-    let opts = overlay_options(&plan.lower_dirs, &p.upper, &p.work);
+    let opts = overlay_options(&plan.lower_dirs, &upper, &work);
     mount(
         Some("overlay"),
         &p.rootfs,

@@ -18,17 +18,17 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// limit at launch since raising it needs CAP_SYS_RESOURCE).
 pub const NOFILE_LIMIT: (u64, u64) = (1024, 524288);
 
-/// Host-side paths of one container's state. Only `upper` and `work` (the writable layer) are
-/// on disk; the init mounts a small tmpfs at `scratch`, in its own mount namespace, holding the
-/// overlay mount point and the files bound over /etc/hosts, /etc/hostname and
-/// /etc/resolv.conf, so they vanish with the container and never touch the disk.
+/// Host-side paths of one container's state. Only `dir`, `upper` and `work` (the writable
+/// layer) are on disk; the init mounts a small tmpfs over `dir` itself, in its own mount
+/// namespace, holding the overlay mount point and the files bound over /etc/hosts,
+/// /etc/hostname and /etc/resolv.conf, so they vanish with the container and never touch the
+/// disk (nor cost a directory of their own on it). The init names `upper` and `work` from
+/// inside the covered `dir` (its working directory from before the mount).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerPaths {
-    /// `<root>/containers/<id>`.
+    /// `<root>/containers/<id>`, and the tmpfs mount point.
     pub dir: PathBuf,
-    /// The tmpfs mount point (`<dir>/rootfs`).
-    pub scratch: PathBuf,
-    /// The overlay mount point, inside the scratch tmpfs.
+    /// The overlay mount point, inside the tmpfs.
     pub rootfs: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
@@ -39,13 +39,11 @@ pub struct ContainerPaths {
 
 impl ContainerPaths {
     pub fn new(dir: PathBuf) -> Self {
-        let scratch = dir.join("rootfs");
         ContainerPaths {
-            rootfs: scratch.join("root"),
-            hosts: scratch.join("hosts"),
-            hostname: scratch.join("hostname"),
-            resolv_conf: scratch.join("resolv.conf"),
-            scratch,
+            rootfs: dir.join("root"),
+            hosts: dir.join("hosts"),
+            hostname: dir.join("hostname"),
+            resolv_conf: dir.join("resolv.conf"),
             upper: dir.join("upper"),
             work: dir.join("work"),
             dir,
