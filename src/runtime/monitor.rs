@@ -172,8 +172,9 @@ pub(crate) const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_s
 
 /// Copies the container's output into its log files until both pipes close (when the
 /// container's last process is gone). If the log files cannot be written, output is still
-/// drained, so the container never blocks on a full pipe. Once the pipes have been quiet for
-/// `IDLE_RELEASE`, the pages the copying touched are given back until the next output.
+/// drained, so the container never blocks on a full pipe. The pages the start touched are
+/// given back before the first wait, and those the copying touched whenever the pipes have
+/// been quiet for `IDLE_RELEASE`, until the next output.
 fn pump_logs(output: Output, target: &LogTarget) {
     use crate::logs::{LogConfig, LogWriter, Stream};
     let mut writer = LogWriter::open(
@@ -189,6 +190,10 @@ fn pump_logs(output: Output, target: &LogTarget) {
         (Stream::Stderr, File::from(output.stderr)),
     ];
     let mut buf = vec![0u8; 16 * 1024];
+    // Started: what it ran to start the container goes back at once, until the first output.
+    let fds: Vec<_> = open.iter().map(|(_, f)| f.as_fd()).collect();
+    let _ = crate::sys::process::release_pages_and_wait(&fds);
+    drop(fds);
     // How long to wait before giving pages back; without a way to, the wait is a plain one.
     let mut idle =
         nix::poll::PollTimeout::try_from(IDLE_RELEASE).unwrap_or(nix::poll::PollTimeout::MAX);
