@@ -402,7 +402,8 @@ unsafe fn madvise_then_poll(ranges: &[(usize, usize)], fds: &mut [libc::pollfd])
     }
 }
 
-/// A system call with up to five arguments, made in place: no C library function to page in.
+/// A system call with up to five arguments, made in place on x86_64: no C library function to
+/// page in (elsewhere through `syscall(2)`, which may cost a fault-around block or two more).
 /// Returns the kernel's result (negative errno on failure).
 ///
 /// # Safety
@@ -425,23 +426,7 @@ unsafe fn raw_syscall5(n: usize, a: [usize; 5]) -> isize {
         }
         ret
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        let ret: isize;
-        // SAFETY: the aarch64 system call convention: number in x8, arguments in x0..x4,
-        // result in x0.
-        unsafe {
-            std::arch::asm!(
-                "svc 0",
-                in("x8") n,
-                inlateout("x0") a[0] as isize => ret,
-                in("x1") a[1], in("x2") a[2], in("x3") a[3], in("x4") a[4],
-                options(nostack),
-            );
-        }
-        ret
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(not(target_arch = "x86_64"))]
     {
         // SAFETY: as the caller's; the C library's wrapper reports errors through errno.
         let rc = unsafe { libc::syscall(n as libc::c_long, a[0], a[1], a[2], a[3], a[4]) };
