@@ -16,7 +16,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    State,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -61,6 +62,12 @@ pub(crate) struct Netlink {
 /// The receive buffer. The kernel sizes a dump's messages by the largest buffer a socket
 /// received into so far (32 KiB at most), so no reply is larger than this.
 const RECV_BUF: usize = 64 * 1024;
+
+/// Asks a link query to leave out the link's counters (less for the kernel to gather and for
+/// us to parse) where they are not wanted.
+fn skip_stats() -> LinkAttribute {
+    LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
+}
 
 fn io_other(msg: String) -> io::Error {
     io::Error::other(msg)
@@ -155,7 +162,7 @@ impl Netlink {
     /// is none.
     pub fn link_state(&mut self, name: &str) -> io::Result<Option<(u32, bool)>> {
         let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes = vec![LinkAttribute::IfName(name.to_string()), skip_stats()];
         match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
                 RouteNetlinkMessage::NewLink(l) => {
@@ -172,6 +179,7 @@ impl Netlink {
     pub fn alias(&mut self, index: u32) -> io::Result<Option<String>> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
+        msg.attributes = vec![skip_stats()];
         let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
         Ok(replies.into_iter().find_map(|r| match r {
             RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
@@ -187,6 +195,7 @@ impl Netlink {
     pub fn oper_up(&mut self, index: u32) -> io::Result<bool> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
+        msg.attributes = vec![skip_stats()];
         let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
         Ok(replies.iter().any(|r| match r {
             RouteNetlinkMessage::NewLink(l) => l
