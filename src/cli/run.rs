@@ -3,15 +3,14 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGWINCH};
-use signal_hook::iterator::Signals;
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use super::run_flags::{self, RunFlags};
 use super::{Cli, EXIT_BERTH_ERROR};
@@ -141,66 +140,32 @@ pub fn run(
     if stdio.tty {
         prepared.plan.terminal = Some(our_size());
     }
-    // Signals are forwarded to the container's init once it runs; until then they are held.
-    let target = Arc::new(AtomicI32::new(0));
-    let pending = Arc::new(AtomicI32::new(0));
-    // -t: the pty master, resized on SIGWINCH (which then reaches the container's foreground).
-    let master: Arc<OnceLock<OwnedFd>> = Arc::default();
+    // Signals are forwarded to the container's init once it runs; until then they wait in
+    // the self-pipe, which this thread watches while it waits for the container.
     let mut wanted = vec![SIGINT, SIGTERM, SIGHUP, SIGQUIT];
     if stdio.tty {
         wanted.push(SIGWINCH);
     }
-    let mut signals = match Signals::new(&wanted) {
+    let mut signals = match UnixStream::pair()
+        .and_then(|(read, write)| SignalDelivery::with_pipe(read, write, SignalOnly, &wanted))
+    {
         Ok(s) => s,
         Err(e) => {
             let _ = rt.teardown(prepared, keep);
             return fail(format!("installing signal handlers: {e}"));
         }
     };
-    let handle = signals.handle();
-    {
-        let target = Arc::clone(&target);
-        let pending = Arc::clone(&pending);
-        let master = Arc::clone(&master);
-        std::thread::spawn(move || {
-            let mut stops = 0;
-            for sig in signals.forever() {
-                if sig == SIGWINCH {
-                    if let Some(m) = master.get() {
-                        let _ = our_size().apply(m.as_fd());
-                    }
-                    continue;
-                }
-                if sig == SIGINT || sig == SIGTERM {
-                    stops += 1;
-                }
-                let sig = if stops >= FORCE_AFTER {
-                    libc::SIGKILL
-                } else {
-                    sig
-                };
-                let pid = target.load(Ordering::SeqCst);
-                if pid > 0 {
-                    if let Ok(s) = Signal::try_from(sig) {
-                        let _ = kill(Pid::from_raw(pid), s);
-                    }
-                } else {
-                    pending.store(sig, Ordering::SeqCst);
-                }
-            }
-        });
-    }
     let result = match helper {
         Ok(helper) => rt.start(&prepared, helper).map_err(|e| e.to_string()),
         Err(e) => Err(format!("container {}: {e}", spec.name)),
     };
     let mut relay = None;
+    // -t: the pty master, resized on SIGWINCH (which then reaches the container's foreground).
+    let mut master: Option<OwnedFd> = None;
     let code = match result {
         Ok(mut running) => {
             if let Some(m) = running.terminal.take() {
-                if let Ok(copy) = m.try_clone() {
-                    let _ = master.set(copy);
-                }
+                master = m.try_clone().ok();
                 let raw = stdio.interactive.then(terminal::RawMode::enter);
                 let input = stdio.interactive;
                 relay = Some((
@@ -208,24 +173,45 @@ pub fn run(
                     std::thread::spawn(move || terminal::relay(&File::from(m), input, None)),
                 ));
             }
-            target.store(running.pid.as_raw(), Ordering::SeqCst);
-            let held = pending.swap(0, Ordering::SeqCst);
-            if held > 0 {
-                if let Ok(s) = Signal::try_from(held) {
-                    let _ = kill(running.pid, s);
+            let init = running.pid;
+            let watched = signals.get_read().try_clone();
+            let mut stops = 0;
+            let mut forward = || {
+                for sig in signals.pending() {
+                    if sig == SIGWINCH {
+                        if let Some(m) = &master {
+                            let _ = our_size().apply(m.as_fd());
+                        }
+                        continue;
+                    }
+                    if sig == SIGINT || sig == SIGTERM {
+                        stops += 1;
+                    }
+                    let sig = if stops >= FORCE_AFTER {
+                        libc::SIGKILL
+                    } else {
+                        sig
+                    };
+                    if let Ok(s) = Signal::try_from(sig) {
+                        let _ = kill(init, s);
+                    }
                 }
-            }
-            match running.wait() {
-                Ok(status) => {
-                    target.store(0, Ordering::SeqCst);
-                    Ok(status.as_code())
-                }
+            };
+            // What arrived during the start.
+            forward();
+            let watched = match &watched {
+                Ok(w) => Some(w.as_fd()),
+                // Not watched, the signals wait in the pipe until the container has exited.
+                Err(_) => None,
+            };
+            match running.wait_watching(watched, forward) {
+                Ok(status) => Ok(status.as_code()),
                 Err(e) => Err(e.to_string()),
             }
         }
         Err(e) => Err(e),
     };
-    handle.close();
+    drop(signals);
     // The relay ends when the container's last process closes the terminal; our terminal's
     // mode comes back after its last output.
     if let Some((raw, thread)) = relay {

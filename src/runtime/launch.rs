@@ -172,8 +172,36 @@ impl Running {
     pub fn detach(self) {}
 
     /// Blocks until the container's init exits, then reaps the helper.
-    pub fn wait(mut self) -> Result<ExitStatus, LaunchError> {
+    pub fn wait(self) -> Result<ExitStatus, LaunchError> {
+        self.wait_watching(None, || {})
+    }
+
+    /// [`Running::wait`], calling `ready` whenever `watched` becomes readable meanwhile (on
+    /// this thread: the caller needs none of its own to watch, e.g., a signal pipe).
+    pub fn wait_watching(
+        mut self,
+        watched: Option<std::os::fd::BorrowedFd<'_>>,
+        mut ready: impl FnMut(),
+    ) -> Result<ExitStatus, LaunchError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let status = loop {
+            if let Some(fd) = watched {
+                let mut fds = [
+                    PollFd::new(self.channel.fd().as_fd(), PollFlags::POLLIN),
+                    PollFd::new(fd, PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(LaunchError::Channel(e.into())),
+                }
+                let [channel, other] = fds.map(|f| f.revents().is_some_and(|r| !r.is_empty()));
+                if other {
+                    ready();
+                }
+                if !channel {
+                    continue;
+                }
+            }
             match self.channel.recv::<Event>().map_err(LaunchError::Channel)? {
                 Some(Event::Exited { status }) => break status,
                 Some(_) => continue,
