@@ -146,9 +146,14 @@ pub fn run(
     if stdio.tty {
         wanted.push(SIGWINCH);
     }
-    let mut signals = match UnixStream::pair()
-        .and_then(|(read, write)| SignalDelivery::with_pipe(read, write, SignalOnly, &wanted))
-    {
+    // `watched`: the pipe's read end once more, for the wait to poll while `signals` drains it.
+    let (mut signals, watched) = match UnixStream::pair().and_then(|(read, write)| {
+        let watched = read.try_clone()?;
+        Ok((
+            SignalDelivery::with_pipe(read, write, SignalOnly, &wanted)?,
+            watched,
+        ))
+    }) {
         Ok(s) => s,
         Err(e) => {
             let _ = rt.teardown(prepared, keep);
@@ -174,7 +179,6 @@ pub fn run(
                 ));
             }
             let init = running.pid;
-            let watched = signals.get_read().try_clone();
             let mut stops = 0;
             let mut forward = || {
                 for sig in signals.pending() {
@@ -199,12 +203,7 @@ pub fn run(
             };
             // What arrived during the start.
             forward();
-            let watched = match &watched {
-                Ok(w) => Some(w.as_fd()),
-                // Not watched, the signals wait in the pipe until the container has exited.
-                Err(_) => None,
-            };
-            match running.wait_watching(watched, forward) {
+            match running.wait_watching(Some(watched.as_fd()), forward) {
                 Ok(status) => Ok(status.as_code()),
                 Err(e) => Err(e.to_string()),
             }

@@ -237,9 +237,10 @@ impl Network {
     /// grace periods of unregistering a device (some 20 ms on a small machine) on every stop.
     pub fn detach(&self, att: &Attachment, release_lease: bool) -> Result<(), NetworkErrors> {
         // Without ports, no rule was published (the attachment is recorded after the attach).
-        let unpublished = match att.ports.is_empty() {
-            true => Ok(()),
-            false => nft::unpublish(self.host_ns(), &att.id),
+        let unpublished = if att.ports.is_empty() {
+            Ok(())
+        } else {
+            nft::unpublish(self.host_ns(), &att.id)
         };
         let mut errors: Vec<NetworkError> = unpublished
             .err()

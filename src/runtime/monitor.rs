@@ -190,13 +190,16 @@ fn pump_logs(output: Output, target: &LogTarget) {
         (Stream::Stderr, File::from(output.stderr)),
     ];
     let mut buf = vec![0u8; 16 * 1024];
-    // Started: what it ran to start the container goes back at once, until the first output.
-    let fds: Vec<_> = open.iter().map(|(_, f)| f.as_fd()).collect();
-    let _ = crate::sys::process::release_pages_and_wait(&fds);
-    drop(fds);
+    // Until the next output, given back are the pages touched since the last release.
+    let release_and_wait = |open: &[(Stream, File)]| {
+        let fds: Vec<_> = open.iter().map(|(_, f)| f.as_fd()).collect();
+        crate::sys::process::release_pages_and_wait(&fds)
+    };
     // How long to wait before giving pages back; without a way to, the wait is a plain one.
     let mut idle =
         nix::poll::PollTimeout::try_from(IDLE_RELEASE).unwrap_or(nix::poll::PollTimeout::MAX);
+    // Started: what it ran to start the container goes back at once.
+    let _ = release_and_wait(&open);
     while !open.is_empty() {
         let mut fds: Vec<nix::poll::PollFd> = open
             .iter()
@@ -205,8 +208,7 @@ fn pump_logs(output: Output, target: &LogTarget) {
         match nix::poll::poll(&mut fds, idle) {
             Ok(0) => {
                 drop(fds);
-                let fds: Vec<_> = open.iter().map(|(_, f)| f.as_fd()).collect();
-                if let Err(e) = crate::sys::process::release_pages_and_wait(&fds) {
+                if let Err(e) = release_and_wait(&open) {
                     if e.kind() != std::io::ErrorKind::Interrupted {
                         idle = nix::poll::PollTimeout::NONE;
                     }
