@@ -11,13 +11,14 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 use netlink_packet_core::{
-    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    DecodeError, DefaultNla, ErrorBuffer, NetlinkBuffer, NetlinkDeserializable, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NLMSG_OVERRUN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
-    State,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkHeader, LinkInfo,
+    LinkMessage, LinkMessageBuffer,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -55,6 +56,8 @@ pub(crate) struct Veth<'a> {
 pub(crate) struct Netlink {
     sock: Socket,
     seq: u32,
+    /// Each request is built here.
+    send_buf: Vec<u8>,
     /// Receives every reply: one `recv` each, into memory kept across requests.
     buf: Vec<u8>,
 }
@@ -62,6 +65,13 @@ pub(crate) struct Netlink {
 /// The receive buffer. The kernel sizes a dump's messages by the largest buffer a socket
 /// received into so far (32 KiB at most), so no reply is larger than this.
 const RECV_BUF: usize = 64 * 1024;
+
+/// Link attributes read without parsing the whole message (uapi `linux/if_link.h`).
+const IFLA_OPERSTATE: u16 = 16;
+const IFLA_IFALIAS: u16 = 20;
+/// `IF_OPER_UP` of RFC 2863's operational states, as IFLA_OPERSTATE carries it.
+const IF_OPER_UP: u8 = 6;
+const RTM_NEWLINK: u16 = libc::RTM_NEWLINK;
 
 /// Asks a link query to leave out the link's counters (less for the kernel to gather and for
 /// us to parse) where they are not wanted.
@@ -82,6 +92,7 @@ impl Netlink {
         Ok(Netlink {
             sock,
             seq: 0,
+            send_buf: Vec::new(),
             buf: Vec::with_capacity(RECV_BUF),
         })
     }
@@ -93,12 +104,15 @@ impl Netlink {
             .map_err(|e| NetworkError::netlink("opening a socket in", object, e))
     }
 
-    /// Sends one request and collects the replies until the ACK (or DONE for dumps).
-    fn request(
+    /// Sends one request and hands each reply message (its type and payload, unparsed) to
+    /// `on_message` until the ACK (or DONE for dumps). Nothing is allocated per request: the
+    /// request is built in, and the replies received into, buffers the socket keeps.
+    fn exchange(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
-    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        mut on_message: impl FnMut(u16, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
@@ -106,11 +120,12 @@ impl Netlink {
         header.sequence_number = seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         packet.finalize();
-        let mut buf = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        self.sock.send(&buf, 0)?;
+        self.send_buf.clear();
+        self.send_buf.resize(packet.buffer_len(), 0);
+        packet.serialize(&mut self.send_buf);
+        self.sock.send(&self.send_buf, 0)?;
 
-        let mut out = Vec::new();
+        let decode = |e: DecodeError| io_other(format!("decoding a netlink reply: {e}"));
         loop {
             self.buf.clear();
             let n = self.sock.recv(&mut self.buf, libc::MSG_TRUNC)?;
@@ -119,38 +134,86 @@ impl Netlink {
                     "a netlink reply of {n} bytes exceeds the {RECV_BUF}-byte buffer"
                 )));
             }
-            let data = &self.buf[..];
-            let mut off = 0;
-            while off < data.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
-                    .map_err(|e| io_other(format!("decoding a netlink reply: {e}")))?;
-                let len = reply.header.length as usize;
+            let mut data = &self.buf[..];
+            while !data.is_empty() {
+                let reply = NetlinkBuffer::new_checked(data).map_err(decode)?;
+                let len = reply.length() as usize;
                 if len == 0 {
                     break;
                 }
-                off += (len + 3) & !3;
-                if reply.header.sequence_number != seq {
+                data = data.get((len + 3) & !3..).unwrap_or_default();
+                if reply.sequence_number() != seq {
                     continue;
                 }
-                match reply.payload {
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(out),
+                match reply.message_type() {
+                    NLMSG_ERROR => {
+                        let error = ErrorBuffer::new_checked(reply.payload()).map_err(decode)?;
+                        return match error.code() {
+                            None => Ok(()),
                             Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
                         };
                     }
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::InnerMessage(m) => {
-                        out.push(m);
-                    }
-                    _ => {}
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_NOOP | NLMSG_OVERRUN => {}
+                    kind => on_message(kind, reply.payload())?,
                 }
             }
         }
     }
 
+    /// Sends one request and collects the replies, each parsed in full, until the ACK (or
+    /// DONE for dumps).
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let mut out = Vec::new();
+        self.exchange(msg, flags, |kind, payload| {
+            let mut header = NetlinkHeader::default();
+            header.message_type = kind;
+            let m = RouteNetlinkMessage::deserialize(&header, payload)
+                .map_err(|e| io_other(format!("decoding a netlink reply: {e}")))?;
+            out.push(m);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-        self.request(msg, flags).map(|_| ())
+        self.exchange(msg, flags, |_, _| Ok(()))
+    }
+
+    /// Asks for one link (by `index`, or by `name` when given, without its counters) and
+    /// hands its header and its attributes, unparsed, to `read`; None if there is no such
+    /// link. Nothing is parsed but what `read` looks at.
+    fn query_link<R>(
+        &mut self,
+        index: u32,
+        name: Option<&str>,
+        mut read: impl FnMut(&LinkHeader, NlasIterator<&[u8]>) -> R,
+    ) -> io::Result<Option<R>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes = name
+            .map(|n| LinkAttribute::IfName(n.to_string()))
+            .into_iter()
+            .chain([skip_stats()])
+            .collect();
+        let mut found = None;
+        let result = self.exchange(RouteNetlinkMessage::GetLink(msg), 0, |kind, payload| {
+            if kind == RTM_NEWLINK && found.is_none() {
+                let header = LinkHeader::parse(payload).map_err(|e| io_other(e.to_string()))?;
+                let attributes = payload.get(size_of::<LinkMessageBuffer>()..).unwrap_or_default();
+                found = Some(read(&header, NlasIterator::new(attributes)));
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(found),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The index of the link named `name`, None if there is none.
@@ -161,49 +224,33 @@ impl Netlink {
     /// The index of the link named `name` and whether it is administratively up, None if there
     /// is none.
     pub fn link_state(&mut self, name: &str) -> io::Result<Option<(u32, bool)>> {
-        let mut msg = LinkMessage::default();
-        msg.attributes = vec![LinkAttribute::IfName(name.to_string()), skip_stats()];
-        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => {
-                    Some((l.header.index, l.header.flags.contains(LinkFlags::Up)))
-                }
-                _ => None,
-            })),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.query_link(0, Some(name), |h, _| (h.index, h.flags.contains(LinkFlags::Up)))
+    }
+
+    /// The value of attribute `kind` of link `index`, if the link and the attribute exist.
+    fn link_attribute(&mut self, index: u32, kind: u16) -> io::Result<Option<Vec<u8>>> {
+        Ok(self
+            .query_link(index, None, |_, mut attributes| {
+                attributes
+                    .find_map(|a| a.ok().filter(|a| a.kind() == kind))
+                    .map(|a| a.value().to_vec())
+            })?
+            .flatten())
     }
 
     /// The alias (IFLA_IFALIAS) of link `index`, if it has one.
     pub fn alias(&mut self, index: u32) -> io::Result<Option<String>> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes = vec![skip_stats()];
-        let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
-        Ok(replies.into_iter().find_map(|r| match r {
-            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfAlias(s) if !s.is_empty() => Some(s),
-                _ => None,
-            }),
-            _ => None,
+        Ok(self.link_attribute(index, IFLA_IFALIAS)?.and_then(|v| {
+            let s = String::from_utf8_lossy(&v).trim_end_matches('\0').to_string();
+            (!s.is_empty()).then_some(s)
         }))
     }
 
     /// Whether link `index` is operationally up (carrier on and processed by the kernel's link
     /// watcher, which is when its queue starts passing packets).
     pub fn oper_up(&mut self, index: u32) -> io::Result<bool> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes = vec![skip_stats()];
-        let replies = self.request(RouteNetlinkMessage::GetLink(msg), 0)?;
-        Ok(replies.iter().any(|r| match r {
-            RouteNetlinkMessage::NewLink(l) => l
-                .attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::OperState(State::Up))),
-            _ => false,
-        }))
+        let state = self.link_attribute(index, IFLA_OPERSTATE)?;
+        Ok(state.is_some_and(|v| v.first() == Some(&IF_OPER_UP)))
     }
 
     /// The byte counters (received, sent) of the link named `name`, None if there is none.
