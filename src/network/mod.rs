@@ -37,7 +37,7 @@ pub use error::{NetworkError, NetworkErrors};
 
 use addr::Subnet;
 use leases::Leases;
-use netlink::{Netlink, Veth};
+use netlink::{LinkState, Netlink, Veth};
 use tc::TbfParams;
 
 /// How long attach waits for the new links to come up.
@@ -399,14 +399,14 @@ impl Network {
 
     /// Creates the bridge if missing (after checking that the subnet overlaps no host route),
     /// gives it the gateway address, brings it up, sets the sysctls and the bridge-wide NAT
-    /// rules. Returns its index.
-    fn ensure_bridge(&self, host: &mut Netlink) -> Result<u32, NetworkError> {
+    /// rules. Returns its index and state as found.
+    fn ensure_bridge(&self, host: &mut Netlink) -> Result<LinkState, NetworkError> {
         let name = &self.config.bridge;
         let nl = |step: &'static str| {
             let object = name.clone();
             move |e: io::Error| NetworkError::netlink(step, object, e)
         };
-        let (index, up) = match host.link_state(name).map_err(nl("looking up bridge"))? {
+        let bridge = match host.link_state(name).map_err(nl("looking up bridge"))? {
             Some(state) => state,
             None => {
                 self.check_overlap(host)?;
@@ -421,10 +421,11 @@ impl Network {
                     .ok_or_else(|| nl("looking up bridge")(io::ErrorKind::NotFound.into()))?
             }
         };
-        host.add_address(index, self.subnet.gateway(), self.subnet.prefix)
+        host.add_address(bridge.index, self.subnet.gateway(), self.subnet.prefix)
             .map_err(nl("adding the gateway address to bridge"))?;
-        if !up {
-            host.set_up(index).map_err(nl("bringing up bridge"))?;
+        if !bridge.up {
+            host.set_up(bridge.index)
+                .map_err(nl("bringing up bridge"))?;
         }
         let sysctls = [
             format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"),
@@ -437,7 +438,7 @@ impl Network {
             Ok(())
         })??;
         nft::ensure_base(self.host_ns(), name, &self.subnet, self.config.masquerade)?;
-        Ok(index)
+        Ok(bridge)
     }
 
     /// Refuses a subnet that overlaps a route of the bridge's namespace (other than the
@@ -511,7 +512,7 @@ impl Network {
     fn setup(
         &self,
         host: &mut Netlink,
-        bridge: u32,
+        bridge: LinkState,
         att: &Attachment,
         spec: &crate::spec::NetworkSpec,
     ) -> Result<(), NetworkError> {
@@ -532,7 +533,7 @@ impl Network {
             .add_veth(&Veth {
                 host: veth,
                 alias: &veth_alias(&att.id),
-                controller: Some(bridge),
+                controller: Some(bridge.index),
                 peer: CONTAINER_IFNAME,
                 peer_netns: ns_file.as_raw_fd(),
                 peer_mac: addr::mac_for(att.ip),
@@ -570,7 +571,10 @@ impl Network {
         // later) has seen its carrier; return only once the path is usable.
         let deadline = Instant::now() + LINK_UP_TIMEOUT;
         wait_up(host, host_index, veth, deadline)?;
-        wait_up(host, bridge, &self.config.bridge, deadline)?;
+        // A bridge that had a working port already stays up when one more is added.
+        if !bridge.oper_up {
+            wait_up(host, bridge.index, &self.config.bridge, deadline)?;
+        }
         let eth_name = format!("{CONTAINER_IFNAME} in {}", att.netns.display());
         wait_up(&mut ctr, eth, &eth_name, deadline)?;
         Ok(())

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use netlink_packet_core::{
     DecodeError, DefaultNla, ErrorBuffer, NetlinkBuffer, NetlinkDeserializable, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
     NLMSG_OVERRUN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -41,7 +41,9 @@ pub(crate) struct Route4 {
 
 /// A veth pair to create: `host` in the socket's namespace (labelled with `alias`, enslaved to
 /// `controller` when given), its peer named `peer` directly in the namespace `peer_netns` (an
-/// open nsfs fd) with the MAC `peer_mac`; both with `mtu`.
+/// open nsfs fd) with the MAC `peer_mac`; both with `mtu` and a single queue each way (a veth
+/// otherwise gets one per possible CPU, each registered with its own sysfs objects, which costs
+/// every start time on a machine with many CPUs and buys nothing without XDP).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Veth<'a> {
     pub host: &'a str,
@@ -72,6 +74,21 @@ const IFLA_IFALIAS: u16 = 20;
 /// `IF_OPER_UP` of RFC 2863's operational states, as IFLA_OPERSTATE carries it.
 const IF_OPER_UP: u8 = 6;
 const RTM_NEWLINK: u16 = libc::RTM_NEWLINK;
+
+/// Whether `attribute` says its link is operationally up.
+fn is_oper_up(attribute: &NlaBuffer<&[u8]>) -> bool {
+    attribute.kind() == IFLA_OPERSTATE && attribute.value().first() == Some(&IF_OPER_UP)
+}
+
+/// What [`Netlink::link_state`] reads of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LinkState {
+    pub index: u32,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Operationally up: carrier on, and its queue passing packets.
+    pub oper_up: bool,
+}
 
 /// Asks a link query to leave out the link's counters (less for the kernel to gather and for
 /// us to parse) where they are not wanted.
@@ -204,7 +221,9 @@ impl Netlink {
         let result = self.exchange(RouteNetlinkMessage::GetLink(msg), 0, |kind, payload| {
             if kind == RTM_NEWLINK && found.is_none() {
                 let header = LinkHeader::parse(payload).map_err(|e| io_other(e.to_string()))?;
-                let attributes = payload.get(size_of::<LinkMessageBuffer>()..).unwrap_or_default();
+                let attributes = payload
+                    .get(size_of::<LinkMessageBuffer>()..)
+                    .unwrap_or_default();
                 found = Some(read(&header, NlasIterator::new(attributes)));
             }
             Ok(())
@@ -218,39 +237,39 @@ impl Netlink {
 
     /// The index of the link named `name`, None if there is none.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
-        Ok(self.link_state(name)?.map(|(index, _)| index))
+        Ok(self.link_state(name)?.map(|l| l.index))
     }
 
-    /// The index of the link named `name` and whether it is administratively up, None if there
-    /// is none.
-    pub fn link_state(&mut self, name: &str) -> io::Result<Option<(u32, bool)>> {
-        self.query_link(0, Some(name), |h, _| (h.index, h.flags.contains(LinkFlags::Up)))
-    }
-
-    /// The value of attribute `kind` of link `index`, if the link and the attribute exist.
-    fn link_attribute(&mut self, index: u32, kind: u16) -> io::Result<Option<Vec<u8>>> {
-        Ok(self
-            .query_link(index, None, |_, mut attributes| {
-                attributes
-                    .find_map(|a| a.ok().filter(|a| a.kind() == kind))
-                    .map(|a| a.value().to_vec())
-            })?
-            .flatten())
+    /// The index and state of the link named `name`, None if there is none.
+    pub fn link_state(&mut self, name: &str) -> io::Result<Option<LinkState>> {
+        self.query_link(0, Some(name), |h, mut attributes| LinkState {
+            index: h.index,
+            up: h.flags.contains(LinkFlags::Up),
+            oper_up: attributes.any(|a| a.is_ok_and(|a| is_oper_up(&a))),
+        })
     }
 
     /// The alias (IFLA_IFALIAS) of link `index`, if it has one.
     pub fn alias(&mut self, index: u32) -> io::Result<Option<String>> {
-        Ok(self.link_attribute(index, IFLA_IFALIAS)?.and_then(|v| {
-            let s = String::from_utf8_lossy(&v).trim_end_matches('\0').to_string();
-            (!s.is_empty()).then_some(s)
-        }))
+        let alias = self.query_link(index, None, |_, mut attributes| {
+            attributes
+                .find_map(|a| a.ok().filter(|a| a.kind() == IFLA_IFALIAS))
+                .map(|a| {
+                    String::from_utf8_lossy(a.value())
+                        .trim_end_matches('\0')
+                        .to_string()
+                })
+        })?;
+        Ok(alias.flatten().filter(|a| !a.is_empty()))
     }
 
     /// Whether link `index` is operationally up (carrier on and processed by the kernel's link
     /// watcher, which is when its queue starts passing packets).
     pub fn oper_up(&mut self, index: u32) -> io::Result<bool> {
-        let state = self.link_attribute(index, IFLA_OPERSTATE)?;
-        Ok(state.is_some_and(|v| v.first() == Some(&IF_OPER_UP)))
+        let up = self.query_link(index, None, |_, mut attributes| {
+            attributes.any(|a| a.is_ok_and(|a| is_oper_up(&a)))
+        })?;
+        Ok(up == Some(true))
     }
 
     /// The byte counters (received, sent) of the link named `name`, None if there is none.
@@ -319,6 +338,8 @@ impl Netlink {
         peer_msg.attributes = vec![
             LinkAttribute::IfName(peer.to_string()),
             LinkAttribute::Mtu(mtu),
+            LinkAttribute::NumTxQueues(1),
+            LinkAttribute::NumRxQueues(1),
             LinkAttribute::Address(peer_mac.to_vec()),
             LinkAttribute::NetNsFd(peer_netns),
         ];
@@ -330,6 +351,8 @@ impl Netlink {
         msg.attributes = vec![
             LinkAttribute::IfName(host.to_string()),
             LinkAttribute::Mtu(mtu),
+            LinkAttribute::NumTxQueues(1),
+            LinkAttribute::NumRxQueues(1),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Veth),
                 LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
