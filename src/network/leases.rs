@@ -1,6 +1,7 @@
 //! IP leases: which container name holds which address on the bridge. Stored in
 //! `<root>/network/leases.json`, changed only under an exclusive flock on `leases.lock` and
-//! written atomically (temp file, rename).
+//! written so that it is never seen torn (in place while it fits a page, else a temp file and
+//! a rename; see [`LeaseGuard::save`]).
 //!
 //! A static lease (the spec gives `ip`) and a dynamic one (allocated) both keep their address
 //! for their name until released, so neither is ever handed to another name. Owns only that
@@ -30,6 +31,10 @@ pub(crate) struct Lease {
 struct LeaseFile {
     leases: BTreeMap<String, Lease>,
 }
+
+/// The largest lease file overwritten in place: one page, the most a single write at offset 0
+/// copies in one step (a signal can stop a write between pages, never inside one).
+const IN_PLACE_MAX: usize = 4096;
 
 /// The lease store under one directory.
 #[derive(Debug, Clone)]
@@ -191,21 +196,57 @@ impl LeaseGuard {
             .collect()
     }
 
-    /// Writes the leases atomically.
+    /// Writes the leases so that a reader (under the lock, after a crash) finds either the
+    /// old table or the new one, never a mix. While the file and the table each fit in
+    /// [`IN_PLACE_MAX`] bytes, the file is overwritten in place with one write at offset 0
+    /// (padded with spaces, which JSON ignores, to the file's length, so nothing needs
+    /// truncating): a single write of at most a page is never torn by a signal, and it costs
+    /// no new inode, where a temp file and a rename allocate one and free another on every
+    /// save. A larger table goes through a temp file and a rename.
     pub fn save(&self) -> Result<(), NetworkError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".leases.json.tmp.{}", std::process::id()));
-        let bytes =
+        let mut bytes =
             serde_json::to_vec_pretty(&self.data).map_err(|source| NetworkError::LeaseFile {
                 path: self.path.clone(),
                 source,
             })?;
+        bytes.push(b'\n');
+        match self.overwrite_in_place(&mut bytes) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.replace(&bytes),
+            Err(e) => Err(io_err("writing", &self.path)(e)),
+        }
+    }
+
+    /// Overwrites the file in place if it and `bytes` fit [`IN_PLACE_MAX`]; false (nothing
+    /// written) if either does not or the file does not exist yet.
+    fn overwrite_in_place(&self, bytes: &mut Vec<u8>) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let file = match OpenOptions::new().write(true).open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        if len > IN_PLACE_MAX || bytes.len() > IN_PLACE_MAX {
+            return Ok(false);
+        }
+        bytes.resize(len.max(bytes.len()), b' ');
+        match file.write_at(bytes, 0)? {
+            n if n == bytes.len() => Ok(true),
+            n => Err(io::Error::other(format!(
+                "short write in place ({n} of {} bytes)",
+                bytes.len()
+            ))),
+        }
+    }
+
+    /// Replaces the file with a temp file and a rename. No fsync: the rename alone makes
+    /// readers (and a restarted daemon) see either the old or the new file, never a torn one.
+    fn replace(&self, bytes: &[u8]) -> Result<(), NetworkError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".leases.json.tmp.{}", std::process::id()));
         let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.write_all(b"\n")?;
-            // No fsync: the rename alone makes readers (and a restarted daemon) see either
-            // the old or the new file, never a torn one.
+            File::create(&tmp)?.write_all(bytes)?;
             fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| {
@@ -306,5 +347,79 @@ mod tests {
         ips.sort();
         ips.dedup();
         assert_eq!(ips.len(), 4);
+    }
+
+    /// Saves take the in-place path while the file fits a page (same inode, padded, no temp
+    /// file) and the temp-file path above it; every save reads back as the table it wrote.
+    #[test]
+    fn saves_in_place_up_to_a_page_and_replace_above() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let leases = Leases::new(dir.path().join("network"));
+        let s = Subnet::new(Ipv4Addr::new(10, 2, 0, 0), 22).unwrap();
+        let inode = || fs::metadata(leases.path()).unwrap().ino();
+        let size = || fs::metadata(leases.path()).unwrap().len() as usize;
+        let names_on_disk = || -> Vec<String> {
+            leases
+                .lock()
+                .unwrap()
+                .all()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        let save = |names: &[String]| {
+            let mut g = leases.lock().unwrap();
+            for (n, _) in g.all() {
+                if !names.contains(&n) {
+                    let ip = g.get(&n).unwrap().ip;
+                    g.release(&n, ip);
+                }
+            }
+            for n in names {
+                g.assign(n, None, &s).unwrap();
+            }
+            g.save().unwrap();
+        };
+        let names = |k: usize| -> Vec<String> { (0..k).map(|i| format!("c{i:03}")).collect() };
+
+        // The first save makes the file; the next ones, small, overwrite it in place.
+        save(&names(3));
+        let first = inode();
+        save(&names(5));
+        let five = size();
+        save(&names(1));
+        assert_eq!(inode(), first, "a small table is written in place");
+        assert_eq!(names_on_disk(), names(1));
+        assert_eq!(size(), five, "the file keeps its length");
+        let text = fs::read_to_string(leases.path()).unwrap();
+        assert!(text.ends_with(' '), "shrunk in place, so padded: {text:?}");
+
+        // A table larger than a page goes through a new file, and so does the next save
+        // while the file on disk is still that large.
+        save(&names(100));
+        assert!(size() > IN_PLACE_MAX);
+        assert_ne!(inode(), first);
+        assert_eq!(names_on_disk(), names(100));
+        let large = inode();
+        save(&names(2));
+        assert_ne!(inode(), large, "the large file is replaced, not padded");
+        assert!(size() <= IN_PLACE_MAX);
+        assert_eq!(names_on_disk(), names(2));
+        let small = inode();
+        save(&names(4));
+        assert_eq!(inode(), small);
+        assert_eq!(names_on_disk(), names(4));
+        let temps = fs::read_dir(dir.path().join("network"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("tmp")
+            })
+            .count();
+        assert_eq!(temps, 0);
     }
 }

@@ -351,22 +351,22 @@ impl Runtime {
     /// not restarted).
     pub fn teardown_id(&self, id: &str, release_lease: bool) -> Result<(), TeardownErrors> {
         let mut errors = Vec::new();
-        match fs::read(network_file(&self.container_dir(id))) {
-            Ok(data) => match serde_json::from_slice::<Attachment>(&data) {
-                Ok(att) => {
-                    if let Err(e) = self
-                        .network(&att.name)
-                        .map_err(|e| e.to_string())
-                        .and_then(|n| n.detach(&att, release_lease).map_err(|e| e.to_string()))
-                    {
-                        errors.push(e);
-                    }
+        let record = fs::read(network_file(&self.container_dir(id)))
+            .ok()
+            .and_then(|data| serde_json::from_slice::<Attachment>(&data).ok());
+        match record {
+            Some(att) => {
+                if let Err(e) = self
+                    .network(&att.name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| n.detach(&att, release_lease).map_err(|e| e.to_string()))
+                {
+                    errors.push(e);
                 }
-                Err(e) => errors.push(format!("reading the network record of {id}: {e}")),
-            },
-            // No record: a crash between the attach and the record may still have left the
-            // namespace, the veth and rules.
-            Err(_) => {
+            }
+            // No record, or one cut short: a crash between the attach and the record may
+            // still have left the namespace, the veth and rules.
+            None => {
                 if let Ok(n) = self.network(id) {
                     if n.is_attached(id) {
                         if let Err(e) = n.detach_id(id) {
@@ -635,12 +635,9 @@ impl Runtime {
                         self.on_network(&spec.name, |n| n.attach(&spec.name, &id, &spec.network))?;
                     let data = serde_json::to_vec(&att).unwrap_or_default();
                     attachment = Some(att.clone());
-                    crate::state::write_atomic(
-                        &network_file(&paths.dir),
-                        &data,
-                        crate::state::Durability::Process,
-                    )
-                    .map_err(|e| state_err(&paths.dir)(std::io::Error::other(e.to_string())))?;
+                    // A new file in the new dir, in one small write: a crash before it ends
+                    // leaves a record `teardown_id` cannot read, which it treats as none.
+                    fs::write(network_file(&paths.dir), &data).map_err(state_err(&paths.dir))?;
                     (Some(att.netns.clone()), self.bridge_hosts())
                 }
                 NetworkMode::None | NetworkMode::Host => (None, Vec::new()),
