@@ -610,3 +610,38 @@ fn an_address_a_crash_left_unclaimed_is_released_by_the_next_daemon() {
     d.stop();
     assert_clean(&env, netns);
 }
+
+#[test]
+fn a_network_record_cut_short_still_lets_the_next_daemon_tear_the_container_down() {
+    if skip("supervise cut record") {
+        return;
+    }
+    let env = TestEnv::new("sv-brcut");
+    let netns = TestNetns::new(&env);
+    let d = Daemon::start_in(&env, &netns, None);
+    env.write_spec("cut", &format!("{SERVE}{BRIDGE}"));
+    let pid = wait_running(&env, "cut");
+    wait_recorded(&env, "cut");
+    d.kill9();
+    // As a crash in the middle of writing it leaves it: the instance's network record empty,
+    // and no daemon record of the instance.
+    let dirs: Vec<_> = std::fs::read_dir(env.root().join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("network.json").exists())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    std::fs::write(dirs[0].join("network.json"), b"").unwrap();
+    std::fs::remove_file(env.root().join("state/cut.json")).unwrap();
+    std::fs::remove_file(env.specs().join("cut.toml")).unwrap();
+    let d = Daemon::start_in(&env, &netns, None);
+    wait_until(Duration::from_secs(10), "its process gone", || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
+    });
+    wait_until(Duration::from_secs(10), "its instance dir gone", || {
+        !dirs[0].exists()
+    });
+    d.stop();
+    // The veth, the pinned namespace and the rules went with it.
+    assert_clean(&env, netns);
+}
