@@ -40,7 +40,7 @@ pub fn events(cli: &Cli) -> ExitCode {
     }
 }
 
-/// How `ps` prints and which rows.
+// How `ps` prints and which rows.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct PsArgs {
     #[arg(long)]

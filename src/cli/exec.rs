@@ -17,7 +17,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BERTH_ERROR)
 }
 
-/// What `exec` changes of the container's own settings.
+// What `exec` changes of the container's own settings.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ExecOpts {
     /// Run as USER[:GROUP] (names from the container's /etc/passwd and /etc/group, or ids).

@@ -10,6 +10,7 @@ use super::{Cli, EXIT_BERTH_ERROR};
 use crate::image::{ImageRecord, ImageRef, ImageStore, Progress, RegistryOptions, RegistryRef};
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// Pull an image from a registry (asks the registry even when the tag is known).
     Pull {

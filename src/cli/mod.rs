@@ -60,6 +60,7 @@ pub enum SchemaOf {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImportCommand {
     /// A Compose file's services as spec files, one per service; prints each key it cannot
     /// map, then validates the dir.
@@ -79,6 +80,7 @@ pub enum ImportCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ExportCommand {
     /// Kubernetes manifests: NAME.yaml per spec (a Deployment, or a Pod for restart
     /// on-failure/never, and a Service for published ports); prints what it cannot map.
@@ -93,7 +95,12 @@ pub enum ExportCommand {
     },
 }
 
+/// `defer`: a subcommand's arguments are built only when it is the one used (or for help,
+/// completions and man pages), not on every invocation for all of them. The argument structs
+/// a subcommand takes in carry plain comments, not doc comments: built late, a doc comment
+/// there would replace the subcommand's own description.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Check spec files or dirs of spec files; prints file:line:col: message per error.
     Validate {

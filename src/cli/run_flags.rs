@@ -4,7 +4,7 @@
 
 use toml::{Table, Value};
 
-/// The docker-style flags of `berth run IMAGE`.
+// The docker-style flags of `berth run IMAGE`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunFlags {
     /// KEY=VALUE (or KEY, taken from this environment) for the container (repeatable).
