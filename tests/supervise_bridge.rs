@@ -581,6 +581,28 @@ fn as_pid_1_it_publishes_ports_while_reaping_orphans() {
     assert_clean(&env, netns);
 }
 
+/// Runs `name` (a bridge-mode server) under a daemon that is then killed with SIGKILL once the
+/// instance is recorded, and removes that record and the spec file: what a crash between a
+/// start and its record leaves, with the spec gone before a daemon comes back. Returns the
+/// container's pid.
+fn crash_forgetting(env: &TestEnv, netns: &TestNetns, name: &str) -> i64 {
+    let d = Daemon::start_in(env, netns, None);
+    env.write_spec(name, &format!("{SERVE}{BRIDGE}"));
+    let pid = wait_running(env, name);
+    wait_recorded(env, name);
+    d.kill9();
+    std::fs::remove_file(env.root().join(format!("state/{name}.json"))).unwrap();
+    std::fs::remove_file(env.specs().join(format!("{name}.toml"))).unwrap();
+    pid
+}
+
+/// Waits until the process `pid` is gone.
+fn wait_gone(pid: i64) {
+    wait_until(Duration::from_secs(10), "its process gone", || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
+    });
+}
+
 #[test]
 fn an_address_a_crash_left_unclaimed_is_released_by_the_next_daemon() {
     if skip("supervise unclaimed lease") {
@@ -588,25 +610,15 @@ fn an_address_a_crash_left_unclaimed_is_released_by_the_next_daemon() {
     }
     let env = TestEnv::new("sv-brlease");
     let netns = TestNetns::new(&env);
-    let d = Daemon::start_in(&env, &netns, None);
-    env.write_spec("gone", &format!("{SERVE}{BRIDGE}"));
-    let pid = wait_running(&env, "gone");
+    let pid = crash_forgetting(&env, &netns, "gone");
+    // The container and its address are left, but no record.
     assert!(leases(&env).contains("\"gone\""), "{}", leases(&env));
-    // As a crash between a start and its record leaves it: the container and its address,
-    // but no record; and its file is removed before the daemon comes back.
-    wait_recorded(&env, "gone");
-    let record = env.root().join("state/gone.json");
-    d.kill9();
-    std::fs::remove_file(&record).unwrap();
-    std::fs::remove_file(env.specs().join("gone.toml")).unwrap();
     let d = Daemon::start_in(&env, &netns, None);
     wait_until(Duration::from_secs(20), "the address released", || {
         !leases(&env).contains("\"gone\"")
     });
     // The container no record knows was torn down.
-    wait_until(Duration::from_secs(10), "its process gone", || {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
-    });
+    wait_gone(pid);
     d.stop();
     assert_clean(&env, netns);
 }
@@ -618,13 +630,8 @@ fn a_network_record_cut_short_still_lets_the_next_daemon_tear_the_container_down
     }
     let env = TestEnv::new("sv-brcut");
     let netns = TestNetns::new(&env);
-    let d = Daemon::start_in(&env, &netns, None);
-    env.write_spec("cut", &format!("{SERVE}{BRIDGE}"));
-    let pid = wait_running(&env, "cut");
-    wait_recorded(&env, "cut");
-    d.kill9();
-    // As a crash in the middle of writing it leaves it: the instance's network record empty,
-    // and no daemon record of the instance.
+    let pid = crash_forgetting(&env, &netns, "cut");
+    // As a crash in the middle of writing it leaves it: the instance's network record empty.
     let dirs: Vec<_> = std::fs::read_dir(env.root().join("containers"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -632,12 +639,8 @@ fn a_network_record_cut_short_still_lets_the_next_daemon_tear_the_container_down
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     std::fs::write(dirs[0].join("network.json"), b"").unwrap();
-    std::fs::remove_file(env.root().join("state/cut.json")).unwrap();
-    std::fs::remove_file(env.specs().join("cut.toml")).unwrap();
     let d = Daemon::start_in(&env, &netns, None);
-    wait_until(Duration::from_secs(10), "its process gone", || {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
-    });
+    wait_gone(pid);
     wait_until(Duration::from_secs(10), "its instance dir gone", || {
         !dirs[0].exists()
     });
