@@ -202,8 +202,8 @@ impl Netlink {
     }
 
     /// Asks for one link (by `index`, or by `name` when given, without its counters) and
-    /// hands its header and its attributes, unparsed, to `read`; None if there is no such
-    /// link. Nothing is parsed but what `read` looks at.
+    /// hands its header and its attributes, unparsed, to `read`; None if no link has that
+    /// name (a missing index stays an error). Nothing is parsed but what `read` looks at.
     fn query_link<R>(
         &mut self,
         index: u32,
@@ -230,7 +230,7 @@ impl Netlink {
         });
         match result {
             Ok(()) => Ok(found),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) if name.is_some() && e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
     }
