@@ -18,7 +18,7 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkHeader, LinkInfo,
-    LinkMessage, LinkMessageBuffer,
+    LinkMessage, LinkMessageBuffer, Stats64,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -71,6 +71,7 @@ const RECV_BUF: usize = 64 * 1024;
 /// Link attributes read without parsing the whole message (uapi `linux/if_link.h`).
 const IFLA_OPERSTATE: u16 = 16;
 const IFLA_IFALIAS: u16 = 20;
+const IFLA_STATS64: u16 = 23;
 /// `IF_OPER_UP` of RFC 2863's operational states, as IFLA_OPERSTATE carries it.
 const IF_OPER_UP: u8 = 6;
 const RTM_NEWLINK: u16 = libc::RTM_NEWLINK;
@@ -201,13 +202,15 @@ impl Netlink {
         self.exchange(msg, flags, |_, _| Ok(()))
     }
 
-    /// Asks for one link (by `index`, or by `name` when given, without its counters) and
-    /// hands its header and its attributes, unparsed, to `read`; None if no link has that
-    /// name (a missing index stays an error). Nothing is parsed but what `read` looks at.
+    /// Asks for one link (by `index`, or by `name` when given; with its counters only when
+    /// `counters`) and hands its header and its attributes, unparsed, to `read`; None if no
+    /// link has that name (a missing index stays an error). Nothing is parsed but what `read`
+    /// looks at.
     fn query_link<R>(
         &mut self,
         index: u32,
         name: Option<&str>,
+        counters: bool,
         mut read: impl FnMut(&LinkHeader, NlasIterator<&[u8]>) -> R,
     ) -> io::Result<Option<R>> {
         let mut msg = LinkMessage::default();
@@ -215,7 +218,7 @@ impl Netlink {
         msg.attributes = name
             .map(|n| LinkAttribute::IfName(n.to_string()))
             .into_iter()
-            .chain([skip_stats()])
+            .chain((!counters).then(skip_stats))
             .collect();
         let mut found = None;
         let result = self.exchange(RouteNetlinkMessage::GetLink(msg), 0, |kind, payload| {
@@ -242,7 +245,7 @@ impl Netlink {
 
     /// The index and state of the link named `name`, None if there is none.
     pub fn link_state(&mut self, name: &str) -> io::Result<Option<LinkState>> {
-        self.query_link(0, Some(name), |h, mut attributes| LinkState {
+        self.query_link(0, Some(name), false, |h, mut attributes| LinkState {
             index: h.index,
             up: h.flags.contains(LinkFlags::Up),
             oper_up: attributes.any(|a| a.is_ok_and(|a| is_oper_up(&a))),
@@ -251,7 +254,7 @@ impl Netlink {
 
     /// The alias (IFLA_IFALIAS) of link `index`, if it has one.
     pub fn alias(&mut self, index: u32) -> io::Result<Option<String>> {
-        let alias = self.query_link(index, None, |_, mut attributes| {
+        let alias = self.query_link(index, None, false, |_, mut attributes| {
             attributes
                 .find_map(|a| a.ok().filter(|a| a.kind() == IFLA_IFALIAS))
                 .map(|a| {
@@ -266,7 +269,7 @@ impl Netlink {
     /// Whether link `index` is operationally up (carrier on and processed by the kernel's link
     /// watcher, which is when its queue starts passing packets).
     pub fn oper_up(&mut self, index: u32) -> io::Result<bool> {
-        let up = self.query_link(index, None, |_, mut attributes| {
+        let up = self.query_link(index, None, false, |_, mut attributes| {
             attributes.any(|a| a.is_ok_and(|a| is_oper_up(&a)))
         })?;
         Ok(up == Some(true))
@@ -274,20 +277,16 @@ impl Netlink {
 
     /// The byte counters (received, sent) of the link named `name`, None if there is none.
     pub fn byte_counters(&mut self, name: &str) -> io::Result<Option<(u64, u64)>> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        let replies = match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(r) => r,
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Ok(replies.into_iter().find_map(|r| match r {
-            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::Stats64(s) => Some((s.rx_bytes, s.tx_bytes)),
-                _ => None,
-            }),
-            _ => None,
-        }))
+        let counters = self.query_link(0, Some(name), true, |_, mut attributes| {
+            attributes
+                .find_map(|a| a.ok().filter(|a| a.kind() == IFLA_STATS64))
+                .map(|a| Stats64::parse(a.value()))
+        })?;
+        match counters.flatten() {
+            Some(Ok(s)) => Ok(Some((s.rx_bytes, s.tx_bytes))),
+            Some(Err(e)) => Err(io_other(format!("decoding the counters of {name}: {e}"))),
+            None => Ok(None),
+        }
     }
 
     /// Every link's index and name.
