@@ -319,12 +319,27 @@ impl ContainerCgroup {
 
     /// Kills what is left and removes the cgroup from every hierarchy, continuing past errors.
     /// Parent dirs stay (other containers share them).
+    ///
+    /// The usual cgroup is empty by now, so each dir is first removed outright: the kernel
+    /// refuses (EBUSY) one that still has processes, and only then are they killed and the
+    /// rest removed with retries. That spares reading every hierarchy's `cgroup.procs`.
     pub fn destroy(self) -> Result<(), CgroupErrors> {
+        let busy: Vec<&Dir> = self
+            .dirs
+            .iter()
+            .filter(|d| match std::fs::remove_dir(&d.path) {
+                Ok(()) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            })
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
         let mut errors = Vec::new();
         if let Err(e) = self.kill_all() {
             errors.push(e);
         }
-        for d in &self.dirs {
+        for d in busy {
             let r = match self.mode {
                 CgroupMode::V2 => files::rmdir_retry(&d.path),
                 CgroupMode::V1 | CgroupMode::Hybrid => v1::remove(d),
