@@ -128,6 +128,33 @@ fn proc_is_masked_and_read_only() {
     env.assert_no_leaks();
 }
 
+/// The files berth writes for the container (/etc/hosts, /etc/hostname, /etc/resolv.conf) are
+/// bound nosuid, nodev and noexec: a bind carries its source mount's flags, and berth skips the
+/// remount only when those are already exactly these.
+#[test]
+fn the_etc_files_are_bound_nosuid_nodev_noexec() {
+    if skip_unless_root("etc files") {
+        return;
+    }
+    let env = TestEnv::new("etcflags");
+    let (code, out, err) = sh(
+        &env,
+        "",
+        "grep -E ' /etc/(hosts|hostname|resolv.conf) ' /proc/self/mountinfo",
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for line in lines {
+        // The sixth field holds the per-mount options.
+        let opts: Vec<&str> = line.split(' ').nth(5).unwrap_or("").split(',').collect();
+        for want in ["nosuid", "nodev", "noexec"] {
+            assert!(opts.contains(&want), "{want} missing: {line}");
+        }
+    }
+    env.assert_no_leaks();
+}
+
 #[test]
 fn mount_unshare_and_devices_are_refused() {
     if skip_unless_root("refused") {

@@ -686,9 +686,12 @@ fn do_mount(root: &OwnedFd, m: &Mount) -> Result<(), InitError> {
             )
             .map_err(step(what()))?;
             // Other flags only take effect on a remount, which must address the new mount:
-            // the old fd still names the dir underneath, so open the target again.
+            // the old fd still names the dir underneath, so open the target again. A bind
+            // copies its source mount's flags, so there is nothing to remount when those are
+            // already the ones asked for (the /etc files, bound from a nosuid, nodev, noexec
+            // tmpfs).
             let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
-            if !extra.is_empty() {
+            if !extra.is_empty() && !has_exactly(&source, extra) {
                 let rel = Path::new(m.target.trim_start_matches('/'));
                 let mounted = open_in_root(root.as_fd(), rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)
                     .map_err(step(what()))?;
@@ -704,6 +707,19 @@ fn do_mount(root: &OwnedFd, m: &Mount) -> Result<(), InitError> {
         }
     }
     Ok(())
+}
+
+/// Whether the mount `fd` lies on has exactly `flags`, which are only read-only, nosuid, nodev
+/// and noexec (any other flag, or a failed statfs, says no).
+fn has_exactly(fd: &OwnedFd, flags: MsFlags) -> bool {
+    let per_mount =
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !per_mount.contains(flags) {
+        return false;
+    }
+    // The ST_ flags of statvfs have the values of the MS_ flags.
+    nix::sys::statvfs::fstatvfs(fd)
+        .is_ok_and(|st| MsFlags::from_bits_truncate(st.flags().bits() as _) & per_mount == flags)
 }
 
 /// Makes `path` read empty: a read-only tmpfs over a dir, /dev/null over a file.
