@@ -563,26 +563,40 @@ fn target_in_root(root: &OwnedFd, target: &str, file: bool) -> Result<OwnedFd, I
     if let Ok(fd) = open_in_root(root.as_fd(), rel, path_flags, 0) {
         return Ok(fd);
     }
-    let mut prefix = PathBuf::new();
     let components: Vec<_> = rel.components().collect();
-    for (i, c) in components.iter().enumerate() {
-        let parent = open_in_root(root.as_fd(), &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
-            .map_err(step(what()))?;
+    // Usually only the last component is missing (a device node in the new /dev): create it
+    // in its parent at once. Otherwise walk down, creating each missing dir.
+    let known_parent = rel
+        .parent()
+        .and_then(|p| open_in_root(root.as_fd(), p, OFlag::O_PATH | OFlag::O_DIRECTORY, 0).ok());
+    let first_missing = if known_parent.is_some() {
+        components.len().saturating_sub(1)
+    } else {
+        0
+    };
+    let mut prefix: PathBuf = components[..first_missing].iter().collect();
+    let mut parent = known_parent;
+    for (i, c) in components.iter().enumerate().skip(first_missing) {
+        let dir = match parent.take() {
+            Some(dir) => dir,
+            None => open_in_root(root.as_fd(), &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
+                .map_err(step(what()))?,
+        };
         prefix.push(c);
         let last = i + 1 == components.len();
-        if open_in_root(root.as_fd(), &prefix, path_flags, 0).is_ok() {
+        if !last && open_in_root(root.as_fd(), &prefix, path_flags, 0).is_ok() {
             continue;
         }
         if last && file {
-            let created = nix::fcntl::openat(
-                &parent,
+            nix::fcntl::openat(
+                &dir,
                 c.as_os_str(),
                 OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o644),
-            );
-            created.map_err(step(what()))?;
+            )
+            .map_err(step(what()))?;
         } else {
-            match nix::sys::stat::mkdirat(&parent, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
+            match nix::sys::stat::mkdirat(&dir, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => return Err(step(what())(e)),
             }
