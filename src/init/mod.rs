@@ -97,7 +97,7 @@ pub fn prepare(config: &InitConfig) {
             tracing::warn!("setting the hostname {h:?}: {e}");
         }
     }
-    if let Err(e) = crate::sys::process::loopback_up() {
+    if let Err(e) = crate::sys::netdev::loopback_up() {
         tracing::warn!("bringing lo up: {e}");
     }
     if !config.modules.is_empty() {

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::path::Path;
 
 use netlink_packet_core::{
@@ -240,7 +240,7 @@ impl Netlink {
 
     /// The index of the link named `name`, None if there is none.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
-        Ok(self.link_state(name)?.map(|l| l.index))
+        crate::sys::netdev::index(self.sock.as_fd(), name)
     }
 
     /// The index and state of the link named `name`, None if there is none.

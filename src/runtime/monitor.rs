@@ -28,8 +28,9 @@ use crate::runtime::plan::{overlay_options, ContainerPlan, LogTarget};
 use crate::runtime::protocol::{Channel, Event, ExitStatus, Request};
 use crate::runtime::terminal::{self, TermSize};
 use crate::runtime::{capabilities, seccomp, user};
+use crate::sys::netdev::loopback_up;
 use crate::sys::openat::{open_dir, open_in_root};
-use crate::sys::process::{close_fds_at_exec, fork_single_threaded, loopback_up, set_niceness};
+use crate::sys::process::{close_fds_at_exec, fork_single_threaded, set_niceness};
 
 /// The argument that selects the helper mode; the channel's fd number follows it.
 pub const MONITOR_ARG: &str = "__berth-monitor";

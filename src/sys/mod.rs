@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod children;
 pub mod exec;
+pub mod netdev;
 pub mod openat;
 pub mod process;
 pub mod spawn;

@@ -1,5 +1,5 @@
-//! Process-level system calls: fork, closing inherited fds, bringing up loopback, and the sealed
-//! copy of our own executable that containers can never overwrite.
+//! Process-level system calls: fork, closing inherited fds, and the sealed copy of our own
+//! executable that containers can never overwrite.
 
 use std::fs::File;
 use std::io;
@@ -44,35 +44,6 @@ pub fn close_fds_at_exec(first: u32) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Sets IFF_UP on the loopback interface of the current network namespace.
-pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket(2) with constant arguments; the returned fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid socket we exclusively own from here on.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads into `req`, a valid ifreq that outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the union field ifru_flags was just filled in by SIOCGIFFLAGS.
-    unsafe {
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    }
-    // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq that outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A copy of the running executable that containers can never overwrite (the
