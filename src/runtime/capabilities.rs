@@ -116,20 +116,23 @@ pub fn mask(set: &CapsHashSet) -> u64 {
 }
 
 /// Drops from the calling thread's bounding set every capability the kernel knows that is not
-/// in `set`. Needs CAP_SETPCAP in the effective set, unless nothing is left to drop.
-pub fn drop_bounding(set: &CapsHashSet) -> Result<(), CapError> {
-    for cap in caps::runtime::thread_all_supported() {
-        if set.contains(&cap) {
+/// in `set`. Needs CAP_SETPCAP in the effective set, unless nothing is left to drop. Returns
+/// the capabilities of `set` that the kernel knows. One PR_CAPBSET_READ per capability tells
+/// both whether the kernel knows it (an error if not) and whether the set still holds it.
+pub fn drop_bounding(set: &CapsHashSet) -> Result<CapsHashSet, CapError> {
+    let mut known = CapsHashSet::new();
+    for cap in caps::all() {
+        let Ok(held) = caps::has_cap(None, CapSet::Bounding, cap) else {
             continue;
-        }
-        let held = caps::has_cap(None, CapSet::Bounding, cap)
-            .map_err(|source| CapError::DropBounding { cap, source })?;
-        if held {
+        };
+        if set.contains(&cap) {
+            known.insert(cap);
+        } else if held {
             caps::drop(None, CapSet::Bounding, cap)
                 .map_err(|source| CapError::DropBounding { cap, source })?;
         }
     }
-    Ok(())
+    Ok(known)
 }
 
 /// Gives the calling thread the container's capabilities:
@@ -161,7 +164,7 @@ pub fn drop_bounding(set: &CapsHashSet) -> Result<(), CapError> {
 /// its capabilities through setuid(0)) — but only if `set` still holds CAP_SETUID and
 /// CAP_SETGID; calling it after the uid change is correct in every case.
 pub fn apply(set: &CapsHashSet, uid_is_root: bool) -> Result<(), CapError> {
-    drop_bounding(set)?;
+    let known = drop_bounding(set)?;
     caps::clear(None, CapSet::Ambient).map_err(|source| CapError::Set {
         set: "ambient",
         source,
@@ -170,10 +173,8 @@ pub fn apply(set: &CapsHashSet, uid_is_root: bool) -> Result<(), CapError> {
         set: "inheritable",
         source,
     })?;
-    let target: CapsHashSet = if uid_is_root {
-        set.intersection(&caps::runtime::thread_all_supported())
-            .copied()
-            .collect()
+    let target = if uid_is_root {
+        known
     } else {
         CapsHashSet::new()
     };
