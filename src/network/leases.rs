@@ -66,14 +66,24 @@ impl Leases {
 
     /// Takes the exclusive lock (blocking) and reads the current leases.
     pub fn lock(&self) -> Result<LeaseGuard, NetworkError> {
-        fs::create_dir_all(&self.dir).map_err(io_err("creating the lease directory", &self.dir))?;
         let lock_path = self.dir.join("leases.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err("opening the lease lock", &lock_path))?;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+        };
+        // The directory is made on first use only.
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.dir)
+                    .map_err(io_err("creating the lease directory", &self.dir))?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(io_err("opening the lease lock", &lock_path))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| io_err("locking", &lock_path)(io::Error::from(e)))?;
         let path = self.path();
@@ -319,6 +329,17 @@ mod tests {
             .filter(|n| n.contains("tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn lock_makes_the_directory_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let leases = Leases::new(dir.path().join("network"));
+        let mut g = leases.lock().unwrap();
+        g.assign("a", None, &subnet()).unwrap();
+        g.save().unwrap();
+        drop(g);
+        assert!(leases.lock().unwrap().get("a").is_some());
     }
 
     #[test]
